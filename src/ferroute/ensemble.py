@@ -1,0 +1,163 @@
+"""Deep Ensemble: M backbones of one architecture, run as one fused forward pass.
+
+A model directory holds ``config.json`` (backbone config, member count, training record),
+``member_<k>.safetensors`` per member and, once calibrated, ``router.json``.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from .backbones import BackboneConfig, build_from_config
+
+FORMAT = "ferroute-ensemble"
+FORMAT_VERSION = 1
+
+
+class ModelError(ValueError):
+    """A model directory is missing, incomplete or inconsistent."""
+
+
+def preprocess(images: np.ndarray | torch.Tensor, cfg: BackboneConfig) -> torch.Tensor:
+    """Grayscale faces ``(B, H, W)`` uint8 -> normalised float batch ``(B, in_chans, S, S)``.
+
+    Faces are resized to ``cfg.input_size`` and replicated to the backbone's channels.
+    """
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images, copy=True))
+    if x.ndim != 3:
+        raise ValueError(f"faces must be shaped (B, H, W) grayscale, got {tuple(x.shape)}")
+    x = x.to(torch.float32).div_(255.0).unsqueeze(1)
+    if x.shape[-1] != cfg.input_size or x.shape[-2] != cfg.input_size:
+        x = F.interpolate(x, size=(cfg.input_size, cfg.input_size), mode="bilinear", align_corners=False, antialias=True)
+    if cfg.in_chans != 1:
+        x = x.expand(-1, cfg.in_chans, -1, -1)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return ((x - mean) / std).contiguous()
+
+
+class Ensemble(nn.Module):
+    """M members sharing one :class:`BackboneConfig`; outputs probabilities ``(B, M, C)``."""
+
+    def __init__(self, members: list[nn.Module], config: BackboneConfig, meta: dict[str, Any] | None = None, fused: str = "loop"):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if fused not in ("loop", "vmap"):
+            raise ValueError(f"fused must be 'loop' or 'vmap', got {fused!r}")
+        self.fused = fused
+        self.members = nn.ModuleList(m.to(memory_format=torch.channels_last) for m in members)
+        self.config = config
+        self.meta: dict[str, Any] = dict(meta or {})
+        self._fused: tuple[Any, ...] | None = None
+        self.eval()
+
+    @property
+    def num_members(self) -> int:
+        return len(self.members)
+
+    def train(self, mode: bool = True) -> "Ensemble":
+        self._fused = None  # weights may change; rebuild the stacked copy on next use
+        return super().train(mode)
+
+    def _fused_state(self) -> tuple[Any, ...]:
+        if self._fused is None:
+            from torch.func import stack_module_state
+
+            params, buffers = stack_module_state(list(self.members))
+            base = copy.deepcopy(self.members[0]).to("meta")
+            self._fused = (base, params, buffers)
+        return self._fused
+
+    def forward_loop(self, x: torch.Tensor) -> torch.Tensor:
+        """A loop over members on a channels-last batch. ``(B, ...) -> (B, M, C)`` probabilities."""
+        x = x.contiguous(memory_format=torch.channels_last)
+        return torch.stack([m(x).softmax(-1) for m in self.members], dim=1)
+
+    def forward_vmap(self, x: torch.Tensor) -> torch.Tensor:
+        """All members in one vectorised pass (``torch.func.vmap``). ``(B, ...) -> (B, M, C)``."""
+        from torch.func import functional_call, vmap
+
+        base, params, buffers = self._fused_state()
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
+            return functional_call(base, (p, b), (inp,))
+
+        logits = vmap(one, in_dims=(0, 0, None))(params, buffers, x)  # (M, B, C)
+        return logits.softmax(-1).transpose(0, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Member probabilities ``(B, M, C)`` for a preprocessed batch ``(B, in_chans, S, S)``."""
+        if self.fused == "vmap" and not self.training and self.num_members > 1:
+            return self.forward_vmap(x)
+        return self.forward_loop(x)
+
+    @torch.inference_mode()
+    def predict_proba(self, faces: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Grayscale faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32."""
+        self.eval()
+        out = np.empty((len(faces), self.num_members, len(self.config.labels)), dtype=np.float32)
+        starts = range(0, len(faces), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc="ensemble", unit="batch", leave=False)
+        for s in starts:
+            x = preprocess(faces[s : s + batch_size], self.config)
+            out[s : s + len(x)] = self(x).numpy()
+        return out
+
+    # ------------------------------------------------------------------ persistence
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``config.json`` and ``member_<k>.safetensors`` into ``directory``."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        for k, m in enumerate(self.members):
+            save_member(m, d / f"member_{k}.safetensors")
+        write_config(d, self.config, self.num_members, self.meta)
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path) -> "Ensemble":
+        """Rebuild an ensemble from a model directory (safetensors only, nothing unpickled)."""
+        d = Path(directory)
+        cfg_path = d / "config.json"
+        if not cfg_path.is_file():
+            raise ModelError(f"{d}: not a ferroute model directory (no config.json)")
+        try:
+            raw = json.loads(cfg_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ModelError(f"{cfg_path}: invalid JSON ({exc})") from None
+        if raw.get("format") != FORMAT:
+            raise ModelError(f"{cfg_path}: format is {raw.get('format')!r}, expected {FORMAT!r}")
+        cfg = BackboneConfig.from_dict(raw["backbone"])
+        members = []
+        for k in range(int(raw["members"])):
+            path = d / f"member_{k}.safetensors"
+            if not path.is_file():
+                raise ModelError(f"{path}: member weights missing ({raw['members']} members declared)")
+            m = build_from_config(cfg)
+            m.load_state_dict(load_file(path))
+            members.append(m.eval())
+        return cls(members, cfg, meta=raw.get("meta", {}))
+
+
+def save_member(model: nn.Module, path: Path) -> None:
+    """Save one member's state dict as safetensors (contiguous, unshared tensors)."""
+    save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(path))
+
+
+def write_config(directory: Path, cfg: BackboneConfig, members: int, meta: dict[str, Any]) -> None:
+    """Write the model directory's ``config.json``."""
+    doc = {"format": FORMAT, "version": FORMAT_VERSION, "members": members, "backbone": cfg.to_dict(), "meta": meta}
+    (directory / "config.json").write_text(json.dumps(doc, indent=2) + "\n")

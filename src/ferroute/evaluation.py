@@ -1,0 +1,337 @@
+"""The dual-validation protocol: ambiguity, shift and routing, written as a report.
+
+Definitions (fixed; see README):
+
+* ambiguity: Spearman correlation between a score and annotator disagreement (entropy of
+  the raw 8-emotion vote distribution) over the FERPlus test faces, with a 1000-resample
+  bootstrap 95 % CI;
+* shift: AUROC separating clean test faces (0) from the same faces corrupted (1), per
+  ImageNet-C corruption and severity, averaged over the 15 corruptions;
+* routing: *ambiguous in-distribution faces* are clean test faces whose disagreement is in
+  the top third; *OOD* are the test faces under all 15 corruptions at severity 5. At a
+  rate ``r`` each router's reject threshold is set so that exactly the fraction ``r`` of
+  OOD inputs is rejected; the kept ratio is (ambiguous faces UAR keeps) / (ambiguous faces
+  the single-score router keeps).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
+
+from .corruptions import CORRUPTIONS, SEVERITIES, corrupted_set
+from .data import FERPlusSplit
+from .ensemble import Ensemble
+from .routing import UncertaintyRouter
+from .uncertainty import decompose, entropy
+
+RATES = (0.5, 0.7, 0.9, 0.95)
+N_BOOT = 1000
+
+
+def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, list[float]]:
+    """Spearman rho of ``x`` vs ``y`` and its percentile-bootstrap 95 % CI."""
+    rho = float(spearmanr(x, y).statistic)
+    rng = np.random.default_rng(seed)
+    n = len(x)
+    boots = np.empty(n_boot)
+    for b in range(n_boot):
+        i = rng.integers(0, n, n)
+        boots[b] = spearmanr(x[i], y[i]).statistic
+    return rho, [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))]
+
+
+def kept_at_rate(score_id: np.ndarray, score_ood: np.ndarray, r: float) -> float:
+    """Fraction of in-distribution inputs kept when the threshold rejects exactly ``r`` of OOD.
+
+    Higher score = rejected first. Ties at the threshold are split so the OOD rejection
+    rate is exactly ``r`` in expectation.
+    """
+    t = np.quantile(score_ood, 1 - r, method="linear")
+    above_ood = np.mean(score_ood > t)
+    at_ood = np.mean(score_ood == t)
+    frac = 0.0 if at_ood == 0 else np.clip((r - above_ood) / at_ood, 0, 1)  # share of ties rejected
+    kept = (score_id < t).astype(float) + (score_id == t) * (1 - frac)
+    return float(kept.mean())
+
+
+def routing_table(
+    scores: dict[str, tuple[np.ndarray, np.ndarray]],
+    ambiguous: np.ndarray,
+    rates: tuple[float, ...] = RATES,
+) -> dict[str, dict[str, float]]:
+    """Per method: ambiguous faces kept and all clean faces kept at each OOD rejection rate.
+
+    ``scores[method] = (clean_scores (N,), ood_scores (K,))``.
+    """
+    out: dict[str, dict[str, float]] = {}
+    for method, (clean, ood) in scores.items():
+        out[f"kept_ambiguous_{method}"] = {str(r): kept_at_rate(clean[ambiguous], ood, r) for r in rates}
+        out[f"kept_clean_{method}"] = {str(r): kept_at_rate(clean, ood, r) for r in rates}
+    return out
+
+
+def kept_ratio_ci(
+    clean_a: np.ndarray, ood_a: np.ndarray, clean_b: np.ndarray, ood_b: np.ndarray,
+    ambiguous: np.ndarray, r: float, n_boot: int = N_BOOT, seed: int = 0,
+) -> list[float]:
+    """Bootstrap 95 % CI of kept_a / kept_b, resampling test faces (clean and corrupted together).
+
+    ``ood_*`` are shaped ``(n_corruptions, N)`` so a resampled face brings all its corruptions.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(clean_a)
+    ratios = []
+    for _ in range(n_boot):
+        i = rng.integers(0, n, n)
+        amb = i[ambiguous[i]]
+        ka = kept_at_rate(clean_a[amb], ood_a[:, i].ravel(), r)
+        kb = kept_at_rate(clean_b[amb], ood_b[:, i].ravel(), r)
+        if kb > 0:
+            ratios.append(ka / kb)
+    return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+
+
+def evaluate(
+    ensemble: Ensemble,
+    valid: FERPlusSplit,
+    test: FERPlusSplit,
+    out_dir: str | Path,
+    ldl: Ensemble | None = None,
+    router: UncertaintyRouter | None = None,
+    corruptions: list[str] | None = None,
+    severities: tuple[int, ...] = SEVERITIES,
+    batch_size: int = 512,
+    progress: bool = True,
+    n_boot: int = N_BOOT,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Run the protocol; write ``report.json``, ``report.md`` and PNG plots into ``out_dir``."""
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = list(corruptions or CORRUPTIONS)
+    timings: dict[str, float] = {}
+
+    def infer(model: Ensemble, faces: np.ndarray) -> np.ndarray:
+        return model.predict_proba(np.asarray(faces), batch_size=batch_size)
+
+    # ---- calibration on clean validation faces
+    pv = infer(ensemble, valid.images)
+    if router is None:
+        router = UncertaintyRouter().fit(pv, valid.disagreement)
+    dv = decompose(pv)
+
+    # ---- clean test
+    pt = infer(ensemble, test.images)
+    dt = decompose(pt)
+    mean_t = pt.mean(axis=1)
+    labelled = test.labels >= 0
+    accuracy = float(np.mean(mean_t[labelled].argmax(-1) == test.labels[labelled]))
+    dis = test.disagreement
+    rho_a, ci_a = spearman_ci(dt["aleatoric"], dis, n_boot)
+    ambiguity = {
+        "spearman_aleatoric": rho_a,
+        "spearman_aleatoric_ci95": ci_a,
+        "spearman_total": float(spearmanr(dt["total"], dis).statistic),
+        "spearman_epistemic": float(spearmanr(dt["epistemic"], dis).statistic),
+        "spearman_shift_score": float(spearmanr(router.shift_score(dt), dis).statistic),
+        "n": int(len(dis)),
+    }
+    z_clean = router.shift_score(dt)
+    if ldl is not None:
+        pl = infer(ldl, test.images)[:, 0]
+        ldl_clean = entropy(pl)
+        ldl_acc = float(np.mean(pl[labelled].argmax(-1) == test.labels[labelled]))
+    timings["clean_inference_s"] = time.time() - t0
+
+    # ---- corruptions
+    t1 = time.time()
+    sets = corrupted_set(test.images, names, severities, workers=workers, progress=progress)
+    timings["corruptions_s"] = time.time() - t1
+    t1 = time.time()
+    scores: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    for key in tqdm(list(sets), desc="shift inference", unit="set", disable=not progress):
+        p = infer(ensemble, sets[key])
+        d = decompose(p)
+        s = {"epistemic": d["epistemic"], "aleatoric": d["aleatoric"], "total": d["total"], "uar": router.shift_score(d)}
+        if ldl is not None:
+            s["ldl"] = entropy(infer(ldl, sets[key])[:, 0])
+        scores[key] = s
+    timings["shift_inference_s"] = time.time() - t1
+
+    clean_scores = {"epistemic": dt["epistemic"], "aleatoric": dt["aleatoric"], "total": dt["total"], "uar": z_clean}
+    if ldl is not None:
+        clean_scores["ldl"] = ldl_clean
+    n = len(test)
+    y = np.r_[np.zeros(n), np.ones(n)]
+    per: dict[str, dict[str, dict[str, float]]] = {k: {str(s): {} for s in severities} for k in clean_scores}
+    for (name, sev), s in scores.items():
+        for k in clean_scores:
+            per[k][str(sev)][name] = float(roc_auc_score(y, np.r_[clean_scores[k], s[k]]))
+    mean_auroc = {k: {sv: float(np.mean(list(v.values()))) for sv, v in per[k].items()} for k in per}
+    shift = {
+        "auroc_epistemic": mean_auroc["epistemic"],
+        "auroc_aleatoric": mean_auroc["aleatoric"],
+        "auroc_total": mean_auroc["total"],
+        "auroc_uar_shift_score": mean_auroc["uar"],
+        "per_corruption": {k: per[k] for k in ("epistemic", "aleatoric", "total", "uar")},
+        "corruptions": names,
+        "resolution": "native 48x48, before any resizing, identical for every model",
+    }
+
+    # ---- routing at matched OOD rejection
+    amb = dis >= np.quantile(dis, 2 / 3)
+    sev_max = max(severities)
+    ood = {k: np.stack([scores[(nm, sev_max)][k] for nm in names]) for k in clean_scores}  # (K, N)
+    methods = {"uar": "uar", "single": "total"}
+    if ldl is not None:
+        methods["ldl"] = "ldl"
+    table = routing_table({m: (clean_scores[k], ood[k].ravel()) for m, k in methods.items()}, amb)
+    kept_ratio = {str(r): table["kept_ambiguous_uar"][str(r)] / max(table["kept_ambiguous_single"][str(r)], 1e-12) for r in RATES}
+    routing = {
+        "kept_ratio": kept_ratio,
+        "kept_ratio_ci95": {"0.9": kept_ratio_ci(z_clean, ood["uar"], dt["total"], ood["total"], amb, 0.9, n_boot)},
+        "kept_ambiguous_uar": table["kept_ambiguous_uar"],
+        "kept_ambiguous_single": table["kept_ambiguous_single"],
+        "kept_clean": {"uar": table["kept_clean_uar"], "single": table["kept_clean_single"]},
+        "n_ambiguous": int(amb.sum()),
+        "n_ood": int(ood["total"].size),
+        "thresholds": router.thresholds,
+        "decisions_clean_test": {k: int(v) for k, v in zip(*np.unique(router.decide(dt), return_counts=True))},
+    }
+    report: dict[str, Any] = {
+        "accuracy": accuracy,
+        "n_test": int(n),
+        "n_test_labelled": int(labelled.sum()),
+        "ambiguity": ambiguity,
+        "shift": shift,
+        "routing": routing,
+        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict()},
+    }
+    if ldl is not None:
+        rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)
+        report["ldl"] = {
+            "accuracy": ldl_acc,
+            "spearman": rho_l,
+            "spearman_ci95": ci_l,
+            "auroc": mean_auroc["ldl"],
+            "per_corruption": per["ldl"],
+            "kept_ambiguous": table["kept_ambiguous_ldl"],
+            "kept_ratio": {str(r): table["kept_ambiguous_ldl"][str(r)] / max(table["kept_ambiguous_single"][str(r)], 1e-12) for r in RATES},
+            "uar_over_ldl": {str(r): table["kept_ambiguous_uar"][str(r)] / max(table["kept_ambiguous_ldl"][str(r)], 1e-12) for r in RATES},
+        }
+    timings["total_s"] = time.time() - t0
+    report["timings"] = timings
+
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    _plots(out, dt, dis, mean_auroc, per, clean_scores, ood, amb, methods)
+    (out / "report.md").write_text(render_markdown(report))
+    return report
+
+
+def _plots(out: Path, dt: dict, dis: np.ndarray, mean_auroc: dict, per: dict, clean: dict, ood: dict, amb: np.ndarray, methods: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    jitter = np.random.default_rng(0).normal(0, 0.01, len(dis))
+    ax.scatter(dis + jitter, dt["aleatoric"], s=3, alpha=0.3)
+    ax.set_xlabel("annotator disagreement (vote entropy, nats)")
+    ax.set_ylabel("aleatoric uncertainty (nats)")
+    ax.set_title(f"Aleatoric vs human disagreement (rho={spearmanr(dt['aleatoric'], dis).statistic:.3f})")
+    fig.tight_layout()
+    fig.savefig(out / "aleatoric_vs_disagreement.png", dpi=120)
+    plt.close(fig)
+
+    sevs = sorted(per["epistemic"], key=int)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for name in per["epistemic"][sevs[0]]:
+        axes[0].plot([int(s) for s in sevs], [per["epistemic"][s][name] for s in sevs], marker=".", label=name)
+    axes[0].set_title("Epistemic AUROC (clean vs corrupted) per corruption")
+    axes[0].set_xlabel("severity")
+    axes[0].set_ylabel("AUROC")
+    axes[0].legend(fontsize=6, ncol=2)
+    for k, v in mean_auroc.items():
+        axes[1].plot([int(s) for s in sevs], [v[s] for s in sevs], marker="o", label=k)
+    axes[1].set_title("Mean AUROC over the 15 corruptions")
+    axes[1].set_xlabel("severity")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(out / "auroc_vs_severity.png", dpi=120)
+    plt.close(fig)
+
+    rates = np.linspace(0.3, 0.99, 40)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for m, k in methods.items():
+        ax.plot(rates, [kept_at_rate(clean[k][amb], ood[k].ravel(), r) for r in rates], label=m)
+    ax.set_xlabel("OOD rejection rate (severity 5, all corruptions)")
+    ax.set_ylabel("ambiguous in-distribution faces kept")
+    ax.set_title("Keeping ambiguous faces while rejecting OOD")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "kept_ambiguous_vs_rejection.png", dpi=120)
+    plt.close(fig)
+
+
+def render_markdown(r: dict[str, Any]) -> str:
+    """A human-readable summary of a report dict."""
+    a, s, ro = r["ambiguity"], r["shift"], r["routing"]
+    lines = [
+        "# ferroute evaluation report",
+        "",
+        f"FERPlus test: {r['n_test']} faces ({r['n_test_labelled']} with a majority label). "
+        f"Ensemble of {r['model']['members']} `{r['model']['backbone']['name']}` members.",
+        "",
+        "| measure | value | paper |",
+        "|---|---|---|",
+        f"| accuracy (majority label) | {r['accuracy']:.3f} | |",
+        f"| Spearman aleatoric vs disagreement | {a['spearman_aleatoric']:.3f} ({a['spearman_aleatoric_ci95'][0]:.3f}-{a['spearman_aleatoric_ci95'][1]:.3f}) | 0.66 (0.64-0.68) |",
+        f"| mean epistemic AUROC, severity 5 | {s['auroc_epistemic']['5']:.3f} | 0.699 |",
+        f"| kept ratio UAR / single-score at r=0.9 | {ro['kept_ratio']['0.9']:.2f} ({ro['kept_ratio_ci95']['0.9'][0]:.2f}-{ro['kept_ratio_ci95']['0.9'][1]:.2f}) | about 1.8 |",
+        "",
+        "## Ambiguity",
+        "",
+        f"Spearman with annotator disagreement: aleatoric {a['spearman_aleatoric']:.3f}, total {a['spearman_total']:.3f}, "
+        f"epistemic {a['spearman_epistemic']:.3f}, UAR shift score {a['spearman_shift_score']:.3f}.",
+        "",
+        "![aleatoric vs disagreement](aleatoric_vs_disagreement.png)",
+        "",
+        "## Shift (mean AUROC over the 15 corruptions)",
+        "",
+        "| score | " + " | ".join(f"sev {k}" for k in sorted(s["auroc_epistemic"], key=int)) + " |",
+        "|---|" + "---|" * len(s["auroc_epistemic"]) + "",
+    ]
+    rows = [("epistemic", s["auroc_epistemic"]), ("aleatoric", s["auroc_aleatoric"]), ("total", s["auroc_total"]), ("UAR shift score", s["auroc_uar_shift_score"])]
+    if "ldl" in r:
+        rows.append(("LDL entropy", r["ldl"]["auroc"]))
+    for name, m in rows:
+        lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in sorted(m, key=int)) + " |")
+    lines += ["", "![AUROC vs severity](auroc_vs_severity.png)", "", "## Routing at matched OOD rejection", ""]
+    lines += ["| r | UAR keeps | single-score keeps | ratio |" + (" LDL keeps |" if "ldl" in r else ""), "|---|---|---|---|" + ("---|" if "ldl" in r else "")]
+    for k in ro["kept_ratio"]:
+        row = f"| {k} | {ro['kept_ambiguous_uar'][k]:.3f} | {ro['kept_ambiguous_single'][k]:.3f} | {ro['kept_ratio'][k]:.2f} |"
+        if "ldl" in r:
+            row += f" {r['ldl']['kept_ambiguous'][k]:.3f} |"
+        lines.append(row)
+    lines += [
+        "",
+        f"{ro['n_ambiguous']} ambiguous faces (top third of disagreement); {ro['n_ood']} OOD inputs (15 corruptions at severity 5).",
+        "",
+        "![kept ambiguous vs rejection](kept_ambiguous_vs_rejection.png)",
+        "",
+    ]
+    if "ldl" in r:
+        lines += [f"LDL baseline (single model): accuracy {r['ldl']['accuracy']:.3f}, Spearman {r['ldl']['spearman']:.3f}, AUROC sev 5 {r['ldl']['auroc']['5']:.3f}.", ""]
+    lines += [f"Wall time: {r['timings']['total_s']:.0f} s.", ""]
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""The user-facing pipeline: image -> face crops -> ensemble -> decomposition -> decision -> report."""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from .ensemble import Ensemble, ModelError
+from .faces import FaceDetector, ImageError, ImageInput, load_image
+from .routing import NotCalibratedError, UncertaintyRouter
+
+
+def default_model_dir() -> Path:
+    """The ensemble embedded in the package."""
+    return Path(str(resources.files("ferroute") / "models" / "default"))
+
+
+def default_ldl_dir() -> Path:
+    """The single LDL baseline model embedded in the package."""
+    return Path(str(resources.files("ferroute") / "models" / "ldl"))
+
+
+def load_router(model_dir: str | Path) -> UncertaintyRouter:
+    """The calibrated router stored beside a model (``router.json``)."""
+    path = Path(model_dir) / "router.json"
+    if not path.is_file():
+        raise NotCalibratedError(f"{path}: no calibrated router; run `ferroute calibrate --model {model_dir}` first")
+    return UncertaintyRouter.from_dict(json.loads(path.read_text()))
+
+
+class FERRouter:
+    """Route faces in any photo: ``accept``, ``ambiguous``, ``reject`` or ``no_face``.
+
+    Outputs are plain JSON-able dicts, one per face.
+    """
+
+    def __init__(self, ensemble: Ensemble, router: UncertaintyRouter, detector: FaceDetector | None = None, model_dir: Path | None = None):
+        self.ensemble = ensemble
+        self.router = router
+        self.detector = detector or FaceDetector()
+        self.model_dir = model_dir
+
+    @classmethod
+    def load(cls, model_dir: str | Path | None = None) -> "FERRouter":
+        """Load a model directory (default: the embedded ensemble) with its calibrated router."""
+        d = Path(model_dir) if model_dir is not None else default_model_dir()
+        if not d.is_dir():
+            raise ModelError(f"{d}: model directory not found")
+        return cls(Ensemble.load(d), load_router(d), model_dir=d)
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.ensemble.config.labels
+
+    def route_faces(self, faces: np.ndarray, batch_size: int = 256) -> list[dict[str, Any]]:
+        """Route already-cropped gray faces ``(N, 48, 48)`` uint8; one report per face."""
+        probs = self.ensemble.predict_proba(np.asarray(faces, dtype=np.uint8), batch_size=batch_size)
+        return self.router.route(probs, self.labels)
+
+    def route(self, image: ImageInput, name: str | None = None) -> list[dict[str, Any]]:
+        """Every face in ``image`` (path, bytes, PIL image or array); ``[{'decision': 'no_face'}]`` if none.
+
+        Raises :class:`ImageError` when the input cannot be decoded.
+        """
+        return self.route_many([image], names=[name] if name else None, raise_errors=True)[0]["faces"]
+
+    def route_many(
+        self,
+        images: Iterable[ImageInput],
+        names: list[str] | None = None,
+        batch_size: int = 256,
+        raise_errors: bool = False,
+    ) -> list[dict[str, Any]]:
+        """Route a batch of images: one ``{'source', 'faces'}`` or ``{'source', 'error'}`` per image.
+
+        Faces from all images go through the ensemble together; a bad image is reported
+        on its own and the others still complete.
+        """
+        items: list[dict[str, Any]] = []
+        crops: list[np.ndarray] = []
+        owners: list[tuple[int, tuple[int, int, int, int]]] = []
+        for i, img in enumerate(images):
+            src = names[i] if names and i < len(names) else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")
+            try:
+                rgb = load_image(img, name=src)
+                faces = self.detector(rgb)
+            except ImageError as exc:
+                if raise_errors:
+                    raise
+                items.append({"source": src, "error": str(exc)})
+                continue
+            items.append({"source": src, "faces": [], "size": [int(rgb.shape[1]), int(rgb.shape[0])]})
+            for f in faces:
+                crops.append(f.crop)
+                owners.append((len(items) - 1, f.box))
+        if crops:
+            reports = self.route_faces(np.stack(crops), batch_size=batch_size)
+            for (i, box), rep in zip(owners, reports):
+                rep["box"] = list(box)
+                items[i]["faces"].append(rep)
+        for it in items:
+            if "faces" in it and not it["faces"]:
+                it["faces"] = [{"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.", "emotion": None, "box": None}]
+        return items
+
+
+def load(model_dir: str | Path | None = None) -> FERRouter:
+    """``ferroute.load()``: the embedded default model, or a model directory, ready to route."""
+    return FERRouter.load(model_dir)

@@ -1,0 +1,188 @@
+"""Train Deep Ensemble members (and the single LDL baseline) on FERPlus.
+
+Members share architecture, data and schedule and differ only by their seed. Each
+finished member is written at once, so an interrupted run resumes at the next member.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbones import BackboneConfig, create_backbone
+from .data import FERPlusSplit
+from .ensemble import preprocess, save_member, write_config
+
+
+@dataclass
+class TrainConfig:
+    """Schedule and targets shared by every member."""
+
+    epochs: int = 12
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    target: Literal["soft", "majority"] = "soft"
+    augment: bool = True
+    seed: int = 0
+    pretrained: bool = True
+    threads: int | None = None
+
+
+def _targets(split: FERPlusSplit, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """Indices used for training and their ``(N, C)`` target distributions."""
+    if target == "soft":
+        return np.arange(len(split)), split.distributions.astype(np.float32)
+    if target == "majority":
+        idx = np.flatnonzero(split.labels >= 0)
+        onehot = np.eye(8, dtype=np.float32)[split.labels[idx]]
+        return idx, onehot
+    raise ValueError(f"target must be 'soft' or 'majority', got {target!r}")
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random flip, shift, small rotation/scale and erasing on a float batch ``(B, 1, H, W)``."""
+    b = x.shape[0]
+    flip = torch.rand(b, generator=gen) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
+    angle = (torch.rand(b, generator=gen) - 0.5) * (2 * math.pi * 15 / 360)
+    scale = 1.0 + (torch.rand(b, generator=gen) - 0.5) * 0.2
+    shift = (torch.rand(b, 2, generator=gen) - 0.5) * 0.2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # random erasing of one square patch on half of the faces
+    h, w = x.shape[-2:]
+    size = (torch.rand(b, generator=gen) * 0.3 * h + 4).long()
+    cy = (torch.rand(b, generator=gen) * h).long()
+    cx = (torch.rand(b, generator=gen) * w).long()
+    yy = torch.arange(h).view(1, h, 1)
+    xx = torch.arange(w).view(1, 1, w)
+    box = ((yy - cy.view(-1, 1, 1)).abs() < size.view(-1, 1, 1) // 2) & ((xx - cx.view(-1, 1, 1)).abs() < size.view(-1, 1, 1) // 2)
+    box &= (torch.rand(b, generator=gen) < 0.5).view(-1, 1, 1)
+    return x.masked_fill(box.unsqueeze(1), 0.5)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against target distributions ``(B, C)``; equals KL up to a constant."""
+    return -(target * logits.log_softmax(-1)).sum(-1).mean()
+
+
+@torch.inference_mode()
+def _valid_accuracy(model: nn.Module, split: FERPlusSplit, cfg: BackboneConfig) -> float:
+    model.eval()
+    idx = np.flatnonzero(split.labels >= 0)
+    correct = 0
+    for s in range(0, len(idx), 512):
+        j = idx[s : s + 512]
+        logits = model(preprocess(split.images[j], cfg))
+        correct += int((logits.argmax(-1).numpy() == split.labels[j]).sum())
+    return correct / max(len(idx), 1)
+
+
+def train_member(
+    train: FERPlusSplit,
+    valid: FERPlusSplit | None,
+    backbone: str,
+    backbone_kwargs: dict[str, Any],
+    tc: TrainConfig,
+    seed: int,
+    progress: bool = True,
+    desc: str = "member",
+) -> tuple[nn.Module, BackboneConfig, dict[str, Any]]:
+    """Train one model from ``seed``; returns it, its config and a per-epoch log."""
+    from tqdm.auto import tqdm
+
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    model, cfg = create_backbone(backbone, pretrained=tc.pretrained, **backbone_kwargs)
+    model = model.to(memory_format=torch.channels_last)
+    idx, targets = _targets(train, tc.target)
+    images = torch.from_numpy(train.images[idx])
+    targets_t = torch.from_numpy(targets)
+    steps_per_epoch = math.ceil(len(idx) / tc.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.2)
+    log: dict[str, Any] = {"seed": seed, "epochs": []}
+    t0 = time.time()
+    for epoch in range(tc.epochs):
+        model.train()
+        perm = torch.randperm(len(idx), generator=gen)
+        bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
+        loss_sum = correct = seen = 0.0
+        for step in bar:
+            j = perm[step * tc.batch_size : (step + 1) * tc.batch_size]
+            x = images[j].to(torch.float32).div_(255.0).unsqueeze(1)
+            if tc.augment:
+                x = augment_batch(x, gen)
+            x = preprocess((x.squeeze(1) * 255.0), cfg).contiguous(memory_format=torch.channels_last)
+            y = targets_t[j]
+            logits = model(x)
+            loss = soft_cross_entropy(logits, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss.detach()) * len(j)
+            correct += float((logits.argmax(-1) == y.argmax(-1)).sum())
+            seen += len(j)
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+        entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen, "seconds": time.time() - t0}
+        if valid is not None:
+            entry["valid_acc"] = _valid_accuracy(model, valid, cfg)
+        log["epochs"].append(entry)
+        if progress:
+            tqdm.write(f"{desc} epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"))
+    log["seconds"] = time.time() - t0
+    return model.eval(), cfg, log
+
+
+def train_ensemble(
+    train: FERPlusSplit,
+    valid: FERPlusSplit | None,
+    out_dir: str | Path,
+    backbone: str = "cnn",
+    backbone_kwargs: dict[str, Any] | None = None,
+    members: int = 5,
+    tc: TrainConfig | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> Path:
+    """Train ``members`` seeds into ``out_dir``; members already on disk are kept (resume)."""
+    tc = tc or TrainConfig()
+    backbone_kwargs = dict(backbone_kwargs or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log_path = out / "train_log.json"
+    log: dict[str, Any] = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    log.update({"backbone": backbone, "backbone_kwargs": backbone_kwargs, "train": asdict(tc), "command": command})
+    log.setdefault("members", {})
+    cfg = None
+    for k in range(members):
+        path = out / f"member_{k}.safetensors"
+        if path.is_file() and str(k) in log["members"]:
+            if progress:
+                print(f"member {k}: already trained, skipping ({path})")
+            continue
+        model, cfg, mlog = train_member(train, valid, backbone, backbone_kwargs, tc, seed=tc.seed + k, progress=progress, desc=f"member {k + 1}/{members}")
+        save_member(model, path)
+        log["members"][str(k)] = mlog
+        log_path.write_text(json.dumps(log, indent=2) + "\n")
+    if cfg is None:
+        _, cfg = create_backbone(backbone, pretrained=False, **backbone_kwargs)
+    meta = {"train": asdict(tc), "command": command, "train_size": len(train)}
+    write_config(out, cfg, members, meta)
+    log_path.write_text(json.dumps(log, indent=2) + "\n")
+    return out

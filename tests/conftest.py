@@ -1,0 +1,55 @@
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _ferplus_dir() -> Path | None:
+    raw = os.environ.get("FERPLUS_DIR")
+    if raw and (Path(raw) / "FER2013Test" / "label.csv").is_file():
+        return Path(raw)
+    return None
+
+
+@pytest.fixture(scope="session")
+def ferplus_dir() -> Path:
+    d = _ferplus_dir()
+    if d is None:
+        pytest.skip("FERPlus not found: set FERPLUS_DIR to the folder holding FER2013Train/Valid/Test to run data tests")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    # one shared cache per test session, never the user's
+    root = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("FERROUTE_CACHE", str(root))
+
+
+def write_fake_ferplus(root: Path, n: int = 60, seed: int = 0) -> Path:
+    """A tiny FERPlus-layout folder with random faces and votes (for fast tests)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, folder in (("train", "FER2013Train"), ("valid", "FER2013Valid"), ("test", "FER2013Test")):
+        d = root / folder
+        d.mkdir(parents=True)
+        lines = []
+        for i in range(n):
+            name = f"fer{split}{i:05d}.png"
+            Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(d / name)
+            votes = np.zeros(10, int)
+            votes[rng.integers(0, 8)] += 6
+            votes[rng.integers(0, 8)] += rng.integers(0, 5)
+            lines.append(f'{name},"(0, 0, 48, 48)",' + ",".join(map(str, votes)))
+        (d / "label.csv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+@pytest.fixture
+def fake_ferplus(tmp_path) -> Path:
+    return write_fake_ferplus(tmp_path / "ferplus")

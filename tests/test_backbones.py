@@ -1,0 +1,57 @@
+import numpy as np
+import pytest
+import torch
+
+from ferroute.backbones import BackboneConfig, build_from_config, create_backbone, efficientnet_lite0_weights_path, list_backbones
+
+
+def test_registry_lists_the_three_backbones():
+    assert {"cnn", "efficientnet_lite0", "dinov2_s14"} <= set(list_backbones())
+    with pytest.raises(ValueError, match="unknown backbone"):
+        create_backbone("resnet9000")
+
+
+@pytest.mark.parametrize("width,depth", [(4, 2), (8, 3)])
+def test_cnn_shapes_and_config_roundtrip(width, depth):
+    m, cfg = create_backbone("cnn", width=width, depth=depth)
+    assert m(torch.zeros(2, 1, 48, 48)).shape == (2, 8)
+    cfg2 = BackboneConfig.from_dict(cfg.to_dict())
+    assert cfg2 == cfg
+    m2 = build_from_config(cfg2)
+    assert sum(p.numel() for p in m2.parameters()) == sum(p.numel() for p in m.parameters())
+
+
+def test_efficientnet_lite0_imagenet_weights_load_tensor_by_tensor():
+    src = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+    assert len(src) == 296
+    m, cfg = create_backbone("efficientnet_lite0", pretrained=True, input_size=64)
+    src_list = [v for k, v in src.items() if not k.startswith(("classifier", "_fc"))]
+    dst_list = [v for k, v in m.state_dict().items() if not k.startswith("classifier")]
+    assert len(src_list) == len(dst_list) == 294  # 296 less the 1000-class head
+    for a, b in zip(src_list, dst_list):
+        assert a.shape == b.shape and torch.equal(a, b)
+    assert m(torch.zeros(1, 3, 64, 64)).shape == (1, 8)
+    assert cfg.in_chans == 3
+
+
+def test_dinov2_tiny_random_init():
+    m, cfg = create_backbone("dinov2_s14", pretrained=False, input_size=28, depth=1, embed_dim=48, num_heads=2)
+    assert m(torch.zeros(2, 3, 28, 28)).shape == (2, 8)
+    assert cfg.kwargs["depth"] == 1 and cfg.name == "dinov2_s14"
+    assert build_from_config(cfg)(torch.zeros(1, 3, 28, 28)).shape == (1, 8)
+
+
+def test_dinov2_stays_offline_and_falls_back_with_warning():
+    with pytest.warns(UserWarning, match="random init"):
+        m, _ = create_backbone("dinov2_s14", pretrained=True, input_size=28, depth=1, embed_dim=48, num_heads=2)
+    assert m(torch.zeros(1, 3, 28, 28)).shape == (1, 8)
+
+
+def test_dinov2_local_weights_file(tmp_path):
+    from safetensors.torch import save_file
+
+    src, _ = create_backbone("dinov2_s14", input_size=28, depth=1, embed_dim=48, num_heads=2)
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    save_file(state, str(tmp_path / "w.safetensors"))
+    m, _ = create_backbone("dinov2_s14", pretrained=True, weights=str(tmp_path / "w.safetensors"), input_size=28, depth=1, embed_dim=48, num_heads=2)
+    assert torch.equal(m.state_dict()["blocks.0.attn.qkv.weight"], state["blocks.0.attn.qkv.weight"])

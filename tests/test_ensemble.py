@@ -1,0 +1,57 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ferroute.backbones import create_backbone
+from ferroute.ensemble import Ensemble, ModelError, preprocess
+
+
+def tiny_ensemble(m=3, width=4, **kw):
+    members = []
+    for k in range(m):
+        torch.manual_seed(k)
+        net, cfg = create_backbone("cnn", width=width, depth=2)
+        members.append(net)
+    return Ensemble(members, cfg, **kw)
+
+
+def test_fused_vmap_matches_loop():
+    ens = tiny_ensemble(4)
+    x = preprocess(np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8), ens.config)
+    with torch.inference_mode():
+        a, b = ens.forward_loop(x), ens.forward_vmap(x)
+    assert a.shape == (16, 4, 8)
+    assert (a - b).abs().max().item() <= 1e-5
+    np.testing.assert_allclose(a.sum(-1).numpy(), 1.0, atol=1e-5)
+
+
+def test_save_load_roundtrip_safetensors(tmp_path):
+    ens = tiny_ensemble(2)
+    ens.save(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json", "member_0.safetensors", "member_1.safetensors"]
+    back = Ensemble.load(tmp_path)
+    faces = np.random.default_rng(1).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    np.testing.assert_allclose(back.predict_proba(faces), ens.predict_proba(faces), atol=1e-6)
+
+
+def test_load_errors_are_clear(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        Ensemble.load(tmp_path)
+    ens = tiny_ensemble(2)
+    ens.save(tmp_path)
+    (tmp_path / "member_1.safetensors").unlink()
+    with pytest.raises(ModelError, match="member_1.safetensors: member weights missing"):
+        Ensemble.load(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ModelError, match="format"):
+        Ensemble.load(tmp_path)
+
+
+def test_preprocess_resizes_and_replicates_channels():
+    _, cfg = create_backbone("efficientnet_lite0", input_size=64)
+    x = preprocess(np.zeros((2, 48, 48), np.uint8), cfg)
+    assert x.shape == (2, 3, 64, 64)
+    with pytest.raises(ValueError, match="grayscale"):
+        preprocess(np.zeros((2, 48, 48, 3), np.uint8), cfg)

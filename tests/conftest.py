@@ -53,3 +53,28 @@ def write_fake_ferplus(root: Path, n: int = 60, seed: int = 0) -> Path:
 @pytest.fixture
 def fake_ferplus(tmp_path) -> Path:
     return write_fake_ferplus(tmp_path / "ferplus")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A random-init 3-member ensemble with a router calibrated on random faces."""
+    import json
+
+    from ferroute.backbones import create_backbone
+    from ferroute.ensemble import Ensemble
+    from ferroute.routing import UncertaintyRouter
+
+    d = tmp_path_factory.mktemp("tiny_model")
+    members = []
+    for k in range(3):
+        torch.manual_seed(k)
+        net, cfg = create_backbone("cnn", width=4, depth=2)
+        members.append(net)
+    ens = Ensemble(members, cfg)
+    ens.save(d)
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (200, 48, 48), dtype=np.uint8)
+    router = UncertaintyRouter().fit(ens.predict_proba(faces), rng.random(200))
+    (d / "router.json").write_text(json.dumps(router.to_dict()))
+    (d / "MODEL_CARD.md").write_text("# tiny test model\n")
+    return d

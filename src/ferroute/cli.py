@@ -25,6 +25,25 @@ def _fail(msg: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
+def _command_line(ctx: typer.Context) -> str:
+    """The current command with every option spelled out, so a run can be repeated exactly."""
+    parts = ["ferroute", ctx.info_name or ""]
+    for p in ctx.command.params:
+        v = ctx.params.get(p.name)
+        if v is None or v == [] or v is False or not p.opts:
+            continue
+        flag = max(p.opts, key=len)
+        if p.name == "data":
+            continue  # the data folder is the user's; the card names it separately
+        if v is True:
+            parts.append(flag)
+        elif isinstance(v, (list, tuple)):
+            parts += [x for item in v for x in (flag, shlex.quote(str(item)))]
+        else:
+            parts += [flag, shlex.quote(str(v))]
+    return " ".join(parts)
+
+
 def _parse_kv(items: list[str]) -> dict[str, object]:
     out: dict[str, object] = {}
     for item in items:
@@ -40,6 +59,7 @@ def _parse_kv(items: list[str]) -> dict[str, object]:
 
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     out: Path = typer.Option(..., help="Model directory to write (resumes if it has members)."),
     backbone: str = typer.Option("cnn", help="Backbone name: cnn, efficientnet_lite0, dinov2_s14."),
@@ -72,7 +92,7 @@ def train(
     if limit:
         tr = tr.subset(slice(0, limit))
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads)
-    command = "ferroute " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command_line(ctx)
     path = train_ensemble(tr, va, out, backbone=backbone, backbone_kwargs=_parse_kv(backbone_arg), members=members, tc=tc, command=command)
     typer.echo(f"wrote {path}")
 
@@ -127,6 +147,11 @@ def evaluate(
     from .evaluation import evaluate as run
     from .pipeline import default_ldl_dir
 
+    try:
+        va = load_split("valid", data)
+        te = load_split("test", data)
+    except DataError as exc:
+        _fail(str(exc))
     ens, _ = _load_model(model)
     ldl_dir = ldl or default_ldl_dir()
     try:
@@ -139,19 +164,139 @@ def evaluate(
     bad = [c for c in names if c not in CORRUPTIONS]
     if bad:
         _fail(f"unknown corruption(s) {bad}; choose from {', '.join(CORRUPTIONS)}")
-    try:
-        va = load_split("valid", data)
-        te = load_split("test", data)
-    except DataError as exc:
-        _fail(str(exc))
     if limit:
         te = te.subset(slice(0, limit))
     rep = run(ens, va, te, out, ldl=ldl_model, corruptions=names, workers=workers, n_boot=bootstrap)
     typer.echo(
         f"accuracy {rep['accuracy']:.3f} | Spearman {rep['ambiguity']['spearman_aleatoric']:.3f} "
         f"| epistemic AUROC sev5 {rep['shift']['auroc_epistemic']['5']:.3f} "
-        f"| kept ratio r=0.9 {rep['routing']['kept_ratio']['0.9']:.2f} | {rep['timings']['total_s']:.0f} s -> {out}/report.md"
+        f"| kept ratio r=0.9 {rep['routing']['kept_ratio']['0.9'] or float('nan'):.2f} | {rep['timings']['total_s']:.0f} s -> {out}/report.md"
     )
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def expand_inputs(paths: list[str]) -> tuple[list[str], list[str]]:
+    """Files from paths, folders (recursive, image suffixes) and globs; also the ones that match nothing."""
+    import glob
+
+    files: list[str] = []
+    missing: list[str] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            files += sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            files.append(str(path))
+        elif any(c in p for c in "*?["):
+            hits = sorted(h for h in glob.glob(p, recursive=True) if Path(h).is_file())
+            files += hits if hits else []
+            if not hits:
+                missing.append(p)
+        else:
+            missing.append(p)
+    return files, missing
+
+
+def _rows(items: list[dict]) -> list[dict]:
+    rows = []
+    for it in items:
+        if "error" in it:
+            rows.append({"source": it["source"], "face": "", "decision": "error", "emotion": "", "aleatoric": "", "epistemic": "", "box": "", "reason": it["error"]})
+            continue
+        for k, f in enumerate(it["faces"]):
+            rows.append({
+                "source": it["source"], "face": k, "decision": f["decision"], "emotion": f.get("emotion") or "",
+                "aleatoric": f.get("aleatoric", ""), "epistemic": f.get("epistemic", ""),
+                "box": " ".join(map(str, f["box"])) if f.get("box") else "", "reason": f["reason"],
+            })
+    return rows
+
+
+@app.command()
+def route(
+    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
+    model: Optional[Path] = typer.Option(None, help="Model directory (default: the embedded model)."),
+    fmt: str = typer.Option("table", "--format", help="table, jsonl or csv."),
+    out: Optional[Path] = typer.Option(None, help="Write the results to this file instead of the screen."),
+    batch_size: int = typer.Option(64, help="Images decoded and routed per batch."),
+) -> None:
+    """Route every face in the given photos: accept, ambiguous, reject or no_face.
+
+    Exit codes: 0 every input was routed; 1 some inputs could not be read (each is reported
+    on its own line, the rest are still routed); 2 usage error (bad option, no inputs, bad model).
+    """
+    import csv
+    import io
+
+    from tqdm.auto import tqdm
+
+    from .ensemble import ModelError
+    from .pipeline import FERRouter
+    from .routing import NotCalibratedError
+
+    if fmt not in ("table", "jsonl", "csv"):
+        _fail("--format must be table, jsonl or csv")
+    files, missing = expand_inputs(paths)
+    if not files and not missing:
+        _fail("no image files found in the given paths")
+    try:
+        router = FERRouter.load(model)
+    except (ModelError, NotCalibratedError) as exc:
+        _fail(str(exc))
+    items: list[dict] = [{"source": m, "error": f"{m}: file not found (check the path)"} for m in missing]
+    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
+    bar = tqdm(total=len(files), desc="routing", unit="img", disable=len(files) <= 1, file=sys.stderr)
+    for chunk in chunks:
+        items += router.route_many(chunk)
+        bar.update(len(chunk))
+    bar.close()
+    rows = _rows(items)
+    buf = io.StringIO()
+    if fmt == "jsonl":
+        for it in items:
+            buf.write(json.dumps(it) + "\n")
+    elif fmt == "csv":
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["source"])
+        w.writeheader()
+        w.writerows(rows)
+    else:
+        buf.write(_table(rows))
+    if out:
+        out.write_text(buf.getvalue())
+        typer.echo(f"wrote {len(rows)} rows to {out}", err=True)
+    else:
+        sys.stdout.write(buf.getvalue())
+    raise typer.Exit(EXIT_FAILED_ITEMS if any("error" in it for it in items) else EXIT_OK)
+
+
+def _table(rows: list[dict]) -> str:
+    cols = ["source", "face", "decision", "emotion", "aleatoric", "epistemic", "reason"]
+    def cell(r: dict, c: str) -> str:
+        v = r[c]
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+    widths = {c: max([len(c)] + [len(cell(r, c)) for r in rows]) for c in cols[:-1]}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols[:-1]) + "  reason"]
+    for r in rows:
+        lines.append("  ".join(cell(r, c).ljust(widths[c]) for c in cols[:-1]) + "  " + r["reason"])
+    return "\n".join(lines) + "\n"
+
+
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to bind (use 0.0.0.0 to expose it)."),
+    port: int = typer.Option(8000),
+    model: Optional[Path] = typer.Option(None, help="Model directory (default: the embedded model)."),
+    workers: int = typer.Option(1, min=1, help="Worker processes, each with its own model copy."),
+) -> None:
+    """Serve the HTTP API (POST /v1/route, GET /v1/model, GET /healthz, docs at /docs).
+
+    Set FERROUTE_API_TOKEN to require 'Authorization: Bearer <token>'.
+    """
+    from .server import serve as run
+
+    run(host=host, port=port, model_dir=model, workers=workers)
 
 
 def main() -> None:

@@ -77,10 +77,15 @@ def routing_table(
     return out
 
 
+def _ratio(a: float, b: float) -> float | None:
+    """a / b, or None when the baseline keeps nothing (the ratio is undefined)."""
+    return a / b if b > 0 else None
+
+
 def kept_ratio_ci(
     clean_a: np.ndarray, ood_a: np.ndarray, clean_b: np.ndarray, ood_b: np.ndarray,
     ambiguous: np.ndarray, r: float, n_boot: int = N_BOOT, seed: int = 0,
-) -> list[float]:
+) -> list[float | None]:
     """Bootstrap 95 % CI of kept_a / kept_b, resampling test faces (clean and corrupted together).
 
     ``ood_*`` are shaped ``(n_corruptions, N)`` so a resampled face brings all its corruptions.
@@ -95,6 +100,8 @@ def kept_ratio_ci(
         kb = kept_at_rate(clean_b[amb], ood_b[:, i].ravel(), r)
         if kb > 0:
             ratios.append(ka / kb)
+    if len(ratios) < n_boot // 2:
+        return [None, None]  # the baseline keeps no ambiguous face in most resamples: no ratio
     return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
 
 
@@ -196,7 +203,7 @@ def evaluate(
     if ldl is not None:
         methods["ldl"] = "ldl"
     table = routing_table({m: (clean_scores[k], ood[k].ravel()) for m, k in methods.items()}, amb)
-    kept_ratio = {str(r): table["kept_ambiguous_uar"][str(r)] / max(table["kept_ambiguous_single"][str(r)], 1e-12) for r in RATES}
+    kept_ratio = {str(r): _ratio(table["kept_ambiguous_uar"][str(r)], table["kept_ambiguous_single"][str(r)]) for r in RATES}
     routing = {
         "kept_ratio": kept_ratio,
         "kept_ratio_ci95": {"0.9": kept_ratio_ci(z_clean, ood["uar"], dt["total"], ood["total"], amb, 0.9, n_boot)},
@@ -226,8 +233,8 @@ def evaluate(
             "auroc": mean_auroc["ldl"],
             "per_corruption": per["ldl"],
             "kept_ambiguous": table["kept_ambiguous_ldl"],
-            "kept_ratio": {str(r): table["kept_ambiguous_ldl"][str(r)] / max(table["kept_ambiguous_single"][str(r)], 1e-12) for r in RATES},
-            "uar_over_ldl": {str(r): table["kept_ambiguous_uar"][str(r)] / max(table["kept_ambiguous_ldl"][str(r)], 1e-12) for r in RATES},
+            "kept_ratio": {str(r): _ratio(table["kept_ambiguous_ldl"][str(r)], table["kept_ambiguous_single"][str(r)]) for r in RATES},
+            "uar_over_ldl": {str(r): _ratio(table["kept_ambiguous_uar"][str(r)], table["kept_ambiguous_ldl"][str(r)]) for r in RATES},
         }
     timings["total_s"] = time.time() - t0
     report["timings"] = timings
@@ -284,6 +291,10 @@ def _plots(out: Path, dt: dict, dis: np.ndarray, mean_auroc: dict, per: dict, cl
     plt.close(fig)
 
 
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     """A human-readable summary of a report dict."""
     a, s, ro = r["ambiguity"], r["shift"], r["routing"]
@@ -298,7 +309,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         f"| accuracy (majority label) | {r['accuracy']:.3f} | |",
         f"| Spearman aleatoric vs disagreement | {a['spearman_aleatoric']:.3f} ({a['spearman_aleatoric_ci95'][0]:.3f}-{a['spearman_aleatoric_ci95'][1]:.3f}) | 0.66 (0.64-0.68) |",
         f"| mean epistemic AUROC, severity 5 | {s['auroc_epistemic']['5']:.3f} | 0.699 |",
-        f"| kept ratio UAR / single-score at r=0.9 | {ro['kept_ratio']['0.9']:.2f} ({ro['kept_ratio_ci95']['0.9'][0]:.2f}-{ro['kept_ratio_ci95']['0.9'][1]:.2f}) | about 1.8 |",
+        f"| kept ratio UAR / single-score at r=0.9 | {_f(ro['kept_ratio']['0.9'])} ({_f(ro['kept_ratio_ci95']['0.9'][0])}-{_f(ro['kept_ratio_ci95']['0.9'][1])}) | about 1.8 |",
         "",
         "## Ambiguity",
         "",
@@ -320,7 +331,7 @@ def render_markdown(r: dict[str, Any]) -> str:
     lines += ["", "![AUROC vs severity](auroc_vs_severity.png)", "", "## Routing at matched OOD rejection", ""]
     lines += ["| r | UAR keeps | single-score keeps | ratio |" + (" LDL keeps |" if "ldl" in r else ""), "|---|---|---|---|" + ("---|" if "ldl" in r else "")]
     for k in ro["kept_ratio"]:
-        row = f"| {k} | {ro['kept_ambiguous_uar'][k]:.3f} | {ro['kept_ambiguous_single'][k]:.3f} | {ro['kept_ratio'][k]:.2f} |"
+        row = f"| {k} | {ro['kept_ambiguous_uar'][k]:.3f} | {ro['kept_ambiguous_single'][k]:.3f} | {_f(ro['kept_ratio'][k])} |"
         if "ldl" in r:
             row += f" {r['ldl']['kept_ambiguous'][k]:.3f} |"
         lines.append(row)

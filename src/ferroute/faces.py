@@ -56,9 +56,8 @@ def load_image(src: ImageInput, name: str | None = None, max_pixels: int = MAX_P
         raise ImageError(label, f"unsupported input type {type(src).__name__}", "pass a path, bytes, a PIL image or a numpy array")
     if not data:
         raise ImageError(label, "empty file (0 bytes)", "re-export or re-download the image")
-    old = Image.MAX_IMAGE_PIXELS
     try:
-        Image.MAX_IMAGE_PIXELS = max_pixels
+        # the pixel count is checked from the header, before any pixel is decoded
         with Image.open(io.BytesIO(data)) as im:
             return _pil_to_rgb(im, label, max_pixels)
     except Image.DecompressionBombError:
@@ -69,8 +68,6 @@ def load_image(src: ImageInput, name: str | None = None, max_pixels: int = MAX_P
         if isinstance(exc, ImageError):
             raise
         raise ImageError(label, f"image data is damaged or truncated ({exc})", "re-export or re-download the image") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
 
 
 def _pil_to_rgb(im: Image.Image, label: str, max_pixels: int) -> np.ndarray:

@@ -1,0 +1,134 @@
+"""HTTP service: ``POST /v1/route``, ``GET /v1/model``, ``GET /healthz`` and the OpenAPI page.
+
+The model is loaded once per process and shared by all requests; inference runs under a
+lock so concurrent requests never race on it. Errors are JSON ``{"error": {...}}`` bodies
+with a 4xx code that says what went wrong.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from . import __version__
+from .faces import MAX_PIXELS, ImageError
+from .pipeline import FERRouter
+
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_FILES = 32
+
+
+def create_app(
+    router: FERRouter | None = None,
+    model_dir: str | Path | None = None,
+    token: str | None = None,
+    max_upload_bytes: int | None = None,
+    max_pixels: int | None = None,
+    max_files: int = MAX_FILES,
+) -> FastAPI:
+    """Build the app. ``token`` (default ``$FERROUTE_API_TOKEN``) turns on bearer authentication."""
+    router = router or FERRouter.load(model_dir)
+    token = (token if token is not None else os.environ.get("FERROUTE_API_TOKEN")) or None
+    max_upload = max_upload_bytes or int(os.environ.get("FERROUTE_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES))
+    pixels = max_pixels or int(os.environ.get("FERROUTE_MAX_PIXELS", MAX_PIXELS))
+    lock = threading.Lock()
+    app = FastAPI(
+        title="ferroute",
+        version=__version__,
+        description="Facial expression recognition that knows why it is unsure: accept, ambiguous, reject or no_face, with reasons.",
+    )
+
+    def error(status: int, code: str, message: str) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "http_error", "message": str(exc.detail)}
+        return JSONResponse(status_code=exc.status_code, content={"error": detail}, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(422, "invalid_request", "send one or more images as multipart form field 'files' (e.g. curl -F files=@face.jpg)")
+
+    def auth(request: Request) -> None:
+        if token is None:
+            return
+        got = request.headers.get("authorization", "")
+        if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
+            raise HTTPException(401, {"code": "unauthorized", "message": "missing or wrong bearer token (Authorization: Bearer <token>)"}, headers={"WWW-Authenticate": "Bearer"})
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/v1/model", dependencies=[Depends(auth)])
+    def model_info() -> dict[str, Any]:
+        card = router.model_dir / "MODEL_CARD.md" if router.model_dir else None
+        return {
+            "version": __version__,
+            "members": router.ensemble.num_members,
+            "backbone": router.ensemble.config.to_dict(),
+            "labels": list(router.labels),
+            "thresholds": router.router.thresholds,
+            "reject_rate": router.router.reject_rate,
+            "model_card": card.read_text() if card and card.is_file() else None,
+            "limits": {"max_upload_bytes": max_upload, "max_pixels": pixels, "max_files": max_files},
+        }
+
+    @app.post("/v1/route", dependencies=[Depends(auth)])
+    def route(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
+        if not files:
+            raise HTTPException(400, {"code": "no_files", "message": "no images uploaded"})
+        if len(files) > max_files:
+            raise HTTPException(413, {"code": "too_many_files", "message": f"{len(files)} files sent; at most {max_files} per request"})
+        blobs, names = [], []
+        for f in files:
+            data = f.file.read(max_upload + 1)
+            if len(data) > max_upload:
+                raise HTTPException(413, {"code": "file_too_large", "message": f"{f.filename}: over the upload limit of {max_upload:,} bytes"})
+            blobs.append(data)
+            names.append(f.filename or f"file{len(names)}")
+        from .faces import load_image
+
+        decoded: list[Any] = []
+        errors: dict[int, ImageError] = {}
+        for i, (b, n) in enumerate(zip(blobs, names)):
+            try:
+                decoded.append(load_image(b, name=n, max_pixels=pixels))
+            except ImageError as exc:
+                errors[i] = exc
+                decoded.append(None)
+        if len(errors) == len(blobs):
+            exc = next(iter(errors.values()))
+            status = 413 if "pixels" in exc.problem else 422
+            raise HTTPException(status, {"code": "bad_image", "message": str(exc)})
+        ok = [i for i in range(len(blobs)) if i not in errors]
+        with lock:
+            results = router.route_many([decoded[i] for i in ok], names=[names[i] for i in ok])
+        by_index = dict(zip(ok, results))
+        items = [by_index[i] if i in by_index else {"source": names[i], "error": str(errors[i])} for i in range(len(blobs))]
+        return {"results": items}
+
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | None = None, workers: int = 1) -> None:
+    """Run the service with uvicorn (one model per worker process)."""
+    import uvicorn
+
+    if workers > 1:
+        os.environ["FERROUTE_MODEL_DIR"] = str(model_dir or "")
+        uvicorn.run("ferroute.server:_factory", host=host, port=port, workers=workers, factory=True)
+    else:
+        uvicorn.run(create_app(model_dir=model_dir), host=host, port=port)
+
+
+def _factory() -> FastAPI:
+    return create_app(model_dir=os.environ.get("FERROUTE_MODEL_DIR") or None)

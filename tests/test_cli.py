@@ -1,0 +1,81 @@
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from ferroute.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def photos(tmp_path):
+    d = tmp_path / "photos"
+    (d / "sub").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(d / "a.png")
+    Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(d / "sub" / "b.jpg")
+    Image.new("RGB", (300, 200), (30, 90, 200)).save(d / "sky.jpg")
+    (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    return d
+
+
+def test_route_folder_table_with_a_bad_file(tiny_model_dir, photos):
+    res = runner.invoke(app, ["route", str(photos), "--model", str(tiny_model_dir)])
+    assert res.exit_code == 1, res.output  # one input failed, the rest routed
+    assert "broken.png" in res.output and "error" in res.output
+    assert "no_face" in res.output and "sky.jpg" in res.output
+    assert "b.jpg" in res.output  # recursive
+
+
+def test_route_jsonl_and_csv_to_file(tiny_model_dir, photos, tmp_path):
+    res = runner.invoke(app, ["route", str(photos / "a.png"), str(photos / "sky.jpg"), "--model", str(tiny_model_dir), "--format", "jsonl"])
+    assert res.exit_code == 0
+    lines = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert [len(x["faces"]) for x in lines] == [1, 1] and lines[1]["faces"][0]["decision"] == "no_face"
+    out = tmp_path / "r.csv"
+    res = runner.invoke(app, ["route", str(photos / "*.png"), "--model", str(tiny_model_dir), "--format", "csv", "--out", str(out)])
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
+    assert {r["source"].split("/")[-1] for r in rows} == {"a.png", "broken.png"}
+
+
+def test_route_usage_errors(tiny_model_dir, tmp_path):
+    assert runner.invoke(app, ["route", str(tmp_path), "--model", str(tiny_model_dir)]).exit_code == 2
+    assert runner.invoke(app, ["route", "x.png", "--format", "xml"]).exit_code == 2
+    res = runner.invoke(app, ["route", str(tmp_path / "missing.png"), "--model", str(tiny_model_dir)])
+    assert res.exit_code == 1 and "file not found" in res.output
+    res = runner.invoke(app, ["route", "x.png", "--model", str(tmp_path)])
+    assert res.exit_code == 2 and "config.json" in res.output
+
+
+def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("FERPLUS_DIR", raising=False)
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "FERPLUS_DIR" in res.output
+    res = runner.invoke(app, ["evaluate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "nowhere" in res.output
+
+
+@pytest.mark.data
+def test_train_calibrate_evaluate_on_real_ferplus(ferplus_dir, tmp_path):
+    m = tmp_path / "m"
+    res = runner.invoke(app, ["train", "--data", str(ferplus_dir), "--out", str(m), "--members", "2", "--epochs", "1", "--limit", "512", "--backbone-arg", "width=4", "--backbone-arg", "depth=2"])
+    assert res.exit_code == 0, res.output
+    log = json.loads((m / "train_log.json").read_text())
+    assert log["command"].startswith("ferroute train") and set(log["members"]) == {"0", "1"}
+    res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(ferplus_dir)])
+    assert res.exit_code == 0, res.output
+    assert (m / "router.json").is_file()
+    res = runner.invoke(app, ["train", "--ldl", "--data", str(ferplus_dir), "--out", str(tmp_path / "ldl"), "--epochs", "1", "--limit", "256", "--backbone-arg", "width=4", "--backbone-arg", "depth=2"])
+    assert res.exit_code == 0, res.output
+    rep = tmp_path / "rep"
+    res = runner.invoke(app, ["evaluate", "--data", str(ferplus_dir), "--model", str(m), "--ldl", str(tmp_path / "ldl"), "--out", str(rep), "--limit", "150", "--corruptions", "gaussian_noise,fog", "--bootstrap", "50"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((rep / "report.json").read_text())
+    assert r["n_test"] == 150 and 0 <= r["accuracy"] <= 1
+    assert set(r["shift"]["auroc_epistemic"]) == {"1", "2", "3", "4", "5"}
+    assert "ldl" in r

@@ -1,0 +1,96 @@
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from ferroute.pipeline import FERRouter
+from ferroute.server import create_app
+
+
+def png_bytes(a) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(a).save(buf, "PNG")
+    return buf.getvalue()
+
+
+FACE = png_bytes(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def client(tiny_model_dir):
+    return TestClient(create_app(FERRouter.load(tiny_model_dir), token="", max_upload_bytes=50_000, max_pixels=1_000_000))
+
+
+def test_health_model_and_openapi(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    m = client.get("/v1/model").json()
+    assert m["members"] == 3 and "shift_z" in m["thresholds"] and m["model_card"].startswith("# tiny")
+    assert "/v1/route" in client.get("/openapi.json").json()["paths"]
+
+
+def test_route_one_and_several(client):
+    r = client.post("/v1/route", files=[("files", ("a.png", FACE, "image/png"))])
+    assert r.status_code == 200
+    assert r.json()["results"][0]["faces"][0]["decision"] in {"accept", "ambiguous", "reject"}
+    r = client.post("/v1/route", files=[("files", ("a.png", FACE, "image/png")), ("files", ("bad.jpg", b"text", "image/jpeg"))])
+    res = r.json()["results"]
+    assert r.status_code == 200 and "faces" in res[0] and "bad.jpg" in res[1]["error"]
+
+
+def test_errors_are_json_with_the_right_code(client):
+    r = client.post("/v1/route", files=[("files", ("bad.jpg", b"text", "image/jpeg"))])
+    assert r.status_code == 422 and r.json()["error"]["code"] == "bad_image"
+    r = client.post("/v1/route", files=[("files", ("big.png", b"x" * 60_000, "image/png"))])
+    assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
+    bomb = png_bytes(np.zeros((1200, 1200), np.uint8))
+    r = client.post("/v1/route", files=[("files", ("bomb.png", bomb, "image/png"))])
+    assert r.status_code == 413 and "pixels" in r.json()["error"]["message"]
+    r = client.post("/v1/route")
+    assert r.status_code == 422 and "files" in r.json()["error"]["message"]
+
+
+def test_bearer_token(tiny_model_dir):
+    c = TestClient(create_app(FERRouter.load(tiny_model_dir), token="s3cret"))
+    assert c.get("/v1/model").status_code == 401
+    assert c.get("/v1/model", headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert c.get("/v1/model", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.get("/healthz").status_code == 200
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_real_uvicorn_process_on_loopback(tiny_model_dir):
+    import httpx
+
+    port = _free_port()
+    env = dict(os.environ, FERROUTE_API_TOKEN="t")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ferroute.cli", "serve", "--port", str(port), "--model", str(tiny_model_dir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        h = {"Authorization": "Bearer t"}
+        r = httpx.post(url + "/v1/route", files=[("files", ("a.png", FACE, "image/png"))], headers=h, timeout=30)
+        assert r.status_code == 200 and r.json()["results"][0]["faces"][0]["decision"] in {"accept", "ambiguous", "reject"}
+        assert httpx.post(url + "/v1/route", files=[("files", ("a.png", FACE, "image/png"))], timeout=30).status_code == 401
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -17,13 +17,20 @@ def tiny_ensemble(m=3, width=4, **kw):
     return Ensemble(members, cfg, **kw)
 
 
-def test_fused_vmap_matches_loop():
+@pytest.mark.parametrize("batch", [1, 16])
+def test_fused_paths_match_the_member_loop(batch):
     ens = tiny_ensemble(4)
-    x = preprocess(np.random.default_rng(0).integers(0, 256, (16, 48, 48), dtype=np.uint8), ens.config)
+    for mod in ens.modules():  # non-trivial BatchNorm statistics, as after training
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-1, 1)
+            mod.running_var.uniform_(0.5, 2)
+            mod.weight.data.uniform_(0.5, 1.5)
+    x = preprocess(np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8), ens.config)
     with torch.inference_mode():
-        a, b = ens.forward_loop(x), ens.forward_vmap(x)
-    assert a.shape == (16, 4, 8)
+        a, b, c = ens.forward_loop(x), ens.forward_vmap(x), ens.forward_stacked(x)
+    assert a.shape == (batch, 4, 8)
     assert (a - b).abs().max().item() <= 1e-5
+    assert (a - c).abs().max().item() <= 1e-5
     np.testing.assert_allclose(a.sum(-1).numpy(), 1.0, atol=1e-5)
 
 

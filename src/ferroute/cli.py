@@ -299,6 +299,25 @@ def serve(
     run(host=host, port=port, model_dir=model, workers=workers)
 
 
+@app.command()
+def export(
+    model_dir: Path = typer.Argument(..., help="Model directory to export."),
+    out: Path = typer.Argument(..., help="Output file (.onnx)."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+) -> None:
+    """Export all members as one ONNX graph with (B, M, C) probability output."""
+    if fmt != "onnx":
+        _fail("only --format onnx is supported")
+    from .export import export_onnx
+
+    ens, _ = _load_model(model_dir)
+    try:
+        path = export_onnx(ens, out)
+    except ImportError:
+        _fail("ONNX export needs the onnx package: pip install 'ferroute[onnx]'")
+    typer.echo(f"wrote {path} ({ens.num_members} members, input {ens.config.in_chans}x{ens.config.input_size}x{ens.config.input_size})")
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,249 @@
+"""Inference speed of ferroute, measured against the machine's own matmul limit.
+
+One command prints a table: faces/s and ms/face for one member, the member loop and the
+fused ensemble, at batch 1, 32 and 256, with 1 and 2 CPU threads, in PyTorch and
+onnxruntime; the model's FLOPs per face; the measured float32 matmul GFLOP/s on the same
+threads and the fraction of it each row reaches; peak resident memory; single-face API
+latency (decode, crop, ensemble, decision) with face detection timed apart. On CUDA the
+same for the default ensemble and a 5-member dinov2_s14 at 224x224 in bf16.
+
+    python benchmarks/bench_inference.py [--model DIR] [--json FILE] [--evaluate] [--cuda-smoke]
+
+``--evaluate`` also times a full ``ferroute evaluate`` on FERPlus test ($FERPLUS_DIR),
+cold (empty corruption cache) and warm. ``--cuda-smoke`` runs the CUDA section's code on
+the CPU with a tiny dinov2 config, to check the script where no GPU is lent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ferroute.backbones import create_backbone
+from ferroute.ensemble import Ensemble, preprocess
+from ferroute.pipeline import FERRouter, default_model_dir
+
+
+def timeit(fn, min_time: float = 1.0, min_reps: int = 3) -> float:
+    """Best-of-3 mean seconds per call, each round running at least ``min_time``."""
+    fn()
+    best = float("inf")
+    for _ in range(3):
+        reps, t0 = 0, time.perf_counter()
+        while reps < min_reps or time.perf_counter() - t0 < min_time / 3:
+            fn()
+            reps += 1
+        best = min(best, (time.perf_counter() - t0) / reps)
+    return best
+
+
+def matmul_gflops(threads: int, dtype=torch.float32, device="cpu", n: int = 1024) -> float:
+    torch.set_num_threads(threads)
+    a = torch.randn(n, n, dtype=dtype, device=device)
+    b = torch.randn(n, n, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def run():
+        a @ b
+        sync()
+
+    return 2 * n**3 / timeit(run, 1.0) / 1e9
+
+
+def flops_per_face(module, x) -> float:
+    with FlopCounterMode(display=False) as fc, torch.inference_mode():
+        module(x)
+    return fc.get_total_flops() / x.shape[0]
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_rows(ens: Ensemble, onnx_path: Path | None) -> list[dict]:
+    cfg = ens.config
+    member = ens.members[0]
+    f_member = flops_per_face(member, preprocess(np.zeros((1, 48, 48), np.uint8), cfg))
+    f_ens = f_member * ens.num_members
+    rows = []
+    sessions = {}
+    if onnx_path is not None:
+        from ferroute.export import OnnxEnsemble
+    for threads in (1, 2):
+        peak = matmul_gflops(threads)
+        torch.set_num_threads(threads)
+        if onnx_path is not None:
+            sessions = {"fused": OnnxEnsemble(onnx_path, threads=threads)}
+        for batch in (1, 32, 256):
+            faces = np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8)
+            x = preprocess(faces, cfg).contiguous(memory_format=torch.channels_last)
+            cases = {
+                ("torch", "one member"): (lambda: member(x), f_member),
+                ("torch", "member loop"): (lambda: ens.forward_loop(x), f_ens),
+                ("torch", "fused (stacked)"): (lambda: ens.forward_stacked(x), f_ens),
+                ("torch", "fused (auto)"): (lambda: ens(x), f_ens),
+            }
+            if "fused" in sessions:
+                xs = preprocess(faces, cfg).numpy()
+                sess = sessions["fused"].session
+                cases[("onnxruntime", "fused")] = (lambda: sess.run(None, {"input": xs}), f_ens)
+            for (backend, mode), (fn, flops) in cases.items():
+                with torch.inference_mode():
+                    sec = timeit(fn, 0.6 if batch > 1 else 0.3)
+                fps = batch / sec
+                rows.append({
+                    "device": "cpu", "backend": backend, "mode": mode, "threads": threads, "batch": batch,
+                    "faces_per_s": fps, "ms_per_face": 1000 / fps, "gflops": fps * flops / 1e9,
+                    "peak_gflops": peak, "fraction_of_peak": fps * flops / 1e9 / peak, "flops_per_face": flops,
+                })
+    return rows
+
+
+def api_latency(model_dir: Path) -> dict:
+    from PIL import Image
+
+    from ferroute.faces import load_image
+
+    torch.set_num_threads(2)
+    router = FERRouter.load(model_dir)
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)).save(buf, "PNG")
+    data = buf.getvalue()
+    times = []
+    for _ in range(60):
+        t0 = time.perf_counter()
+        router.route(data)
+        times.append(time.perf_counter() - t0)
+    photo = np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    examples = sorted(Path(__file__).resolve().parents[1].joinpath("examples").glob("*photo*"))
+    if examples:
+        photo = load_image(examples[0])
+    det = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        router.detector(photo)
+        det.append(time.perf_counter() - t0)
+    return {
+        "single_face_ms_p50": 1000 * float(np.median(times[10:])),
+        "single_face_ms_p95": 1000 * float(np.percentile(times[10:], 95)),
+        "detection_ms_p50": 1000 * float(np.median(det)),
+        "detection_image": f"{photo.shape[1]}x{photo.shape[0]}",
+    }
+
+
+def cuda_rows(ens: Ensemble, smoke: bool = False) -> list[dict]:
+    device = "cpu" if smoke else "cuda"
+    dtype = torch.bfloat16
+    rows = []
+    peak = matmul_gflops(torch.get_num_threads(), dtype=dtype, device=device, n=256 if smoke else 8192)
+    sync = (lambda: None) if smoke else torch.cuda.synchronize
+    setups = []
+    e = ens.to(device)
+    setups.append(("default ensemble", e, e.config, 256))
+    kw = dict(depth=1, embed_dim=48, num_heads=2) if smoke else {}
+    size = 28 if smoke else 224
+    members, cfg = [], None
+    for k in range(5):
+        torch.manual_seed(k)
+        m, cfg = create_backbone("dinov2_s14", input_size=size, **kw)
+        members.append(m)
+    dino = Ensemble(members, cfg, fused="loop").to(device)
+    setups.append(("dinov2_s14 x5 (random init)", dino, cfg, 8 if smoke else 256))
+    for name, model, cfg, batch in setups:
+        x = torch.randn(batch, cfg.in_chans, cfg.input_size, cfg.input_size, device=device)
+        f = flops_per_face(model.members[0], x[:1]) * model.num_members
+        variants = {"eager bf16": model}
+        if not smoke:
+            try:
+                variants["compiled bf16"] = torch.compile(model, mode="max-autotune-no-cudagraphs")
+            except Exception as exc:  # compile is best effort
+                print(f"torch.compile unavailable: {exc}", file=sys.stderr)
+        for vname, fn in variants.items():
+            def run():
+                with torch.inference_mode(), torch.autocast(device_type=device, dtype=dtype):
+                    fn(x)
+                sync()
+            try:
+                sec = timeit(run, 0.5 if smoke else 2.0)
+            except Exception as exc:
+                print(f"{name} {vname} failed: {exc}", file=sys.stderr)
+                continue
+            fps = batch / sec
+            rows.append({
+                "device": device, "backend": "torch", "mode": f"{name}, {vname}", "threads": torch.get_num_threads(),
+                "batch": batch, "faces_per_s": fps, "ms_per_face": 1000 / fps, "gflops": fps * f / 1e9,
+                "peak_gflops": peak, "fraction_of_peak": fps * f / 1e9 / peak, "flops_per_face": f,
+            })
+    ens.to("cpu")
+    return rows
+
+
+def evaluate_wall(model_dir: Path) -> dict:
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, FERROUTE_CACHE=cache)
+        # the decoded FERPlus splits are not part of the corruption cache: warm them first
+        subprocess.run([sys.executable, "-c", "from ferroute.data import load_split as l; l('valid'); l('test')"], env=env, check=True)
+        for label in ("cold", "warm"):
+            t0 = time.perf_counter()
+            subprocess.run(["ferroute", "evaluate", "--model", str(model_dir), "--out", str(Path(cache) / f"rep-{label}")], env=env, check=True, stdout=subprocess.DEVNULL)
+            out[f"evaluate_{label}_s"] = time.perf_counter() - t0
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=default_model_dir())
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--evaluate", action="store_true", help="also time ferroute evaluate, cold and warm")
+    ap.add_argument("--cuda-smoke", action="store_true", help="run the CUDA section on the CPU with a tiny config")
+    ap.add_argument("--no-onnx", action="store_true")
+    args = ap.parse_args()
+
+    ens = Ensemble.load(args.model)
+    onnx_path = None
+    if not args.no_onnx:
+        from ferroute.export import export_onnx
+
+        onnx_path = Path(tempfile.mkdtemp()) / "ens.onnx"
+        export_onnx(ens, onnx_path)
+    info = {"machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(), "torch": torch.__version__}
+    rows = cpu_rows(ens, onnx_path)
+    if torch.cuda.is_available() or args.cuda_smoke:
+        rows += cuda_rows(ens, smoke=args.cuda_smoke)
+        if torch.cuda.is_available():
+            info["gpu"] = torch.cuda.get_device_name()
+    extra = api_latency(args.model)
+    if args.evaluate:
+        extra.update(evaluate_wall(args.model))
+    extra["peak_rss_mb"] = peak_rss_mb()
+
+    print(f"# ferroute inference benchmark — {info}")
+    print(f"model: {args.model} ({ens.num_members} x {ens.config.name}, {rows[0]['flops_per_face'] / 1e6:.1f} MFLOP per member per face)")
+    hdr = f"{'device':6} {'backend':11} {'mode':38} {'thr':>3} {'batch':>5} {'faces/s':>9} {'ms/face':>8} {'GFLOP/s':>8} {'peak':>7} {'%peak':>6}"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(f"{r['device']:6} {r['backend']:11} {r['mode']:38} {r['threads']:>3} {r['batch']:>5} {r['faces_per_s']:>9.1f} {r['ms_per_face']:>8.3f} {r['gflops']:>8.1f} {r['peak_gflops']:>7.1f} {100 * r['fraction_of_peak']:>5.1f}%")
+    print()
+    for k, v in extra.items():
+        print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
+    if args.json:
+        args.json.write_text(json.dumps({"info": info, "rows": rows, "extra": extra}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Load test of `ferroute serve` on loopback: concurrent clients, latency, errors, memory.
+
+    python benchmarks/bench_server.py [--clients 50] [--requests 20] [--model DIR]
+
+Starts a real uvicorn process on 127.0.0.1, sends `clients x requests` POST /v1/route
+requests (one 48x48 face each) from concurrent clients, and prints requests/s, p50/p95
+latency, the error count, and the server's resident memory after the first requests and
+at the end (growth beyond warm-up would show a leak).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import numpy as np
+import psutil
+from PIL import Image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+async def run(url: str, clients: int, requests: int, payloads: list[bytes], proc: psutil.Process) -> dict:
+    lat: list[float] = []
+    errors = 0
+    rss_after_warmup = None
+    done = 0
+    async with httpx.AsyncClient(timeout=60) as client:
+        async def worker(k: int) -> None:
+            nonlocal errors, done, rss_after_warmup
+            for i in range(requests):
+                data = payloads[(k + i) % len(payloads)]
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post(url + "/v1/route", files=[("files", ("face.png", data, "image/png"))])
+                    if r.status_code != 200 or "faces" not in r.json()["results"][0]:
+                        errors += 1
+                except httpx.HTTPError:
+                    errors += 1
+                lat.append(time.perf_counter() - t0)
+                done += 1
+                if done == clients and rss_after_warmup is None:
+                    rss_after_warmup = proc.memory_info().rss
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(clients)))
+        wall = time.perf_counter() - t0
+    return {
+        "requests": len(lat), "errors": errors, "wall_s": wall, "requests_per_s": len(lat) / wall,
+        "p50_ms": 1000 * float(np.percentile(lat, 50)), "p95_ms": 1000 * float(np.percentile(lat, 95)),
+        "rss_after_first_requests_mb": (rss_after_warmup or 0) / 2**20, "rss_end_mb": proc.memory_info().rss / 2**20,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--clients", type=int, default=50)
+    ap.add_argument("--requests", type=int, default=20)
+    ap.add_argument("--model", default=None)
+    args = ap.parse_args()
+    port = free_port()
+    cmd = [sys.executable, "-m", "ferroute.cli", "serve", "--port", str(port)] + (["--model", args.model] if args.model else [])
+    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.25)
+        rng = np.random.default_rng(0)
+        payloads = []
+        for _ in range(16):
+            buf = io.BytesIO()
+            Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(buf, "PNG")
+            payloads.append(buf.getvalue())
+        res = asyncio.run(run(url, args.clients, args.requests, payloads, psutil.Process(server.pid)))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"# ferroute serve load test: {args.clients} clients x {args.requests} requests on loopback")
+    for k, v in res.items():
+        print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
+    growth = res["rss_end_mb"] - res["rss_after_first_requests_mb"]
+    print(f"memory growth after the first requests: {growth:+.1f} MB")
+    sys.exit(1 if res["errors"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -145,14 +145,15 @@ def evaluate(
     from .data import DataError, load_split
     from .ensemble import Ensemble, ModelError
     from .evaluation import evaluate as run
-    from .pipeline import default_ldl_dir
+    from .pipeline import default_ldl_dir, load_router
 
     try:
         va = load_split("valid", data)
         te = load_split("test", data)
     except DataError as exc:
         _fail(str(exc))
-    ens, _ = _load_model(model)
+    ens, model_dir = _load_model(model)
+    router = load_router(model_dir) if (model_dir / "router.json").is_file() else None
     ldl_dir = ldl or default_ldl_dir()
     try:
         ldl_model = Ensemble.load(ldl_dir) if (ldl_dir / "config.json").is_file() else None
@@ -166,7 +167,7 @@ def evaluate(
         _fail(f"unknown corruption(s) {bad}; choose from {', '.join(CORRUPTIONS)}")
     if limit:
         te = te.subset(slice(0, limit))
-    rep = run(ens, va, te, out, ldl=ldl_model, corruptions=names, workers=workers, n_boot=bootstrap)
+    rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap)
     typer.echo(
         f"accuracy {rep['accuracy']:.3f} | Spearman {rep['ambiguity']['spearman_aleatoric']:.3f} "
         f"| epistemic AUROC sev5 {rep['shift']['auroc_epistemic']['5']:.3f} "

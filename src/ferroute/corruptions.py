@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache

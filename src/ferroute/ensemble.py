@@ -102,8 +102,8 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble needs at least one member")
         if fused not in ("auto", "stacked", "loop", "vmap"):
             raise ValueError(f"fused must be 'auto', 'stacked', 'loop' or 'vmap', got {fused!r}")
-        if fused == "auto":
-            fused = "stacked" if _all_compact_cnn(members) else "loop"
+        if fused == "auto" and not _all_compact_cnn(members):
+            fused = "loop"
         if fused == "stacked" and not _all_compact_cnn(members):
             raise ValueError("fused='stacked' needs CompactCNN members; use 'loop' or 'vmap'")
         self.fused = fused
@@ -156,10 +156,15 @@ class Ensemble(nn.Module):
             self._stacked.append(StackedCNN(list(self.members)).to(memory_format=torch.channels_last))
         return self._stacked[0](x.contiguous(memory_format=torch.channels_last)).softmax(-1)
 
+    #: ``auto`` runs the grouped-convolution network up to this batch size and the member
+    #: loop above it, where oneDNN's plain convolutions beat its grouped ones on CPU
+    #: (measured by benchmarks/bench_inference.py).
+    stacked_max_batch = 64
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Member probabilities ``(B, M, C)`` for a preprocessed batch ``(B, in_chans, S, S)``."""
         if not self.training and self.num_members > 1:
-            if self.fused == "stacked":
+            if self.fused == "stacked" or (self.fused == "auto" and (x.is_cuda or x.shape[0] <= self.stacked_max_batch)):
                 return self.forward_stacked(x)
             if self.fused == "vmap":
                 return self.forward_vmap(x)

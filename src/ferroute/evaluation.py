@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -132,10 +132,8 @@ def evaluate(
         return model.predict_proba(np.asarray(faces), batch_size=batch_size)
 
     # ---- calibration on clean validation faces
-    pv = infer(ensemble, valid.images)
     if router is None:
-        router = UncertaintyRouter().fit(pv, valid.disagreement)
-    dv = decompose(pv)
+        router = UncertaintyRouter().fit(infer(ensemble, valid.images), valid.disagreement)
 
     # ---- clean test
     pt = infer(ensemble, test.images)

@@ -78,3 +78,14 @@ def test_real_ferplus_splits(ferplus_dir):
     p = te.votes[i] / te.votes[i].sum()
     assert te.disagreement[i] == pytest.approx(-(p[p > 0] * np.log(p[p > 0])).sum())
     assert 0 < te.disagreement.mean() < np.log(8)
+
+
+def test_packed_splits_read_like_the_folders(fake_ferplus, tmp_path):
+    from ferroute.data import pack_splits
+
+    packed = pack_splits(tmp_path / "packed", fake_ferplus)
+    for split in ("train", "valid", "test"):
+        a, b = load_split(split, fake_ferplus), load_split(split, packed)
+        np.testing.assert_array_equal(a.images, b.images)
+        np.testing.assert_array_equal(a.votes, b.votes)
+        np.testing.assert_array_equal(a.labels, b.labels)

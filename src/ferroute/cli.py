@@ -75,6 +75,7 @@ def train(
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random init even where weights exist."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N training faces (smoke runs)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
+    device: str = typer.Option("cpu", help="cpu or cuda (bf16 autocast on cuda)."),
 ) -> None:
     """Train a Deep Ensemble (or, with --ldl, the single LDL baseline) on FERPlus."""
     from .data import DataError, load_split
@@ -91,7 +92,7 @@ def train(
         _fail(str(exc))
     if limit:
         tr = tr.subset(slice(0, limit))
-    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads)
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads, device=device)
     command = _command_line(ctx)
     path = train_ensemble(tr, va, out, backbone=backbone, backbone_kwargs=_parse_kv(backbone_arg), members=members, tc=tc, command=command)
     typer.echo(f"wrote {path}")
@@ -107,6 +108,21 @@ def _load_model(model: Optional[Path]):
     except ModelError as exc:
         _fail(str(exc))
         raise  # unreachable
+
+
+@app.command("pack-data")
+def pack_data(
+    out: Path = typer.Argument(..., help="Folder to write train.npz, valid.npz, test.npz into."),
+    data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
+) -> None:
+    """Pack the decoded FERPlus splits as compressed arrays; --data OUT then reads them."""
+    from .data import DataError, pack_splits
+
+    try:
+        path = pack_splits(out, data)
+    except DataError as exc:
+        _fail(str(exc))
+    typer.echo(f"wrote {', '.join(p.name for p in sorted(path.glob('*.npz')))} to {path}")
 
 
 @app.command()

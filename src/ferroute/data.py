@@ -165,6 +165,10 @@ def load_split(
     if split not in SPLIT_FOLDERS:
         raise DataError(f"unknown split {split!r}; choose one of {sorted(SPLIT_FOLDERS)}")
     root = resolve_data_dir(data_dir)
+    packed = root / f"{split}.npz"
+    if packed.is_file():  # a folder written by pack_splits (for machines without the PNGs)
+        with np.load(packed, allow_pickle=False) as z:
+            return FERPlusSplit(split, z["images"], z["votes"], z["labels"], z["files"])
     folder = root / SPLIT_FOLDERS[split]
     if not folder.is_dir():
         raise DataError(f"{folder}: split folder not found (expected the official FERPlus layout)")
@@ -213,4 +217,15 @@ def load_split(
             tmp.replace(cache_file)
         except OSError:
             pass  # a read-only cache only costs speed
+    return out
+
+
+def pack_splits(out_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str] | None = None, splits: tuple[str, ...] = ("train", "valid", "test")) -> Path:
+    """Write decoded splits as compressed ``<split>.npz`` files that :func:`load_split` reads
+    in place of the PNG folders (about 45 MB for train): for carrying FERPlus to a GPU box."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for split in splits:
+        s = load_split(split, data_dir)
+        np.savez_compressed(out / f"{split}.npz", images=s.images, votes=s.votes, labels=s.labels, files=s.files)
     return out

@@ -40,8 +40,8 @@ def preprocess(images: np.ndarray | torch.Tensor, cfg: BackboneConfig) -> torch.
         x = F.interpolate(x, size=(cfg.input_size, cfg.input_size), mode="bilinear", align_corners=False, antialias=True)
     if cfg.in_chans != 1:
         x = x.expand(-1, cfg.in_chans, -1, -1)
-    mean = torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.std, dtype=torch.float32).view(1, -1, 1, 1)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
     return ((x - mean) / std).contiguous()
 
 

@@ -36,6 +36,7 @@ class TrainConfig:
     seed: int = 0
     pretrained: bool = True
     threads: int | None = None
+    device: str = "cpu"
 
 
 def _targets(split: FERPlusSplit, target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -50,26 +51,33 @@ def _targets(split: FERPlusSplit, target: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random flip, shift, small rotation/scale and erasing on a float batch ``(B, 1, H, W)``."""
-    b = x.shape[0]
-    flip = torch.rand(b, generator=gen) < 0.5
+    """Random flip, shift, small rotation/scale and erasing on a float batch ``(B, 1, H, W)``.
+
+    Random numbers come from the CPU generator ``gen`` (reproducible on any device).
+    """
+    b, dev = x.shape[0], x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen).to(dev)
+
+    flip = rand(b) < 0.5
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    angle = (torch.rand(b, generator=gen) - 0.5) * (2 * math.pi * 15 / 360)
-    scale = 1.0 + (torch.rand(b, generator=gen) - 0.5) * 0.2
-    shift = (torch.rand(b, 2, generator=gen) - 0.5) * 0.2
+    angle = (rand(b) - 0.5) * (2 * math.pi * 15 / 360)
+    scale = 1.0 + (rand(b) - 0.5) * 0.2
+    shift = (rand(b, 2) - 0.5) * 0.2
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
     # random erasing of one square patch on half of the faces
     h, w = x.shape[-2:]
-    size = (torch.rand(b, generator=gen) * 0.3 * h + 4).long()
-    cy = (torch.rand(b, generator=gen) * h).long()
-    cx = (torch.rand(b, generator=gen) * w).long()
-    yy = torch.arange(h).view(1, h, 1)
-    xx = torch.arange(w).view(1, 1, w)
+    size = (rand(b) * 0.3 * h + 4).long()
+    cy = (rand(b) * h).long()
+    cx = (rand(b) * w).long()
+    yy = torch.arange(h, device=dev).view(1, h, 1)
+    xx = torch.arange(w, device=dev).view(1, 1, w)
     box = ((yy - cy.view(-1, 1, 1)).abs() < size.view(-1, 1, 1) // 2) & ((xx - cx.view(-1, 1, 1)).abs() < size.view(-1, 1, 1) // 2)
-    box &= (torch.rand(b, generator=gen) < 0.5).view(-1, 1, 1)
+    box &= (rand(b) < 0.5).view(-1, 1, 1)
     return x.masked_fill(box.unsqueeze(1), 0.5)
 
 
@@ -79,13 +87,13 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 @torch.inference_mode()
-def _valid_accuracy(model: nn.Module, split: FERPlusSplit, cfg: BackboneConfig) -> float:
+def _valid_accuracy(model: nn.Module, split: FERPlusSplit, cfg: BackboneConfig, device: str = "cpu") -> float:
     model.eval()
     idx = np.flatnonzero(split.labels >= 0)
     correct = 0
     for s in range(0, len(idx), 512):
         j = idx[s : s + 512]
-        logits = model(preprocess(split.images[j], cfg))
+        logits = model(preprocess(split.images[j], cfg).to(device)).float().cpu()
         correct += int((logits.argmax(-1).numpy() == split.labels[j]).sum())
     return correct / max(len(idx), 1)
 
@@ -108,10 +116,11 @@ def train_member(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model, cfg = create_backbone(backbone, pretrained=tc.pretrained, **backbone_kwargs)
-    model = model.to(memory_format=torch.channels_last)
+    dev = torch.device(tc.device)
+    model = model.to(dev, memory_format=torch.channels_last)
     idx, targets = _targets(train, tc.target)
-    images = torch.from_numpy(train.images[idx])
-    targets_t = torch.from_numpy(targets)
+    images = torch.from_numpy(train.images[idx]).to(dev)
+    targets_t = torch.from_numpy(targets).to(dev)
     steps_per_epoch = math.ceil(len(idx) / tc.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.2)
@@ -119,7 +128,7 @@ def train_member(
     t0 = time.time()
     for epoch in range(tc.epochs):
         model.train()
-        perm = torch.randperm(len(idx), generator=gen)
+        perm = torch.randperm(len(idx), generator=gen).to(dev)
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
         loss_sum = correct = seen = 0.0
         for step in bar:
@@ -129,8 +138,9 @@ def train_member(
                 x = augment_batch(x, gen)
             x = preprocess((x.squeeze(1) * 255.0), cfg).contiguous(memory_format=torch.channels_last)
             y = targets_t[j]
-            logits = model(x)
-            loss = soft_cross_entropy(logits, y)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+                logits = model(x)
+            loss = soft_cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -141,12 +151,12 @@ def train_member(
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
         entry = {"epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": correct / seen, "seconds": time.time() - t0}
         if valid is not None:
-            entry["valid_acc"] = _valid_accuracy(model, valid, cfg)
+            entry["valid_acc"] = _valid_accuracy(model, valid, cfg, tc.device)
         log["epochs"].append(entry)
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"))
     log["seconds"] = time.time() - t0
-    return model.eval(), cfg, log
+    return model.cpu().eval(), cfg, log
 
 
 def train_ensemble(

@@ -1,0 +1,61 @@
+"""The embedded default model: loads offline, routes the shipped examples as documented."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ferroute
+from ferroute.pipeline import default_ldl_dir, default_model_dir
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+@pytest.fixture(scope="module")
+def router():
+    return ferroute.load()
+
+
+def test_default_model_is_complete():
+    d = default_model_dir()
+    for name in ("config.json", "router.json", "MODEL_CARD.md", "train_log.json"):
+        assert (d / name).is_file(), name
+    assert len(list(d.glob("member_*.safetensors"))) == 5
+    assert sum(p.stat().st_size for p in d.parent.rglob("*.safetensors")) < 25 * 2**20
+    assert (default_ldl_dir() / "member_0.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("clear_face.png", {"accept"}),
+        ("ambiguous_face.png", {"ambiguous"}),
+        ("corrupted_face.png", {"reject"}),
+        ("no_face_coffee.jpg", {"no_face", "reject"}),
+    ],
+)
+def test_examples_route_as_documented(router, name, expected):
+    faces = router.route(EXAMPLES / name)
+    assert {f["decision"] for f in faces} <= expected, faces
+    if "no_face" not in expected:
+        assert len(faces) == 1
+
+
+def test_real_photo_face_is_found(router):
+    faces = router.route(EXAMPLES / "astronaut_photo.jpg")
+    assert len(faces) == 1 and faces[0]["decision"] != "no_face"
+    x, y, w, h = faces[0]["box"]
+    assert 150 < x + w / 2 < 300 and 50 < y + h / 2 < 200  # her face, upper middle of the photo
+
+
+@pytest.mark.data
+def test_default_model_on_real_ferplus_test(router, ferplus_dir):
+    from ferroute.data import load_split
+
+    te = load_split("test", ferplus_dir).subset(slice(0, 600))
+    probs = router.ensemble.predict_proba(te.images)
+    lab = te.labels >= 0
+    acc = np.mean(probs.mean(1)[lab].argmax(-1) == te.labels[lab])
+    assert acc > 0.8
+    reps = router.route_faces(te.images)
+    assert np.mean([r["decision"] == "reject" for r in reps]) < 0.15  # clean faces are mostly kept

@@ -62,3 +62,16 @@ def test_preprocess_resizes_and_replicates_channels():
     assert x.shape == (2, 3, 64, 64)
     with pytest.raises(ValueError, match="grayscale"):
         preprocess(np.zeros((2, 48, 48, 3), np.uint8), cfg)
+
+
+def test_hflip_tta_averages_the_mirror_and_persists(tmp_path):
+    ens = tiny_ensemble(2)
+    faces = np.random.default_rng(3).integers(0, 256, (4, 48, 48), dtype=np.uint8)
+    plain = ens.predict_proba(faces)
+    mirror = ens.predict_proba(faces[:, :, ::-1].copy())
+    ens.set_tta("hflip")
+    np.testing.assert_allclose(ens.predict_proba(faces), (plain + mirror) / 2, atol=1e-6)
+    ens.save(tmp_path)
+    assert Ensemble.load(tmp_path).tta == "hflip"
+    with pytest.raises(ValueError, match="tta"):
+        ens.set_tta("rot90")

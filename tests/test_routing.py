@@ -76,3 +76,13 @@ def test_shift_score_is_conditioned_on_ambiguity():
     hi = d["aleatoric"] > np.quantile(d["aleatoric"], 0.8)
     lo = d["aleatoric"] < np.quantile(d["aleatoric"], 0.2)
     assert abs(np.mean(z[hi] > r.thresholds["shift_z"]) - np.mean(z[lo] > r.thresholds["shift_z"])) < 0.06
+
+
+def test_plain_epistemic_shift_score():
+    p, amb = synthetic()
+    r = UncertaintyRouter(shift="epistemic", reject_rate=0.1).fit(p, amb)
+    np.testing.assert_allclose(r.shift_score(p), decompose(p)["epistemic"])
+    assert np.mean(r.decide(p) == "reject") == pytest.approx(0.1, abs=0.01)
+    assert UncertaintyRouter.from_dict(r.to_dict()).shift == "epistemic"
+    with pytest.raises(ValueError, match="shift"):
+        UncertaintyRouter(shift="magic")

@@ -130,17 +130,29 @@ def calibrate(
     model: Path = typer.Option(..., help="Model directory to calibrate (writes router.json)."),
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
+    tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: hflip or none (stored in config.json)."),
+    shift: str = typer.Option("conditional", help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
 ) -> None:
     """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
     from .data import DataError, load_split
     from .routing import UncertaintyRouter
 
     ens, d = _load_model(model)
+    if tta is not None:
+        try:
+            ens.set_tta(tta)
+        except ValueError as exc:
+            _fail(str(exc))
+        from .ensemble import write_config
+
+        write_config(d, ens.config, ens.num_members, ens.meta)
     try:
         va = load_split("valid", data)
     except DataError as exc:
         _fail(str(exc))
-    router = UncertaintyRouter(reject_rate=reject_rate).fit(ens.predict_proba(va.images, progress=True), va.disagreement)
+    if shift not in UncertaintyRouter.SHIFT_SCORES:
+        _fail(f"--shift must be one of {UncertaintyRouter.SHIFT_SCORES}")
+    router = UncertaintyRouter(reject_rate=reject_rate, shift=shift).fit(ens.predict_proba(va.images, progress=True), va.disagreement)
     (d / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
     typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds} -> {d / 'router.json'}")
 

@@ -110,6 +110,9 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(m.to(memory_format=torch.channels_last) for m in members)
         self.config = config
         self.meta: dict[str, Any] = dict(meta or {})
+        self.tta = str(self.meta.get("inference", {}).get("tta", "none"))
+        if self.tta not in ("none", "hflip"):
+            raise ValueError(f"tta must be 'none' or 'hflip', got {self.tta!r}")
         self._fused: tuple[Any, ...] | None = None
         self._stacked: list[StackedCNN] = []  # a plain list keeps the fused copy out of state_dict
         self.eval()
@@ -161,8 +164,26 @@ class Ensemble(nn.Module):
     #: (measured by benchmarks/bench_inference.py).
     stacked_max_batch = 64
 
+    def set_tta(self, tta: str) -> None:
+        """Test-time augmentation: ``hflip`` averages each member over the face and its mirror."""
+        if tta not in ("none", "hflip"):
+            raise ValueError(f"tta must be 'none' or 'hflip', got {tta!r}")
+        self.tta = tta
+        self.meta.setdefault("inference", {})["tta"] = tta
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Member probabilities ``(B, M, C)`` for a preprocessed batch ``(B, in_chans, S, S)``."""
+        """Member probabilities ``(B, M, C)`` for a preprocessed batch ``(B, in_chans, S, S)``.
+
+        With ``tta='hflip'`` each member's output is its mean over the face and its mirror
+        image (one doubled batch), so member disagreement reflects the model, not the pose.
+        """
+        if self.tta == "hflip" and not self.training:
+            b = x.shape[0]
+            p = self._forward_members(torch.cat([x, x.flip(-1)]))
+            return (p[:b] + p[b:]) / 2
+        return self._forward_members(x)
+
+    def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and self.num_members > 1:
             if self.fused == "stacked" or (self.fused == "auto" and (x.is_cuda or x.shape[0] <= self.stacked_max_batch)):
                 return self.forward_stacked(x)

@@ -47,11 +47,16 @@ class UncertaintyRouter:
 
     kind = "uar"
 
-    def __init__(self, reject_rate: float = 0.05, n_bins: int = 10):
+    SHIFT_SCORES = ("epistemic", "conditional")
+
+    def __init__(self, reject_rate: float = 0.05, n_bins: int = 10, shift: str = "conditional"):
         if not 0 < reject_rate < 1:
             raise ValueError(f"reject_rate must be in (0, 1), got {reject_rate}")
+        if shift not in self.SHIFT_SCORES:
+            raise ValueError(f"shift must be one of {self.SHIFT_SCORES}, got {shift!r}")
         self.reject_rate = reject_rate
         self.n_bins = n_bins
+        self.shift = shift
         self._state: dict[str, Any] | None = None
 
     @property
@@ -99,9 +104,12 @@ class UncertaintyRouter:
         return self
 
     def shift_score(self, probs: np.ndarray | Decomposition) -> np.ndarray:
-        """Ambiguity-conditioned epistemic score ``z`` ``(B,)``: higher = less like training faces."""
+        """Shift score ``(B,)``, higher = less like training faces: the epistemic uncertainty
+        itself (``shift='epistemic'``) or its ambiguity-conditioned z (``'conditional'``)."""
         st = self._require()
         d = _as_decomposition(probs)
+        if self.shift == "epistemic":
+            return np.asarray(d["epistemic"], float)
         a = np.asarray(d["aleatoric"], float)
         le = np.log(np.asarray(d["epistemic"], float) + _LOG_EPS)
         mu = np.interp(a, st["centers"], st["mu"])
@@ -144,9 +152,10 @@ class UncertaintyRouter:
             dist = {lab: round(float(mean[i, j]), 4) for j, lab in enumerate(labels)}
             dec = str(decisions[i])
             if dec == "reject":
+                similar = " of similar ambiguity" if self.shift == "conditional" else ""
                 reason = (
                     f"Rejected: the input looks unlike the faces the model was trained on (the ensemble members "
-                    f"disagree more than on {zpct[i]:.0f}% of validation faces of similar ambiguity), "
+                    f"disagree more than on {zpct[i]:.0f}% of validation faces{similar}), "
                     "so no emotion is reported."
                 )
             elif dec == "ambiguous":
@@ -172,11 +181,11 @@ class UncertaintyRouter:
         return reports
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "reject_rate": self.reject_rate, "n_bins": self.n_bins, "state": self._require()}
+        return {"kind": self.kind, "reject_rate": self.reject_rate, "n_bins": self.n_bins, "shift": self.shift, "state": self._require()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UncertaintyRouter":
-        r = cls(reject_rate=float(d["reject_rate"]), n_bins=int(d["n_bins"]))
+        r = cls(reject_rate=float(d["reject_rate"]), n_bins=int(d["n_bins"]), shift=str(d.get("shift", "conditional")))
         r._state = dict(d["state"])
         return r
 

@@ -31,21 +31,22 @@ def main() -> None:
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(va))
     cal, ev = va.subset(idx[: len(va) // 2]), va.subset(idx[len(va) // 2 :][: args.n])
-    dcal = decompose(ens.predict_proba(cal.images))
-    dev = decompose(ens.predict_proba(ev.images))
     sets = corrupted_set(ev.images, list(CORRUPTIONS), (5,), seed=1)
-    dood = [decompose(ens.predict_proba(np.asarray(sets[(c, 5)]))) for c in CORRUPTIONS]
-    ood = {k: np.concatenate([d[k] for d in dood]) for k in ("total", "aleatoric", "epistemic")}
     dis = ev.disagreement
     amb = dis >= np.quantile(dis, 2 / 3)
-    router = UncertaintyRouter().fit(dcal, cal.disagreement)
-    candidates = {
-        "total (single score)": (dev["total"], ood["total"]),
-        "epistemic": (dev["epistemic"], ood["epistemic"]),
-        "z: log epistemic | aleatoric": (router.shift_score(dev), router.shift_score(ood)),
-    }
-    for name, (c, o) in candidates.items():
-        print(f"{name:32s}", " ".join(f"r={r}: keep amb {kept_at_rate(c[amb], o, r):.3f}" for r in (0.5, 0.9)))
+    print("kept ambiguous validation faces at matched OOD rejection (corruptions of validation faces, severity 5)")
+    for tta in ("none", "hflip"):
+        ens.set_tta(tta)
+        dcal = decompose(ens.predict_proba(cal.images))
+        dev = decompose(ens.predict_proba(ev.images))
+        dood = [decompose(ens.predict_proba(np.asarray(sets[(c, 5)]))) for c in CORRUPTIONS]
+        ood = {k: np.concatenate([d[k] for d in dood]) for k in ("total", "aleatoric", "epistemic")}
+        candidates = {"total (single score)": (dev["total"], ood["total"])}
+        for shift in UncertaintyRouter.SHIFT_SCORES:
+            router = UncertaintyRouter(shift=shift).fit(dcal, cal.disagreement)
+            candidates[f"UAR shift={shift}"] = (router.shift_score(dev), router.shift_score(ood))
+        for name, (c, o) in candidates.items():
+            print(f"tta={tta:5s} {name:28s}", " ".join(f"r={r}: {kept_at_rate(c[amb], o, r):.3f}" for r in (0.5, 0.7, 0.9)))
 
 
 if __name__ == "__main__":

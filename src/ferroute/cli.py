@@ -167,6 +167,7 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N test faces (smoke runs)."),
     workers: Optional[int] = typer.Option(None, help="Processes for corruption generation (default: all cores)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
+    backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     from .corruptions import CORRUPTIONS
@@ -195,6 +196,18 @@ def evaluate(
         _fail(f"unknown corruption(s) {bad}; choose from {', '.join(CORRUPTIONS)}")
     if limit:
         te = te.subset(slice(0, limit))
+    if backend not in ("torch", "onnx"):
+        _fail("--backend must be torch or onnx")
+    if backend == "onnx":
+        import os
+
+        from .export import to_onnx_backend
+
+        cache = Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute")) / "onnx"
+        if ldl_model is not None:
+            ldl_model.set_tta(ens.tta)
+            ldl_model = to_onnx_backend(ldl_model, cache)
+        ens = to_onnx_backend(ens, cache)
     rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap)
     typer.echo(
         f"accuracy {rep['accuracy']:.3f} | Spearman {rep['ambiguity']['spearman_aleatoric']:.3f} "

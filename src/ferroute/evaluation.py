@@ -28,6 +28,7 @@ from sklearn.metrics import roc_auc_score
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupted_set
 from .data import FERPlusSplit
 from .ensemble import Ensemble
+from .export import OnnxEnsemble
 from .routing import UncertaintyRouter
 from .uncertainty import decompose, entropy
 
@@ -106,11 +107,11 @@ def kept_ratio_ci(
 
 
 def evaluate(
-    ensemble: Ensemble,
+    ensemble: "Ensemble | OnnxEnsemble",
     valid: FERPlusSplit,
     test: FERPlusSplit,
     out_dir: str | Path,
-    ldl: Ensemble | None = None,
+    ldl: "Ensemble | OnnxEnsemble | None" = None,
     router: UncertaintyRouter | None = None,
     corruptions: list[str] | None = None,
     severities: tuple[int, ...] = SEVERITIES,
@@ -123,12 +124,14 @@ def evaluate(
     from tqdm.auto import tqdm
 
     t0 = time.time()
+    if ldl is not None:
+        ldl.set_tta(ensemble.tta)  # the baseline gets the same test-time augmentation
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(corruptions or CORRUPTIONS)
     timings: dict[str, float] = {}
 
-    def infer(model: Ensemble, faces: np.ndarray) -> np.ndarray:
+    def infer(model: "Ensemble | OnnxEnsemble", faces: np.ndarray) -> np.ndarray:
         return model.predict_proba(np.asarray(faces), batch_size=batch_size)
 
     # ---- calibration on clean validation faces
@@ -220,7 +223,7 @@ def evaluate(
         "ambiguity": ambiguity,
         "shift": shift,
         "routing": routing,
-        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict()},
+        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), "tta": ensemble.tta, "shift_score": router.shift, "backend": type(ensemble).__name__},
     }
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)

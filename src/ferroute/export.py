@@ -46,6 +46,8 @@ def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17) -> Path:
     meta.key, meta.value = "ferroute_backbone", json.dumps(cfg.to_dict())
     meta = model.metadata_props.add()
     meta.key, meta.value = "ferroute_members", str(ens.num_members)
+    meta = model.metadata_props.add()
+    meta.key, meta.value = "ferroute_tta", ens.tta
     onnx.save(model, str(path))
     return path
 
@@ -66,6 +68,11 @@ class OnnxEnsemble:
             raise ValueError(f"{path}: not a ferroute ONNX export (no ferroute_backbone metadata)")
         self.config = BackboneConfig.from_dict(json.loads(props["ferroute_backbone"]))
         self.num_members = int(props["ferroute_members"])
+        self.tta = props.get("ferroute_tta", "none")  # baked into the graph at export
+
+    def set_tta(self, tta: str) -> None:
+        if tta != self.tta:
+            raise ValueError(f"this ONNX graph was exported with tta={self.tta!r}; re-export for {tta!r}")
 
     def predict_proba(self, faces: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """Grayscale faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32."""
@@ -74,3 +81,15 @@ class OnnxEnsemble:
             x = preprocess(faces[s : s + batch_size], self.config).numpy()
             out[s : s + len(x)] = self.session.run(None, {"input": x})[0]
         return out
+
+
+def to_onnx_backend(ens: Ensemble, cache_dir: str | Path, threads: int | None = None) -> OnnxEnsemble:
+    """Export ``ens`` (with its current TTA) into ``cache_dir`` and load it in onnxruntime."""
+    import hashlib
+
+    key = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in ens.parameters()) + ens.tta.encode()).hexdigest()[:16]
+    path = Path(cache_dir) / f"ensemble-{key}.onnx"
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        export_onnx(ens, path)
+    return OnnxEnsemble(path, threads=threads)

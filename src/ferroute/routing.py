@@ -153,10 +153,10 @@ class UncertaintyRouter:
             dec = str(decisions[i])
             if dec == "reject":
                 similar = " of similar ambiguity" if self.shift == "conditional" else ""
+                share = "any" if zpct[i] >= 99.95 else f"{min(zpct[i], 99.0):.0f}% of"
                 reason = (
                     f"Rejected: the input looks unlike the faces the model was trained on (the ensemble members "
-                    f"disagree more than on {zpct[i]:.0f}% of validation faces{similar}), "
-                    "so no emotion is reported."
+                    f"disagree more than on {share} validation faces{similar}), so no emotion is reported."
                 )
             elif dec == "ambiguous":
                 reason = (

@@ -73,7 +73,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def cpu_rows(ens: Ensemble, onnx_path: Path | None) -> list[dict]:
+def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -> list[dict]:
+    """Rows without test-time augmentation (so FLOPs are exact), plus the product setting."""
     cfg = ens.config
     member = ens.members[0]
     f_member = flops_per_face(member, preprocess(np.zeros((1, 48, 48), np.uint8), cfg))
@@ -90,11 +91,21 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None) -> list[dict]:
         for batch in (1, 32, 256):
             faces = np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8)
             x = preprocess(faces, cfg).contiguous(memory_format=torch.channels_last)
+            views = 2 if product_tta == "hflip" else 1
+
+            def product(x=x):
+                ens.set_tta(product_tta)
+                try:
+                    return ens(x)
+                finally:
+                    ens.set_tta("none")
+
             cases = {
                 ("torch", "one member"): (lambda: member(x), f_member),
                 ("torch", "member loop"): (lambda: ens.forward_loop(x), f_ens),
                 ("torch", "fused (stacked)"): (lambda: ens.forward_stacked(x), f_ens),
                 ("torch", "fused (auto)"): (lambda: ens(x), f_ens),
+                ("torch", f"fused (auto) + tta={product_tta}"): (product, f_ens * views),
             }
             if "fused" in sessions:
                 xs = preprocess(faces, cfg).numpy()
@@ -214,6 +225,8 @@ def main() -> None:
     args = ap.parse_args()
 
     ens = Ensemble.load(args.model)
+    product_tta = ens.tta
+    ens.set_tta("none")  # the mode rows compare one view; the product row adds the TTA views
     onnx_path = None
     if not args.no_onnx:
         from ferroute.export import export_onnx
@@ -221,7 +234,7 @@ def main() -> None:
         onnx_path = Path(tempfile.mkdtemp()) / "ens.onnx"
         export_onnx(ens, onnx_path)
     info = {"machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(), "torch": torch.__version__}
-    rows = cpu_rows(ens, onnx_path)
+    rows = cpu_rows(ens, onnx_path, product_tta)
     if torch.cuda.is_available() or args.cuda_smoke:
         rows += cuda_rows(ens, smoke=args.cuda_smoke)
         if torch.cuda.is_available():

@@ -52,7 +52,9 @@ def main() -> None:
         "",
         "## Router",
         "",
-        f"- `ferroute calibrate --model DIR` on FERPlus valid: shift-score threshold z > {router['state']['z_threshold']:.3f} "
+        f"- inference: test-time augmentation `{cfg['meta'].get('inference', {}).get('tta', 'none')}`, shift score `{router.get('shift', 'conditional')}` "
+        "(both chosen on FERPlus valid with `scripts/select_shift_score.py`, never on test)",
+        f"- `ferroute calibrate --model DIR --tta {cfg['meta'].get('inference', {}).get('tta', 'none')} --shift {router.get('shift', 'conditional')}` on FERPlus valid: shift-score threshold z > {router['state']['z_threshold']:.3f} "
         f"(reject rate {router['reject_rate']:.0%} of clean validation faces), ambiguity threshold aleatoric > {router['state']['aleatoric_threshold']:.3f} nats",
         "",
         "## Measured (FERPlus test)",

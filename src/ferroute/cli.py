@@ -167,7 +167,7 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N test faces (smoke runs)."),
     workers: Optional[int] = typer.Option(None, help="Processes for corruption generation (default: all cores)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
-    backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
+    backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto (onnx when installed, it measures faster here)."),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     from .corruptions import CORRUPTIONS
@@ -196,8 +196,13 @@ def evaluate(
         _fail(f"unknown corruption(s) {bad}; choose from {', '.join(CORRUPTIONS)}")
     if limit:
         te = te.subset(slice(0, limit))
-    if backend not in ("torch", "onnx"):
-        _fail("--backend must be torch or onnx")
+    if backend not in ("torch", "onnx", "auto"):
+        _fail("--backend must be torch, onnx or auto")
+    if backend == "auto":
+        import importlib.util
+
+        ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
+        backend = "onnx" if ok else "torch"
     if backend == "onnx":
         import os
 

@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import socket
-import subprocess
 import sys
 import time
 
@@ -23,11 +21,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ferroute.server import start_local_server
 
 
 async def run(url: str, clients: int, requests: int, payloads: list[bytes], proc: psutil.Process) -> dict:
@@ -68,17 +62,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--model", default=None)
     args = ap.parse_args()
-    port = free_port()
-    cmd = [sys.executable, "-m", "ferroute.cli", "serve", "--port", str(port)] + (["--model", args.model] if args.model else [])
-    server = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_local_server(args.model, timeout=120)
     try:
-        for _ in range(240):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
         rng = np.random.default_rng(0)
         payloads = []
         for _ in range(16):

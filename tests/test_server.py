@@ -1,9 +1,5 @@
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -64,29 +60,13 @@ def test_bearer_token(tiny_model_dir):
     assert c.get("/healthz").status_code == 200
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_real_uvicorn_process_on_loopback(tiny_model_dir):
     import httpx
 
-    port = _free_port()
-    env = dict(os.environ, FERROUTE_API_TOKEN="t")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ferroute.cli", "serve", "--port", str(port), "--model", str(tiny_model_dir)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    from ferroute.server import start_local_server
+
+    proc, url = start_local_server(tiny_model_dir, env=dict(os.environ, FERROUTE_API_TOKEN="t"))
     try:
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(120):
-            try:
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.25)
         h = {"Authorization": "Bearer t"}
         r = httpx.post(url + "/v1/route", files=[("files", ("a.png", FACE, "image/png"))], headers=h, timeout=30)
         assert r.status_code == 200 and r.json()["results"][0]["faces"][0]["decision"] in {"accept", "ambiguous", "reject"}

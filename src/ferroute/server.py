@@ -132,3 +132,32 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | Non
 
 def _factory() -> FastAPI:
     return create_app(model_dir=os.environ.get("FERROUTE_MODEL_DIR") or None)
+
+
+def start_local_server(model_dir: str | Path | None = None, env: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[Any, str]:
+    """Start ``ferroute serve`` on a free loopback port in a child process and wait for
+    ``/healthz``; returns ``(process, base_url)``. For tests and load benchmarks."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "ferroute.cli", "serve", "--port", str(port)] + (["--model", str(model_dir)] if model_dir else [])
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.25)
+    proc.terminate()
+    raise RuntimeError(f"ferroute serve did not come up on {url} within {timeout:.0f} s")

@@ -222,6 +222,7 @@ def main() -> None:
     ap.add_argument("--evaluate", action="store_true", help="also time ferroute evaluate, cold and warm")
     ap.add_argument("--cuda-smoke", action="store_true", help="run the CUDA section on the CPU with a tiny config")
     ap.add_argument("--no-onnx", action="store_true")
+    ap.add_argument("--skip-cpu", action="store_true", help="leave out the CPU table (e.g. with --cuda-smoke)")
     args = ap.parse_args()
 
     ens = Ensemble.load(args.model)
@@ -234,7 +235,7 @@ def main() -> None:
         onnx_path = Path(tempfile.mkdtemp()) / "ens.onnx"
         export_onnx(ens, onnx_path)
     info = {"machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".strip(), "torch": torch.__version__}
-    rows = cpu_rows(ens, onnx_path, product_tta)
+    rows = [] if args.skip_cpu else cpu_rows(ens, onnx_path, product_tta)
     if torch.cuda.is_available() or args.cuda_smoke:
         rows += cuda_rows(ens, smoke=args.cuda_smoke)
         if torch.cuda.is_available():
@@ -245,7 +246,7 @@ def main() -> None:
     extra["peak_rss_mb"] = peak_rss_mb()
 
     print(f"# ferroute inference benchmark — {info}")
-    print(f"model: {args.model} ({ens.num_members} x {ens.config.name}, {rows[0]['flops_per_face'] / 1e6:.1f} MFLOP per member per face)")
+    print(f"model: {args.model} ({ens.num_members} x {ens.config.name})")
     hdr = f"{'device':6} {'backend':11} {'mode':38} {'thr':>3} {'batch':>5} {'faces/s':>9} {'ms/face':>8} {'GFLOP/s':>8} {'peak':>7} {'%peak':>6}"
     print(hdr)
     print("-" * len(hdr))

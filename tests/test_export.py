@@ -20,3 +20,19 @@ def test_onnx_export_parity(tiny_model_dir, tmp_path):
     got = onnx_ens.predict_proba(faces, batch_size=16)
     assert got.shape == ref.shape == (37, 3, 8)
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_api_and_cli_onnx_backend_match_torch(tiny_model_dir, tmp_path):
+    from PIL import Image
+
+    import ferroute
+
+    face = np.random.default_rng(4).integers(0, 256, (48, 48), dtype=np.uint8)
+    a = ferroute.load(tiny_model_dir)
+    b = ferroute.load(tiny_model_dir, backend="onnx")
+    ra, rb = a.route(face)[0], b.route(face)[0]
+    assert ra["decision"] == rb["decision"]
+    assert abs(ra["aleatoric"] - rb["aleatoric"]) < 1e-3
+    Image.fromarray(face).save(tmp_path / "f.png")
+    res = CliRunner().invoke(app, ["route", str(tmp_path / "f.png"), "--model", str(tiny_model_dir), "--backend", "onnx", "--format", "jsonl"])
+    assert res.exit_code == 0 and ra["decision"] in res.stdout

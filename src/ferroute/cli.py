@@ -204,11 +204,9 @@ def evaluate(
         ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
         backend = "onnx" if ok else "torch"
     if backend == "onnx":
-        import os
+        from .export import onnx_cache_dir, to_onnx_backend
 
-        from .export import to_onnx_backend
-
-        cache = Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute")) / "onnx"
+        cache = onnx_cache_dir()
         if ldl_model is not None:
             ldl_model.set_tta(ens.tta)
             ldl_model = to_onnx_backend(ldl_model, cache)
@@ -268,6 +266,7 @@ def route(
     fmt: str = typer.Option("table", "--format", help="table, jsonl or csv."),
     out: Optional[Path] = typer.Option(None, help="Write the results to this file instead of the screen."),
     batch_size: int = typer.Option(64, help="Images decoded and routed per batch."),
+    backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
 ) -> None:
     """Route every face in the given photos: accept, ambiguous, reject or no_face.
 
@@ -289,9 +288,11 @@ def route(
     if not files and not missing:
         _fail("no image files found in the given paths")
     try:
-        router = FERRouter.load(model)
-    except (ModelError, NotCalibratedError) as exc:
+        router = FERRouter.load(model, backend=backend)
+    except (ModelError, NotCalibratedError, ValueError) as exc:
         _fail(str(exc))
+    except ImportError:
+        _fail("--backend onnx needs onnx and onnxruntime: pip install 'ferroute[onnx]'")
     items: list[dict] = [{"source": m, "error": f"{m}: file not found (check the path)"} for m in missing]
     chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     bar = tqdm(total=len(files), desc="routing", unit="img", disable=len(files) <= 1, file=sys.stderr)
@@ -336,6 +337,7 @@ def serve(
     port: int = typer.Option(8000),
     model: Optional[Path] = typer.Option(None, help="Model directory (default: the embedded model)."),
     workers: int = typer.Option(1, min=1, help="Worker processes, each with its own model copy."),
+    backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
 ) -> None:
     """Serve the HTTP API (POST /v1/route, GET /v1/model, GET /healthz, docs at /docs).
 
@@ -343,7 +345,7 @@ def serve(
     """
     from .server import serve as run
 
-    run(host=host, port=port, model_dir=model, workers=workers)
+    run(host=host, port=port, model_dir=model, workers=workers, backend=backend)
 
 
 @app.command()

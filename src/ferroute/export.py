@@ -83,13 +83,23 @@ class OnnxEnsemble:
         return out
 
 
+def onnx_cache_dir() -> Path:
+    """Where exported graphs of loaded models are kept (``$FERROUTE_CACHE/onnx``)."""
+    import os
+
+    return Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute")) / "onnx"
+
+
 def to_onnx_backend(ens: Ensemble, cache_dir: str | Path, threads: int | None = None) -> OnnxEnsemble:
     """Export ``ens`` (with its current TTA) into ``cache_dir`` and load it in onnxruntime."""
     import hashlib
+    import os
 
     key = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in ens.parameters()) + ens.tta.encode()).hexdigest()[:16]
     path = Path(cache_dir) / f"ensemble-{key}.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        export_onnx(ens, path)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        export_onnx(ens, tmp)
+        os.replace(tmp, path)
     return OnnxEnsemble(path, threads=threads)

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .ensemble import Ensemble, ModelError
+from .export import OnnxEnsemble, onnx_cache_dir, to_onnx_backend
 from .faces import FaceDetector, ImageError, ImageInput, load_image
 from .routing import NotCalibratedError, UncertaintyRouter
 
@@ -38,19 +39,29 @@ class FERRouter:
     Outputs are plain JSON-able dicts, one per face.
     """
 
-    def __init__(self, ensemble: Ensemble, router: UncertaintyRouter, detector: FaceDetector | None = None, model_dir: Path | None = None):
+    def __init__(self, ensemble: "Ensemble | OnnxEnsemble", router: UncertaintyRouter, detector: FaceDetector | None = None, model_dir: Path | None = None):
         self.ensemble = ensemble
         self.router = router
         self.detector = detector or FaceDetector()
         self.model_dir = model_dir
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None) -> "FERRouter":
-        """Load a model directory (default: the embedded ensemble) with its calibrated router."""
+    def load(cls, model_dir: str | Path | None = None, backend: str = "torch") -> "FERRouter":
+        """Load a model directory (default: the embedded ensemble) with its calibrated router.
+
+        ``backend='onnx'`` exports the ensemble once (cached under ``$FERROUTE_CACHE/onnx``)
+        and runs it with onnxruntime on the CPU.
+        """
         d = Path(model_dir) if model_dir is not None else default_model_dir()
         if not d.is_dir():
             raise ModelError(f"{d}: model directory not found")
-        return cls(Ensemble.load(d), load_router(d), model_dir=d)
+        if backend not in ("torch", "onnx"):
+            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+        ens: Ensemble | OnnxEnsemble = Ensemble.load(d)
+        router = load_router(d)
+        if backend == "onnx":
+            ens = to_onnx_backend(ens, onnx_cache_dir())
+        return cls(ens, router, model_dir=d)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -108,6 +119,6 @@ class FERRouter:
         return items
 
 
-def load(model_dir: str | Path | None = None) -> FERRouter:
+def load(model_dir: str | Path | None = None, backend: str = "torch") -> FERRouter:
     """``ferroute.load()``: the embedded default model, or a model directory, ready to route."""
-    return FERRouter.load(model_dir)
+    return FERRouter.load(model_dir, backend=backend)

@@ -119,19 +119,21 @@ def create_app(
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | None = None, workers: int = 1) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | None = None, workers: int = 1, backend: str = "torch") -> None:
     """Run the service with uvicorn (one model per worker process)."""
     import uvicorn
 
     if workers > 1:
         os.environ["FERROUTE_MODEL_DIR"] = str(model_dir or "")
+        os.environ["FERROUTE_BACKEND"] = backend
         uvicorn.run("ferroute.server:_factory", host=host, port=port, workers=workers, factory=True)
     else:
-        uvicorn.run(create_app(model_dir=model_dir), host=host, port=port)
+        uvicorn.run(create_app(FERRouter.load(model_dir, backend=backend)), host=host, port=port)
 
 
 def _factory() -> FastAPI:
-    return create_app(model_dir=os.environ.get("FERROUTE_MODEL_DIR") or None)
+    router = FERRouter.load(os.environ.get("FERROUTE_MODEL_DIR") or None, backend=os.environ.get("FERROUTE_BACKEND", "torch"))
+    return create_app(router)
 
 
 def start_local_server(model_dir: str | Path | None = None, env: dict[str, str] | None = None, timeout: float = 60.0) -> tuple[Any, str]:

@@ -8,15 +8,24 @@ from ferroute.ensemble import Ensemble
 pytest.importorskip("onnxruntime")
 
 
-def test_onnx_export_parity(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("tta", ["none", "hflip"])
+def test_onnx_export_parity(tiny_model_dir, tmp_path, tta):
+    import shutil
+
     from ferroute.export import OnnxEnsemble
 
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    ens = Ensemble.load(model)
+    ens.set_tta(tta)
+    ens.save(model)
     out = tmp_path / "m.onnx"
-    res = CliRunner().invoke(app, ["export", "--format", "onnx", str(tiny_model_dir), str(out)])
+    res = CliRunner().invoke(app, ["export", "--format", "onnx", str(model), str(out)])
     assert res.exit_code == 0, res.output
     onnx_ens = OnnxEnsemble(out, threads=1)
+    assert onnx_ens.tta == tta
     faces = np.random.default_rng(0).integers(0, 256, (37, 48, 48), dtype=np.uint8)
-    ref = Ensemble.load(tiny_model_dir).predict_proba(faces)
+    ref = Ensemble.load(model).predict_proba(faces)
     got = onnx_ens.predict_proba(faces, batch_size=16)
     assert got.shape == ref.shape == (37, 3, 8)
     assert np.abs(got - ref).max() <= 1e-4

@@ -32,15 +32,21 @@ def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17) -> Path:
     import onnx
 
     path = Path(path)
+    fused = ens.fused
+    if fused == "auto":
+        ens.fused = "stacked"  # one graph for every batch size; onnxruntime runs grouped convs well
     wrapper = _Probs(ens).eval()  # export restores the wrapper's mode: it must be eval
     cfg = ens.config
     x = torch.zeros(2, cfg.in_chans, cfg.input_size, cfg.input_size)
-    with torch.no_grad():
-        wrapper(x)  # build any fused copy now, outside the tracer
-    torch.onnx.export(
-        wrapper, (x,), str(path), input_names=["input"], output_names=["probs"],
-        dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset, dynamo=False,
-    )
+    try:
+        with torch.no_grad():
+            wrapper(x)  # build any fused copy now, outside the tracer
+        torch.onnx.export(
+            wrapper, (x,), str(path), input_names=["input"], output_names=["probs"],
+            dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset, dynamo=False,
+        )
+    finally:
+        ens.fused = fused
     model = onnx.load(str(path))
     meta = model.metadata_props.add()
     meta.key, meta.value = "ferroute_backbone", json.dumps(cfg.to_dict())

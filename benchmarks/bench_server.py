@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--requests", type=int, default=20)
     ap.add_argument("--model", default=None)
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of clients x requests; memory is compared between rounds")
     args = ap.parse_args()
     server, url = start_local_server(args.model, timeout=120)
     try:
@@ -70,16 +71,20 @@ def main() -> None:
             buf = io.BytesIO()
             Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(buf, "PNG")
             payloads.append(buf.getvalue())
-        res = asyncio.run(run(url, args.clients, args.requests, payloads, psutil.Process(server.pid)))
+        proc = psutil.Process(server.pid)
+        rounds = [asyncio.run(run(url, args.clients, args.requests, payloads, proc)) for _ in range(args.rounds)]
     finally:
         server.terminate()
         server.wait(timeout=30)
-    print(f"# ferroute serve load test: {args.clients} clients x {args.requests} requests on loopback")
-    for k, v in res.items():
-        print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")
-    growth = res["rss_end_mb"] - res["rss_after_first_requests_mb"]
-    print(f"memory growth after the first requests: {growth:+.1f} MB")
-    sys.exit(1 if res["errors"] else 0)
+    print(f"# ferroute serve load test: {args.rounds} rounds of {args.clients} clients x {args.requests} requests on loopback")
+    for i, res in enumerate(rounds, 1):
+        print(f"round {i}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
+    first = rounds[0]
+    print(f"memory: {first['rss_after_first_requests_mb']:.0f} MB after the first {args.clients} requests, "
+          + ", ".join(f"{r['rss_end_mb']:.0f} MB after round {i}" for i, r in enumerate(rounds, 1)))
+    if len(rounds) > 1:
+        print(f"growth over the last round: {rounds[-1]['rss_end_mb'] - rounds[-2]['rss_end_mb']:+.1f} MB")
+    sys.exit(1 if any(r["errors"] for r in rounds) else 0)
 
 
 if __name__ == "__main__":

@@ -74,3 +74,29 @@ def test_real_uvicorn_process_on_loopback(tiny_model_dir):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_micro_batcher_groups_concurrent_requests_and_keeps_order():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ferroute.server import MicroBatcher
+
+    calls = []
+
+    def fn(faces):
+        calls.append(len(faces))
+        return [{"v": int(f[0, 0])} for f in faces]
+
+    b = MicroBatcher(fn, max_batch=64, max_wait_s=0.05)
+    inputs = [np.full((k % 3 + 1, 48, 48), k, np.uint8) for k in range(20)]
+    with ThreadPoolExecutor(20) as pool:
+        outs = list(pool.map(b.submit, inputs))
+    for k, out in enumerate(outs):
+        assert [o["v"] for o in out] == [k] * (k % 3 + 1)
+    assert len(calls) < 20  # several requests shared one model call
+
+    def boom(faces):
+        raise RuntimeError("model failed")
+
+    with pytest.raises(RuntimeError, match="model failed"):
+        MicroBatcher(boom).submit(np.zeros((1, 48, 48), np.uint8))

@@ -9,6 +9,7 @@ Detection uses OpenCV's frontal-face Haar cascade, which ships inside the
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Union
@@ -129,6 +130,7 @@ class FaceDetector:
         if self.cascade.empty():
             raise RuntimeError(f"{path}: OpenCV face model missing; reinstall opencv-python-headless<5")
         self.margin, self.min_face, self.min_neighbors, self.detect_side = margin, min_face, min_neighbors, detect_side
+        self._lock = threading.Lock()  # one cascade object shared by server threads
 
     def boxes(self, gray: np.ndarray) -> list[tuple[int, int, int, int]]:
         """Face boxes ``(x, y, w, h)`` in a gray image ``(H, W)``, largest first."""
@@ -141,7 +143,8 @@ class FaceDetector:
         small = self._cv2.resize(gray, (round(w * scale), round(h * scale)), interpolation=self._cv2.INTER_AREA) if scale < 1 else gray
         small = self._cv2.equalizeHist(small)
         mn = max(24, int(self.min_face * min(small.shape)))
-        found = self.cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(mn, mn))
+        with self._lock:
+            found = self.cascade.detectMultiScale(small, scaleFactor=1.1, minNeighbors=self.min_neighbors, minSize=(mn, mn))
         out = [tuple(int(round(v / scale)) for v in b) for b in (found if len(found) else [])]
         return sorted(out, key=lambda b: -b[2] * b[3])  # type: ignore[return-value]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -85,11 +85,13 @@ class FERRouter:
         names: list[str] | None = None,
         batch_size: int = 256,
         raise_errors: bool = False,
+        infer: Callable[[np.ndarray], list[dict[str, Any]]] | None = None,
     ) -> list[dict[str, Any]]:
         """Route a batch of images: one ``{'source', 'faces'}`` or ``{'source', 'error'}`` per image.
 
-        Faces from all images go through the ensemble together; a bad image is reported
-        on its own and the others still complete.
+        Faces from all images go through the ensemble together (or through ``infer``, e.g.
+        a server's cross-request batcher); a bad image is reported on its own and the
+        others still complete.
         """
         items: list[dict[str, Any]] = []
         crops: list[np.ndarray] = []
@@ -109,7 +111,8 @@ class FERRouter:
                 crops.append(f.crop)
                 owners.append((len(items) - 1, f.box))
         if crops:
-            reports = self.route_faces(np.stack(crops), batch_size=batch_size)
+            faces_arr = np.stack(crops)
+            reports = infer(faces_arr) if infer is not None else self.route_faces(faces_arr, batch_size=batch_size)
             for (i, box), rep in zip(owners, reports):
                 rep["box"] = list(box)
                 items[i]["faces"].append(rep)

@@ -1,7 +1,8 @@
 """HTTP service: ``POST /v1/route``, ``GET /v1/model``, ``GET /healthz`` and the OpenAPI page.
 
-The model is loaded once per process and shared by all requests; inference runs under a
-lock so concurrent requests never race on it. Errors are JSON ``{"error": {...}}`` bodies
+The model is loaded once per process; decoding and face detection run in the request
+threads, and the crops of concurrent requests are batched into one ensemble call by a
+single worker thread, so the model is never used by two threads at once. Errors are JSON ``{"error": {...}}`` bodies
 with a 4xx code that says what went wrong.
 """
 
@@ -25,6 +26,64 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_FILES = 32
 
 
+class MicroBatcher:
+    """Gathers face crops from concurrent requests into one ensemble call.
+
+    Each request thread submits its crops ``(n, 48, 48)`` and blocks on a future; one worker
+    thread takes what has arrived within ``max_wait_s`` (up to ``max_batch`` faces), runs the
+    model once, and hands every request its slice. The model is only ever used by that thread.
+    """
+
+    def __init__(self, fn: Any, max_batch: int = 256, max_wait_s: float = 0.004):
+        import queue
+
+        self.fn, self.max_batch, self.max_wait_s = fn, max_batch, max_wait_s
+        self.queue: "queue.Queue[Any]" = queue.Queue()
+        self.thread = threading.Thread(target=self._loop, name="ferroute-batcher", daemon=True)
+        self.thread.start()
+
+    def submit(self, faces: Any) -> list[dict[str, Any]]:
+        from concurrent.futures import Future
+
+        fut: Future = Future()
+        self.queue.put((faces, fut))
+        return fut.result()
+
+    def _loop(self) -> None:
+        import queue
+        import time
+
+        import numpy as np
+
+        while True:
+            first = self.queue.get()
+            items, n = [first], len(first[0])
+            deadline = time.monotonic() + self.max_wait_s
+            while n < self.max_batch:
+                try:
+                    item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                items.append(item)
+                n += len(item[0])
+            faces = np.concatenate([f for f, _ in items])
+            # pad to a power of two: a few batch shapes keep the kernels' shape caches (and
+            # so the process's memory) from growing with every new request mix
+            size = 1 << (len(faces) - 1).bit_length()
+            if size > len(faces):
+                faces = np.concatenate([faces, np.zeros((size - len(faces), *faces.shape[1:]), faces.dtype)])
+            try:
+                reports = self.fn(faces)
+            except Exception as exc:  # hand the failure to every waiting request
+                for _, fut in items:
+                    fut.set_exception(exc)
+                continue
+            k = 0
+            for f, fut in items:
+                fut.set_result(reports[k : k + len(f)])
+                k += len(f)
+
+
 def create_app(
     router: FERRouter | None = None,
     model_dir: str | Path | None = None,
@@ -38,7 +97,7 @@ def create_app(
     token = (token if token is not None else os.environ.get("FERROUTE_API_TOKEN")) or None
     max_upload = max_upload_bytes or int(os.environ.get("FERROUTE_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES))
     pixels = max_pixels or int(os.environ.get("FERROUTE_MAX_PIXELS", MAX_PIXELS))
-    lock = threading.Lock()
+    batcher = MicroBatcher(router.route_faces)
     app = FastAPI(
         title="ferroute",
         version=__version__,
@@ -110,8 +169,7 @@ def create_app(
             status = 413 if "pixels" in exc.problem else 422
             raise HTTPException(status, {"code": "bad_image", "message": str(exc)})
         ok = [i for i in range(len(blobs)) if i not in errors]
-        with lock:
-            results = router.route_many([decoded[i] for i in ok], names=[names[i] for i in ok])
+        results = router.route_many([decoded[i] for i in ok], names=[names[i] for i in ok], infer=batcher.submit)
         by_index = dict(zip(ok, results))
         items = [by_index[i] if i in by_index else {"source": names[i], "error": str(errors[i])} for i in range(len(blobs))]
         return {"results": items}

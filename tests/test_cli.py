@@ -79,3 +79,10 @@ def test_train_calibrate_evaluate_on_real_ferplus(ferplus_dir, tmp_path):
     assert r["n_test"] == 150 and 0 <= r["accuracy"] <= 1
     assert set(r["shift"]["auroc_epistemic"]) == {"1", "2", "3", "4", "5"}
     assert "ldl" in r
+
+
+def test_route_in_small_chunks_with_prefetch_keeps_every_file_in_order(tiny_model_dir, photos):
+    res = runner.invoke(app, ["route", str(photos), "--model", str(tiny_model_dir), "--format", "jsonl", "--batch-size", "1"])
+    assert res.exit_code == 1
+    sources = [json.loads(x)["source"].split("/")[-1] for x in res.stdout.splitlines() if x.strip()]
+    assert sources == ["a.png", "broken.png", "sky.jpg", "b.jpg"]

@@ -296,9 +296,16 @@ def route(
     items: list[dict] = [{"source": m, "error": f"{m}: file not found (check the path)"} for m in missing]
     chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     bar = tqdm(total=len(files), desc="routing", unit="img", disable=len(files) <= 1, file=sys.stderr)
-    for chunk in chunks:
-        items += router.route_many(chunk)
-        bar.update(len(chunk))
+    # decode and crop the next chunk in a thread while the model works on this one
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(router.prepare, chunks[0]) if chunks else None
+        for k, chunk in enumerate(chunks):
+            prep = pending.result()
+            pending = pool.submit(router.prepare, chunks[k + 1]) if k + 1 < len(chunks) else None
+            items += router.finish(prep)
+            bar.update(len(chunk))
     bar.close()
     rows = _rows(items)
     buf = io.StringIO()

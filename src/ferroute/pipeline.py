@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -93,6 +94,11 @@ class FERRouter:
         a server's cross-request batcher); a bad image is reported on its own and the
         others still complete.
         """
+        return self.finish(self.prepare(images, names, raise_errors), batch_size=batch_size, infer=infer)
+
+    def prepare(self, images: Iterable[ImageInput], names: list[str] | None = None, raise_errors: bool = False) -> "Prepared":
+        """Decode images and crop their faces (no model): the I/O half of :meth:`route_many`,
+        safe to run in another thread while the model works on the previous batch."""
         items: list[dict[str, Any]] = []
         crops: list[np.ndarray] = []
         owners: list[tuple[int, tuple[int, int, int, int]]] = []
@@ -110,16 +116,30 @@ class FERRouter:
             for f in faces:
                 crops.append(f.crop)
                 owners.append((len(items) - 1, f.box))
-        if crops:
-            faces_arr = np.stack(crops)
+        return Prepared(items, crops, owners)
+
+    def finish(self, prep: "Prepared", batch_size: int = 256, infer: Callable[[np.ndarray], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+        """Run the ensemble on prepared crops and fill in each image's faces."""
+        items = prep.items
+        if prep.crops:
+            faces_arr = np.stack(prep.crops)
             reports = infer(faces_arr) if infer is not None else self.route_faces(faces_arr, batch_size=batch_size)
-            for (i, box), rep in zip(owners, reports):
+            for (i, box), rep in zip(prep.owners, reports):
                 rep["box"] = list(box)
                 items[i]["faces"].append(rep)
         for it in items:
             if "faces" in it and not it["faces"]:
                 it["faces"] = [{"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.", "emotion": None, "box": None}]
         return items
+
+
+@dataclass
+class Prepared:
+    """Decoded images' report skeletons, their face crops, and which image each crop came from."""
+
+    items: list[dict[str, Any]]
+    crops: list[np.ndarray]
+    owners: list[tuple[int, tuple[int, int, int, int]]]
 
 
 def load(model_dir: str | Path | None = None, backend: str = "torch") -> FERRouter:

@@ -4,6 +4,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
+
+# CI replays the same generated examples every run (a failure there is reproducible);
+# locally hypothesis explores new ones.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

@@ -75,3 +75,13 @@ def test_hflip_tta_averages_the_mirror_and_persists(tmp_path):
     assert Ensemble.load(tmp_path).tta == "hflip"
     with pytest.raises(ValueError, match="tta"):
         ens.set_tta("rot90")
+
+
+def test_fused_copies_follow_dtype_and_device_moves():
+    ens = tiny_ensemble(2)
+    x = preprocess(np.zeros((3, 48, 48), np.uint8), ens.config)
+    with torch.inference_mode():
+        ens.forward_stacked(x)
+        ens.to(torch.float64)
+        out = ens.forward_stacked(x.double())
+    assert out.dtype == torch.float64

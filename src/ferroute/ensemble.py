@@ -79,6 +79,8 @@ class StackedCNN(nn.Module):
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.weight = nn.Parameter(torch.stack([mm.head.weight.data for mm in members]))  # (M, C, F)
         self.bias = nn.Parameter(torch.stack([mm.head.bias.data for mm in members]))  # (M, C)
+        ref = members[0].head.weight
+        self.to(device=ref.device, dtype=ref.dtype)  # new layers start as float32 on the CPU
         self.eval().requires_grad_(False)  # an inference-only copy
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,9 +112,7 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(m.to(memory_format=torch.channels_last) for m in members)
         self.config = config
         self.meta: dict[str, Any] = dict(meta or {})
-        self.tta = str(self.meta.get("inference", {}).get("tta", "none"))
-        if self.tta not in ("none", "hflip"):
-            raise ValueError(f"tta must be 'none' or 'hflip', got {self.tta!r}")
+        self.set_tta(str(self.meta.get("inference", {}).get("tta", "none")))
         self._fused: tuple[Any, ...] | None = None
         self._stacked: list[StackedCNN] = []  # a plain list keeps the fused copy out of state_dict
         self.eval()
@@ -120,6 +120,11 @@ class Ensemble(nn.Module):
     @property
     def num_members(self) -> int:
         return len(self.members)
+
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "Ensemble":
+        self._fused = None  # .to(device/dtype) must not leave fused copies behind
+        self._stacked = []
+        return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True) -> "Ensemble":
         if mode:  # weights may change while training: rebuild the fused copies afterwards

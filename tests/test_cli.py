@@ -86,3 +86,10 @@ def test_route_in_small_chunks_with_prefetch_keeps_every_file_in_order(tiny_mode
     assert res.exit_code == 1
     sources = [json.loads(x)["source"].split("/")[-1] for x in res.stdout.splitlines() if x.strip()]
     assert sources == ["a.png", "broken.png", "sky.jpg", "b.jpg"]
+
+
+def test_version():
+    import ferroute
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and ferroute.__version__ in res.output

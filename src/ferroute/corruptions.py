@@ -24,12 +24,13 @@ import io
 import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from .data import cache_dir
 
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -330,10 +331,6 @@ def corrupt(faces: np.ndarray, name: str, severity: int, seed: int = 0) -> np.nd
     return _to_uint8(np.clip(CORRUPTIONS[name](x, severity, rng), 0, 1))
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute")) / "corruptions"
-
-
 def _job(args: tuple[np.ndarray, str, int, int, str]) -> tuple[str, int]:
     faces, name, severity, seed, path = args
     out = corrupt(faces, name, severity, seed)
@@ -358,7 +355,7 @@ def corrupted_set(
     """
     names = list(names or CORRUPTIONS)
     key = hashlib.sha1(np.ascontiguousarray(faces).tobytes() + f"{seed}/{CACHE_VERSION}".encode()).hexdigest()[:16]
-    root = _cache_root() / key
+    root = cache_dir("corruptions", key)
     root.mkdir(parents=True, exist_ok=True)
     todo = []
     for name in names:

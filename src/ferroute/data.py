@@ -149,8 +149,9 @@ def read_label_csv(path: Path) -> list[tuple[str, np.ndarray]]:
     return rows
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute"))
+def cache_dir(*parts: str) -> Path:
+    """ferroute's cache folder (``$FERROUTE_CACHE``, default ``~/.cache/ferroute``), or a sub-folder."""
+    return Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute")).joinpath(*parts)
 
 
 def load_split(
@@ -175,7 +176,7 @@ def load_split(
     label_csv = folder / "label.csv"
     rows = read_label_csv(label_csv)
     key = hashlib.sha1(label_csv.read_bytes() + str(folder.resolve()).encode()).hexdigest()[:16]
-    cache_file = _cache_dir() / f"ferplus-{split}-{key}.npz"
+    cache_file = cache_dir() / f"ferplus-{split}-{key}.npz"
     if cache and cache_file.is_file():
         with np.load(cache_file, allow_pickle=False) as z:
             return FERPlusSplit(split, z["images"], z["votes"], z["labels"], z["files"])

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from .backbones import BackboneConfig
+from .data import cache_dir
 from .ensemble import Ensemble, preprocess
 
 
@@ -91,18 +92,16 @@ class OnnxEnsemble:
 
 def onnx_cache_dir() -> Path:
     """Where exported graphs of loaded models are kept (``$FERROUTE_CACHE/onnx``)."""
-    import os
-
-    return Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute")) / "onnx"
+    return cache_dir("onnx")
 
 
-def to_onnx_backend(ens: Ensemble, cache_dir: str | Path, threads: int | None = None) -> OnnxEnsemble:
-    """Export ``ens`` (with its current TTA) into ``cache_dir`` and load it in onnxruntime."""
+def to_onnx_backend(ens: Ensemble, folder: str | Path, threads: int | None = None) -> OnnxEnsemble:
+    """Export ``ens`` (with its current TTA) into ``folder`` and load it in onnxruntime."""
     import hashlib
     import os
 
     key = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in ens.parameters()) + ens.tta.encode()).hexdigest()[:16]
-    path = Path(cache_dir) / f"ensemble-{key}.onnx"
+    path = Path(folder) / f"ensemble-{key}.onnx"
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")

@@ -12,7 +12,7 @@ import numpy as np
 
 from .ensemble import Ensemble, ModelError
 from .export import OnnxEnsemble, onnx_cache_dir, to_onnx_backend
-from .faces import FaceDetector, ImageError, ImageInput, load_image
+from .faces import MAX_PIXELS, FaceDetector, ImageError, ImageInput, load_image
 from .routing import NotCalibratedError, UncertaintyRouter
 
 
@@ -96,27 +96,35 @@ class FERRouter:
         """
         return self.finish(self.prepare(images, names, raise_errors), batch_size=batch_size, infer=infer)
 
-    def prepare(self, images: Iterable[ImageInput], names: list[str] | None = None, raise_errors: bool = False) -> "Prepared":
+    def prepare(
+        self,
+        images: Iterable[ImageInput],
+        names: list[str] | None = None,
+        raise_errors: bool = False,
+        max_pixels: int = MAX_PIXELS,
+    ) -> "Prepared":
         """Decode images and crop their faces (no model): the I/O half of :meth:`route_many`,
         safe to run in another thread while the model works on the previous batch."""
         items: list[dict[str, Any]] = []
         crops: list[np.ndarray] = []
         owners: list[tuple[int, tuple[int, int, int, int]]] = []
+        errors: dict[int, ImageError] = {}
         for i, img in enumerate(images):
             src = names[i] if names and i < len(names) else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")
             try:
-                rgb = load_image(img, name=src)
+                rgb = load_image(img, name=src, max_pixels=max_pixels)
                 faces = self.detector(rgb)
             except ImageError as exc:
                 if raise_errors:
                     raise
+                errors[len(items)] = exc
                 items.append({"source": src, "error": str(exc)})
                 continue
             items.append({"source": src, "faces": [], "size": [int(rgb.shape[1]), int(rgb.shape[0])]})
             for f in faces:
                 crops.append(f.crop)
                 owners.append((len(items) - 1, f.box))
-        return Prepared(items, crops, owners)
+        return Prepared(items, crops, owners, errors)
 
     def finish(self, prep: "Prepared", batch_size: int = 256, infer: Callable[[np.ndarray], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
         """Run the ensemble on prepared crops and fill in each image's faces."""
@@ -135,11 +143,13 @@ class FERRouter:
 
 @dataclass
 class Prepared:
-    """Decoded images' report skeletons, their face crops, and which image each crop came from."""
+    """Decoded images' report skeletons, their face crops, which image each crop came from,
+    and the decoding error of each image that failed (by its index in ``items``)."""
 
     items: list[dict[str, Any]]
     crops: list[np.ndarray]
     owners: list[tuple[int, tuple[int, int, int, int]]]
+    errors: dict[int, ImageError]
 
 
 def load(model_dir: str | Path | None = None, backend: str = "torch") -> FERRouter:

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from . import __version__
-from .faces import MAX_PIXELS, ImageError
+from .faces import MAX_PIXELS
 from .pipeline import FERRouter
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -154,25 +154,12 @@ def create_app(
                 raise HTTPException(413, {"code": "file_too_large", "message": f"{f.filename}: over the upload limit of {max_upload:,} bytes"})
             blobs.append(data)
             names.append(f.filename or f"file{len(names)}")
-        from .faces import load_image
-
-        decoded: list[Any] = []
-        errors: dict[int, ImageError] = {}
-        for i, (b, n) in enumerate(zip(blobs, names)):
-            try:
-                decoded.append(load_image(b, name=n, max_pixels=pixels))
-            except ImageError as exc:
-                errors[i] = exc
-                decoded.append(None)
-        if len(errors) == len(blobs):
-            exc = next(iter(errors.values()))
+        prep = router.prepare(blobs, names, max_pixels=pixels)
+        if len(prep.errors) == len(blobs):
+            exc = prep.errors[0]
             status = 413 if "pixels" in exc.problem else 422
             raise HTTPException(status, {"code": "bad_image", "message": str(exc)})
-        ok = [i for i in range(len(blobs)) if i not in errors]
-        results = router.route_many([decoded[i] for i in ok], names=[names[i] for i in ok], infer=batcher.submit)
-        by_index = dict(zip(ok, results))
-        items = [by_index[i] if i in by_index else {"source": names[i], "error": str(errors[i])} for i in range(len(blobs))]
-        return {"results": items}
+        return {"results": router.finish(prep, infer=batcher.submit)}
 
     return app
 

@@ -211,14 +211,12 @@ def evaluate(
 
         ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
         backend = "onnx" if ok else "torch"
-    if backend == "onnx":
-        from .export import onnx_cache_dir, to_onnx_backend
+    from .export import with_backend
 
-        cache = onnx_cache_dir()
-        if ldl_model is not None:
-            ldl_model.set_tta(ens.tta)
-            ldl_model = to_onnx_backend(ldl_model, cache)
-        ens = to_onnx_backend(ens, cache)
+    if ldl_model is not None:
+        ldl_model.set_tta(ens.tta)  # before any export: the graph bakes the TTA in
+        ldl_model = with_backend(ldl_model, backend)
+    ens = with_backend(ens, backend)
     rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap)
     typer.echo(
         f"accuracy {rep['accuracy']:.3f} | Spearman {rep['ambiguity']['spearman_aleatoric']:.3f} "

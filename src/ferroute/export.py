@@ -108,3 +108,11 @@ def to_onnx_backend(ens: Ensemble, folder: str | Path, threads: int | None = Non
         export_onnx(ens, tmp)
         os.replace(tmp, path)
     return OnnxEnsemble(path, threads=threads)
+
+
+def with_backend(ens: Ensemble, backend: str) -> "Ensemble | OnnxEnsemble":
+    """``ens`` itself for ``backend='torch'``; for ``'onnx'`` its export (with its current TTA,
+    cached under ``$FERROUTE_CACHE/onnx``) run by onnxruntime."""
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    return ens if backend == "torch" else to_onnx_backend(ens, onnx_cache_dir())

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterable
 import numpy as np
 
 from .ensemble import Ensemble, ModelError
-from .export import OnnxEnsemble, onnx_cache_dir, to_onnx_backend
+from .export import OnnxEnsemble, with_backend
 from .faces import MAX_PIXELS, FaceDetector, ImageError, ImageInput, load_image
 from .routing import NotCalibratedError, UncertaintyRouter
 
@@ -56,13 +56,9 @@ class FERRouter:
         d = Path(model_dir) if model_dir is not None else default_model_dir()
         if not d.is_dir():
             raise ModelError(f"{d}: model directory not found")
-        if backend not in ("torch", "onnx"):
-            raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-        ens: Ensemble | OnnxEnsemble = Ensemble.load(d)
+        ens = Ensemble.load(d)
         router = load_router(d)
-        if backend == "onnx":
-            ens = to_onnx_backend(ens, onnx_cache_dir())
-        return cls(ens, router, model_dir=d)
+        return cls(with_backend(ens, backend), router, model_dir=d)
 
     @property
     def labels(self) -> tuple[str, ...]:

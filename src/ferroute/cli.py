@@ -240,11 +240,8 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], list[str]]:
             files += sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         elif path.exists():
             files.append(str(path))
-        elif any(c in p for c in "*?["):
-            hits = sorted(h for h in glob.glob(p, recursive=True) if Path(h).is_file())
-            files += hits if hits else []
-            if not hits:
-                missing.append(p)
+        elif any(c in p for c in "*?[") and (hits := sorted(h for h in glob.glob(p, recursive=True) if Path(h).is_file())):
+            files += hits
         else:
             missing.append(p)
     return files, missing

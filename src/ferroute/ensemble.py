@@ -68,7 +68,7 @@ class StackedCNN(nn.Module):
                 conv.weight.data.copy_(torch.cat([f[i].weight.data for f in feats], 0))
                 layers.append(conv)
             elif isinstance(layer, nn.BatchNorm2d):
-                # eval-mode BN is a per-channel affine map: fold it into scale and shift
+                # BN is per channel, so the members' statistics simply stack along channels
                 bn = nn.BatchNorm2d(layer.num_features * m, eps=layer.eps)
                 for name in ("weight", "bias", "running_mean", "running_var"):
                     getattr(bn, name).data.copy_(torch.cat([getattr(f[i], name).data for f in feats], 0))
@@ -104,10 +104,10 @@ class Ensemble(nn.Module):
             raise ValueError("an ensemble needs at least one member")
         if fused not in ("auto", "stacked", "loop", "vmap"):
             raise ValueError(f"fused must be 'auto', 'stacked', 'loop' or 'vmap', got {fused!r}")
-        if fused == "auto" and not _all_compact_cnn(members):
-            fused = "loop"
-        if fused == "stacked" and not _all_compact_cnn(members):
-            raise ValueError("fused='stacked' needs CompactCNN members; use 'loop' or 'vmap'")
+        if not _all_compact_cnn(members):
+            if fused == "stacked":
+                raise ValueError("fused='stacked' needs CompactCNN members; use 'loop' or 'vmap'")
+            fused = "loop" if fused == "auto" else fused
         self.fused = fused
         self.members = nn.ModuleList(m.to(memory_format=torch.channels_last) for m in members)
         self.config = config

@@ -85,3 +85,36 @@ def test_fused_copies_follow_dtype_and_device_moves():
         ens.to(torch.float64)
         out = ens.forward_stacked(x.double())
     assert out.dtype == torch.float64
+
+
+def test_bf16_precision_is_close_to_fp32_returns_float32_and_persists(tmp_path):
+    ens = tiny_ensemble(3)
+    faces = np.random.default_rng(4).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    ref = ens.predict_proba(faces)
+    ens.set_precision("bf16")
+    assert ens.uses_bf16("cpu")
+    for fused in ("loop", "stacked"):
+        ens.fused = fused
+        got = ens.predict_proba(faces)
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+        assert np.abs(got - ref).max() < 0.05  # bf16 keeps ~3 significant digits
+    ens.save(tmp_path)
+    assert Ensemble.load(tmp_path).precision == "bf16"
+    assert Ensemble.load(tmp_path).meta["inference"]["precision"] == "bf16"
+    ens.set_precision("fp32")
+    assert not ens.uses_bf16("cpu")
+    np.testing.assert_allclose(ens.predict_proba(faces), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="precision"):
+        ens.set_precision("int8")
+
+
+def test_auto_precision_follows_the_hardware(monkeypatch):
+    from ferroute import backbones
+
+    ens = tiny_ensemble(2)
+    ens.set_precision("auto")
+    monkeypatch.setattr(backbones, "fast_bf16", lambda device: False)
+    assert not ens.uses_bf16("cpu")
+    monkeypatch.setattr(backbones, "fast_bf16", lambda device: True)
+    assert ens.uses_bf16("cpu")

@@ -45,3 +45,16 @@ def test_api_and_cli_onnx_backend_match_torch(tiny_model_dir, tmp_path):
     Image.fromarray(face).save(tmp_path / "f.png")
     res = CliRunner().invoke(app, ["route", str(tmp_path / "f.png"), "--model", str(tiny_model_dir), "--backend", "onnx", "--format", "jsonl"])
     assert res.exit_code == 0 and ra["decision"] in res.stdout
+
+
+def test_export_of_a_bf16_model_is_a_float32_graph(tiny_model_dir, tmp_path):
+    from ferroute.export import OnnxEnsemble, export_onnx
+
+    ens = Ensemble.load(tiny_model_dir)
+    faces = np.random.default_rng(5).integers(0, 256, (9, 48, 48), dtype=np.uint8)
+    ref = ens.predict_proba(faces)
+    ens.set_precision("bf16")
+    export_onnx(ens, tmp_path / "m.onnx")
+    assert ens.precision == "bf16"  # restored after export
+    got = OnnxEnsemble(tmp_path / "m.onnx", threads=1).predict_proba(faces)
+    assert np.abs(got - ref).max() <= 1e-4

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from ferroute.data import load_split
@@ -44,3 +45,11 @@ def test_majority_target_uses_labelled_faces_only(fake_ferplus, tmp_path):
     tc = TrainConfig(epochs=1, batch_size=16, target="majority", pretrained=False)
     out = train_ensemble(tr, None, tmp_path / "m", backbone_kwargs={"width": 4, "depth": 2}, members=1, tc=tc, progress=False)
     assert json.loads((out / "config.json").read_text())["meta"]["train"]["target"] == "majority"
+
+
+def test_precision_choice_resolves_and_rejects_typos():
+    from ferroute.backbones import use_bf16
+
+    assert use_bf16("bf16", "cpu") and not use_bf16("fp32", "cpu")
+    with pytest.raises(ValueError, match="precision"):
+        use_bf16("half", "cpu")

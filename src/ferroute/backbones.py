@@ -80,6 +80,21 @@ def build_from_config(cfg: BackboneConfig) -> nn.Module:
     return model
 
 
+def fast_bf16(device: str | torch.device) -> bool:
+    """Whether bf16 autocast pays off on ``device``: any CUDA GPU, or a CPU with AMX tiles."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return True
+    return dev.type == "cpu" and bool(getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)())
+
+
+def use_bf16(precision: str, device: str | torch.device) -> bool:
+    """Resolve a precision choice: ``auto`` means bf16 where :func:`fast_bf16` says so."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+    return precision == "bf16" or (precision == "auto" and fast_bf16(device))
+
+
 # --------------------------------------------------------------------------- compact CNN
 
 

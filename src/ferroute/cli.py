@@ -83,7 +83,8 @@ def train(
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random init even where weights exist."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N training faces (smoke runs)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
-    device: str = typer.Option("cpu", help="cpu or cuda (bf16 autocast on cuda)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA and on CPUs with AMX), bf16 or fp32."),
 ) -> None:
     """Train a Deep Ensemble (or, with --ldl, the single LDL baseline) on FERPlus."""
     from .data import DataError, load_split
@@ -91,6 +92,8 @@ def train(
 
     if target not in ("soft", "majority"):
         _fail("--target must be 'soft' or 'majority'")
+    if precision not in ("auto", "bf16", "fp32"):
+        _fail("--precision must be 'auto', 'bf16' or 'fp32'")
     if ldl:
         members, target = 1, "soft"
     try:
@@ -100,7 +103,7 @@ def train(
         _fail(str(exc))
     if limit:
         tr = tr.subset(slice(0, limit))
-    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads, device=device)
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads, device=device, precision=precision)
     command = _command_line(ctx)
     path = train_ensemble(tr, va, out, backbone=backbone, backbone_kwargs=_parse_kv(backbone_arg), members=members, tc=tc, command=command)
     typer.echo(f"wrote {path}")
@@ -140,15 +143,19 @@ def calibrate(
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
     tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: hflip or none (stored in config.json)."),
     shift: str = typer.Option("conditional", help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
+    precision: Optional[str] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16 or auto (bf16 on CUDA and AMX CPUs); stored in config.json."),
 ) -> None:
     """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
     from .data import DataError, load_split
     from .routing import UncertaintyRouter
 
     ens, d = _load_model(model)
-    if tta is not None:
+    if tta is not None or precision is not None:
         try:
-            ens.set_tta(tta)
+            if tta is not None:
+                ens.set_tta(tta)
+            if precision is not None:
+                ens.set_precision(precision)
         except ValueError as exc:
             _fail(str(exc))
         from .ensemble import write_config
@@ -175,7 +182,7 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N test faces (smoke runs)."),
     workers: Optional[int] = typer.Option(None, help="Processes for corruption generation (default: all cores)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
-    backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto (onnx when installed, it measures faster here)."),
+    backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto: torch when the model runs in bf16 here (AMX CPU), else onnx when installed (faster in float32)."),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     from .corruptions import CORRUPTIONS
@@ -210,11 +217,12 @@ def evaluate(
         import importlib.util
 
         ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
-        backend = "onnx" if ok else "torch"
+        backend = "onnx" if ok and not ens.uses_bf16("cpu") else "torch"
     from .export import with_backend
 
     if ldl_model is not None:
         ldl_model.set_tta(ens.tta)  # before any export: the graph bakes the TTA in
+        ldl_model.set_precision(ens.precision)  # the baseline runs with the same arithmetic
         ldl_model = with_backend(ldl_model, backend)
     ens = with_backend(ens, backend)
     rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbones import BackboneConfig, build_from_config
+from .backbones import BackboneConfig, build_from_config, use_bf16
 
 FORMAT = "ferroute-ensemble"
 FORMAT_VERSION = 1
@@ -89,6 +89,13 @@ class StackedCNN(nn.Module):
         return torch.einsum("bmf,mcf->bmc", f, self.weight) + self.bias
 
 
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes, in float32 when the logits come out of bf16/fp16 autocast."""
+    if logits.dtype in (torch.bfloat16, torch.float16):
+        logits = logits.float()
+    return logits.softmax(-1)
+
+
 def _all_compact_cnn(members: list[nn.Module]) -> bool:
     from .backbones import CompactCNN
 
@@ -113,6 +120,7 @@ class Ensemble(nn.Module):
         self.config = config
         self.meta: dict[str, Any] = dict(meta or {})
         self.set_tta(str(self.meta.get("inference", {}).get("tta", "none")))
+        self.set_precision(str(self.meta.get("inference", {}).get("precision", "fp32")))
         self._fused: tuple[Any, ...] | None = None
         self._stacked: list[StackedCNN] = []  # a plain list keeps the fused copy out of state_dict
         self.eval()
@@ -144,7 +152,7 @@ class Ensemble(nn.Module):
     def forward_loop(self, x: torch.Tensor) -> torch.Tensor:
         """A loop over members on a channels-last batch. ``(B, ...) -> (B, M, C)`` probabilities."""
         x = x.contiguous(memory_format=torch.channels_last)
-        return torch.stack([m(x).softmax(-1) for m in self.members], dim=1)
+        return torch.stack([_softmax(m(x)) for m in self.members], dim=1)
 
     def forward_vmap(self, x: torch.Tensor) -> torch.Tensor:
         """All members in one vectorised pass (``torch.func.vmap``). ``(B, ...) -> (B, M, C)``."""
@@ -156,13 +164,13 @@ class Ensemble(nn.Module):
             return functional_call(base, (p, b), (inp,))
 
         logits = vmap(one, in_dims=(0, 0, None))(params, buffers, x)  # (M, B, C)
-        return logits.softmax(-1).transpose(0, 1)
+        return _softmax(logits).transpose(0, 1)
 
     def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
         """All CNN members as one grouped-convolution network. ``(B, 1, H, W) -> (B, M, C)``."""
         if not self._stacked:
             self._stacked.append(StackedCNN(list(self.members)).to(memory_format=torch.channels_last))
-        return self._stacked[0](x.contiguous(memory_format=torch.channels_last)).softmax(-1)
+        return _softmax(self._stacked[0](x.contiguous(memory_format=torch.channels_last)))
 
     #: ``auto`` runs the grouped-convolution network up to this batch size and the member
     #: loop above it, where oneDNN's plain convolutions beat its grouped ones on CPU
@@ -176,17 +184,30 @@ class Ensemble(nn.Module):
         self.tta = tta
         self.meta.setdefault("inference", {})["tta"] = tta
 
+    def set_precision(self, precision: str) -> None:
+        """Inference arithmetic: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 only where it
+        is fast: CUDA, or a CPU with AMX tiles; fp32 elsewhere). Probabilities stay float32."""
+        if precision not in ("fp32", "bf16", "auto"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+        self.precision = precision
+        self.meta.setdefault("inference", {})["precision"] = precision
+
+    def uses_bf16(self, device: str | torch.device = "cpu") -> bool:
+        """Whether a forward pass on ``device`` runs in bf16 under the current precision."""
+        return use_bf16(self.precision, device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Member probabilities ``(B, M, C)`` for a preprocessed batch ``(B, in_chans, S, S)``.
+        """Member probabilities ``(B, M, C)`` float32 for a preprocessed batch ``(B, in_chans, S, S)``.
 
         With ``tta='hflip'`` each member's output is its mean over the face and its mirror
         image (one doubled batch), so member disagreement reflects the model, not the pose.
         """
-        if self.tta == "hflip" and not self.training:
-            b = x.shape[0]
-            p = self._forward_members(torch.cat([x, x.flip(-1)]))
-            return (p[:b] + p[b:]) / 2
-        return self._forward_members(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device)):
+            if self.tta == "hflip" and not self.training:
+                b = x.shape[0]
+                p = self._forward_members(torch.cat([x, x.flip(-1)]))
+                return (p[:b] + p[b:]) / 2
+            return self._forward_members(x)
 
     def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and self.num_members > 1:

@@ -126,6 +126,8 @@ def evaluate(
     t0 = time.time()
     if ldl is not None:
         ldl.set_tta(ensemble.tta)  # the baseline gets the same test-time augmentation
+        if isinstance(ldl, Ensemble) and isinstance(ensemble, Ensemble):
+            ldl.set_precision(ensemble.precision)  # ... and the same arithmetic
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(corruptions or CORRUPTIONS)
@@ -223,7 +225,7 @@ def evaluate(
         "ambiguity": ambiguity,
         "shift": shift,
         "routing": routing,
-        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), "tta": ensemble.tta, "shift_score": router.shift, "backend": type(ensemble).__name__},
+        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), "tta": ensemble.tta, "precision": "bf16" if getattr(ensemble, "uses_bf16", lambda: False)() else "fp32", "shift_score": router.shift, "backend": type(ensemble).__name__},
     }
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BackboneConfig, create_backbone
+from .backbones import BackboneConfig, create_backbone, use_bf16
 from .data import FERPlusSplit
 from .ensemble import preprocess, save_member, write_config
 
@@ -37,6 +37,7 @@ class TrainConfig:
     pretrained: bool = True
     threads: int | None = None
     device: str = "cpu"
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
 
 
 def _targets(split: FERPlusSplit, target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +125,8 @@ def train_member(
     steps_per_epoch = math.ceil(len(idx) / tc.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.2)
-    log: dict[str, Any] = {"seed": seed, "epochs": []}
+    bf16 = use_bf16(tc.precision, dev)
+    log: dict[str, Any] = {"seed": seed, "precision": "bf16" if bf16 else "fp32", "epochs": []}
     t0 = time.time()
     for epoch in range(tc.epochs):
         model.train()
@@ -138,7 +140,7 @@ def train_member(
                 x = augment_batch(x, gen)
             x = preprocess((x.squeeze(1) * 255.0), cfg).contiguous(memory_format=torch.channels_last)
             y = targets_t[j]
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             loss = soft_cross_entropy(logits.float(), y)
             opt.zero_grad(set_to_none=True)

@@ -32,8 +32,8 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ferroute.backbones import create_backbone
-from ferroute.ensemble import Ensemble, preprocess
+from ferroute.backbones import create_backbone, fast_bf16
+from ferroute.ensemble import TTA_VIEWS, Ensemble, preprocess
 from ferroute.pipeline import FERRouter, default_model_dir
 
 
@@ -83,15 +83,17 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
     sessions = {}
     if onnx_path is not None:
         from ferroute.export import OnnxEnsemble
+    bf16 = fast_bf16("cpu")
     for threads in (1, 2):
         peak = matmul_gflops(threads)
+        peak_bf16 = matmul_gflops(threads, dtype=torch.bfloat16) if bf16 else None
         torch.set_num_threads(threads)
         if onnx_path is not None:
             sessions = {"fused": OnnxEnsemble(onnx_path, threads=threads)}
         for batch in (1, 32, 256):
             faces = np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8)
             x = preprocess(faces, cfg).contiguous(memory_format=torch.channels_last)
-            views = 2 if product_tta == "hflip" else 1
+            views = len(TTA_VIEWS[product_tta])
 
             def product(x=x):
                 ens.set_tta(product_tta)
@@ -100,6 +102,12 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 finally:
                     ens.set_tta("none")
 
+            def in_bf16(fn):
+                def run():
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        return fn()
+                return run
+
             cases = {
                 ("torch", "one member"): (lambda: member(x), f_member),
                 ("torch", "member loop"): (lambda: ens.forward_loop(x), f_ens),
@@ -107,6 +115,11 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 ("torch", "fused (auto)"): (lambda: ens(x), f_ens),
                 ("torch", f"fused (auto) + tta={product_tta}"): (product, f_ens * views),
             }
+            if bf16:  # AMX: bf16 rows are measured against the bf16 matmul peak
+                cases[("torch bf16", "one member")] = (in_bf16(lambda: member(x)), f_member)
+                cases[("torch bf16", "member loop")] = (in_bf16(lambda: ens.forward_loop(x)), f_ens)
+                cases[("torch bf16", "fused (stacked)")] = (in_bf16(lambda: ens.forward_stacked(x)), f_ens)
+                cases[("torch bf16", f"fused (auto) + tta={product_tta}")] = (in_bf16(product), f_ens * views)
             if "fused" in sessions:
                 xs = preprocess(faces, cfg).numpy()
                 sess = sessions["fused"].session
@@ -115,10 +128,11 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 with torch.inference_mode():
                     sec = timeit(fn, 0.6 if batch > 1 else 0.3)
                 fps = batch / sec
+                lim = peak_bf16 if backend.endswith("bf16") else peak
                 rows.append({
                     "device": "cpu", "backend": backend, "mode": mode, "threads": threads, "batch": batch,
                     "faces_per_s": fps, "ms_per_face": 1000 / fps, "gflops": fps * flops / 1e9,
-                    "peak_gflops": peak, "fraction_of_peak": fps * flops / 1e9 / peak, "flops_per_face": flops,
+                    "peak_gflops": lim, "fraction_of_peak": fps * flops / 1e9 / lim, "flops_per_face": flops,
                 })
     return rows
 
@@ -227,6 +241,7 @@ def main() -> None:
 
     ens = Ensemble.load(args.model)
     product_tta = ens.tta
+    ens.set_precision("fp32")  # bf16 rows wrap their own autocast
     ens.set_tta("none")  # the mode rows compare one view; the product row adds the TTA views
     onnx_path = None
     if not args.no_onnx:

@@ -118,3 +118,19 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
     assert not ens.uses_bf16("cpu")
     monkeypatch.setattr(backbones, "fast_bf16", lambda device: True)
     assert ens.uses_bf16("cpu")
+
+
+def test_shifted_views_average_and_repeat_the_border():
+    from ferroute.ensemble import view
+
+    ens = tiny_ensemble(2)
+    faces = np.random.default_rng(6).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    x = preprocess(faces, ens.config)
+    with torch.inference_mode():
+        views = [ens._forward_members(view(x, *v)) for v in ((False, 0, 0), (True, 0, 0), (False, 2, 0), (True, 2, 0))]
+        ens.set_tta("hflip-shift")
+        got = ens(x)
+    torch.testing.assert_close(got, torch.stack(views).mean(0), atol=1e-6, rtol=0)
+    shifted = view(x, False, 2, 0)
+    torch.testing.assert_close(shifted[..., 2:], x[..., :-2])  # content moves right ...
+    torch.testing.assert_close(shifted[..., 0], x[..., 0])  # ... and the edge column repeats

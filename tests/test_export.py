@@ -8,7 +8,7 @@ from ferroute.ensemble import Ensemble
 pytest.importorskip("onnxruntime")
 
 
-@pytest.mark.parametrize("tta", ["none", "hflip"])
+@pytest.mark.parametrize("tta", ["none", "hflip", "hflip-shift"])
 def test_onnx_export_parity(tiny_model_dir, tmp_path, tta):
     import shutil
 

@@ -141,7 +141,7 @@ def calibrate(
     model: Path = typer.Option(..., help="Model directory to calibrate (writes router.json)."),
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
-    tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: hflip or none (stored in config.json)."),
+    tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
     shift: str = typer.Option("conditional", help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
     precision: Optional[str] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16 or auto (bf16 on CUDA and AMX CPUs); stored in config.json."),
 ) -> None:

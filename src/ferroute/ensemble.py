@@ -89,6 +89,27 @@ class StackedCNN(nn.Module):
         return torch.einsum("bmf,mcf->bmc", f, self.weight) + self.bias
 
 
+#: Test-time views by name: (mirror, dx, dy) with shifts in pixels of a 48x48 face.
+TTA_VIEWS: dict[str, tuple[tuple[bool, int, int], ...]] = {
+    "none": ((False, 0, 0),),
+    "hflip": ((False, 0, 0), (True, 0, 0)),
+    "hflip-shift": ((False, 0, 0), (True, 0, 0), (False, 2, 0), (True, 2, 0)),
+}
+
+
+def view(x: torch.Tensor, mirror: bool, dx: int, dy: int) -> torch.Tensor:
+    """One test-time view of a batch ``(B, C, S, S)``: optional mirror, then a shift by
+    ``(dx, dy)`` pixels (scaled from 48 px to ``S``) with the border pixels repeated."""
+    if mirror:
+        x = x.flip(-1)
+    if dx or dy:
+        s = int(x.shape[-1])  # a constant in exported graphs: the input size is fixed
+        dx, dy = round(dx * s / 48), round(dy * s / 48)
+        p = max(abs(dx), abs(dy))
+        x = F.pad(x, (p, p, p, p), mode="replicate")[..., p - dy : p - dy + s, p - dx : p - dx + s]
+    return x
+
+
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over classes, in float32 when the logits come out of bf16/fp16 autocast."""
     if logits.dtype in (torch.bfloat16, torch.float16):
@@ -178,9 +199,10 @@ class Ensemble(nn.Module):
     stacked_max_batch = 64
 
     def set_tta(self, tta: str) -> None:
-        """Test-time augmentation: ``hflip`` averages each member over the face and its mirror."""
-        if tta not in ("none", "hflip"):
-            raise ValueError(f"tta must be 'none' or 'hflip', got {tta!r}")
+        """Test-time augmentation, one of :data:`TTA_VIEWS`: each member's output becomes its
+        mean over these views of the face (``hflip``: the face and its mirror image)."""
+        if tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {tta!r}")
         self.tta = tta
         self.meta.setdefault("inference", {})["tta"] = tta
 
@@ -199,15 +221,17 @@ class Ensemble(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Member probabilities ``(B, M, C)`` float32 for a preprocessed batch ``(B, in_chans, S, S)``.
 
-        With ``tta='hflip'`` each member's output is its mean over the face and its mirror
-        image (one doubled batch), so member disagreement reflects the model, not the pose.
+        With test-time augmentation each member's output is its mean over the views of the
+        face (one batch of all views), so member disagreement reflects the model, not the
+        exact pose or framing.
         """
+        views = TTA_VIEWS[self.tta] if not self.training else TTA_VIEWS["none"]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device)):
-            if self.tta == "hflip" and not self.training:
-                b = x.shape[0]
-                p = self._forward_members(torch.cat([x, x.flip(-1)]))
-                return (p[:b] + p[b:]) / 2
-            return self._forward_members(x)
+            if len(views) == 1:
+                return self._forward_members(x)
+            b = x.shape[0]
+            p = self._forward_members(torch.cat([view(x, *v) for v in views]))
+            return p.view(len(views), b, *p.shape[1:]).mean(0)
 
     def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training and self.num_members > 1:

@@ -33,6 +33,8 @@ def main() -> None:
     secs = sum(m["seconds"] for m in log["members"].values())
     valid = [m["epochs"][-1].get("valid_acc") for m in log["members"].values()]
     size = sum(p.stat().st_size for p in args.model.glob("*.safetensors"))
+    inf = cfg["meta"].get("inference", {})
+    tta, precision = inf.get("tta", "none"), inf.get("precision", "fp32")
     lines = [
         "# ferroute default model",
         "",
@@ -52,9 +54,9 @@ def main() -> None:
         "",
         "## Router",
         "",
-        f"- inference: test-time augmentation `{cfg['meta'].get('inference', {}).get('tta', 'none')}`, shift score `{router.get('shift', 'conditional')}` "
+        f"- inference: test-time augmentation `{tta}`, arithmetic `{precision}`, shift score `{router.get('shift', 'conditional')}` "
         "(both chosen on FERPlus valid with `scripts/select_shift_score.py`, never on test)",
-        f"- `ferroute calibrate --model DIR --tta {cfg['meta'].get('inference', {}).get('tta', 'none')} --shift {router.get('shift', 'conditional')}` on FERPlus valid: shift-score threshold z > {router['state']['z_threshold']:.3f} "
+        f"- `ferroute calibrate --model DIR --tta {tta} --precision {precision} --shift {router.get('shift', 'conditional')}` on FERPlus valid: shift-score threshold z > {router['state']['z_threshold']:.3f} "
         f"(reject rate {router['reject_rate']:.0%} of clean validation faces), ambiguity threshold aleatoric > {router['state']['aleatoric_threshold']:.3f} nats",
         "",
         "## Measured (FERPlus test)",

@@ -59,3 +59,20 @@ def test_default_model_on_real_ferplus_test(router, ferplus_dir):
     assert acc > 0.8
     reps = router.route_faces(te.images)
     assert np.mean([r["decision"] == "reject" for r in reps]) < 0.15  # clean faces are mostly kept
+
+
+@pytest.mark.data
+def test_bf16_and_fp32_route_real_faces_alike(ferplus_dir):
+    """The embedded model may run in bf16 (AMX CPUs); its decisions must not hinge on that."""
+    from ferroute.data import load_split
+
+    te = load_split("valid", ferplus_dir).subset(slice(0, 400))
+    out = {}
+    for precision in ("fp32", "bf16"):
+        r = ferroute.load()
+        r.ensemble.set_precision(precision)
+        out[precision] = (r.ensemble.predict_proba(te.images), [f["decision"] for f in r.route_faces(te.images)])
+    diff = np.abs(out["fp32"][0] - out["bf16"][0])
+    assert diff.mean() < 0.005 and diff.max() < 0.1
+    agree = np.mean([a == b for a, b in zip(out["fp32"][1], out["bf16"][1])])
+    assert agree >= 0.97, agree

@@ -28,15 +28,13 @@ from ferroute.uncertainty import decompose
 
 @torch.inference_mode()
 def per_view(ens: Ensemble, faces: np.ndarray, views: list[tuple[bool, int, int]]) -> np.ndarray:
-    """Member probabilities of every view: ``(V, N, M, C)``."""
+    """Member probabilities of every view: ``(V, N, M, C)`` (``ens`` runs without its own TTA)."""
     out = np.zeros((len(views), len(faces), ens.num_members, len(ens.config.labels)), np.float32)
-    for s in range(0, len(faces), 512):
-        x = preprocess(faces[s : s + 512], ens.config)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=ens.uses_bf16("cpu")):
-            for v, spec in enumerate(views):
-                out[v, s : s + len(x)] = ens._forward_members(view(x, *spec)).float().numpy()
+    for s in range(0, len(faces), ens.forward_chunk):
+        x = preprocess(faces[s : s + ens.forward_chunk], ens.config)
+        for v, spec in enumerate(views):
+            out[v, s : s + len(x)] = ens(view(x, *spec)).numpy()
     return out
-
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -47,6 +45,7 @@ def main() -> None:
     ens = Ensemble.load(args.model)
     if args.precision:
         ens.set_precision(args.precision)
+    ens.set_tta("none")  # each TTA setting below averages its own views
     va = load_split("valid")
     rng = np.random.default_rng(0)
     idx = rng.permutation(len(va))

@@ -80,6 +80,10 @@ def build_from_config(cfg: BackboneConfig) -> nn.Module:
     return model
 
 
+#: Inference/training arithmetic choices: ``auto`` is bf16 where :func:`fast_bf16` says so.
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
 def fast_bf16(device: str | torch.device) -> bool:
     """Whether bf16 autocast pays off on ``device``: any CUDA GPU, or a CPU with AMX tiles."""
     dev = torch.device(device)
@@ -90,7 +94,7 @@ def fast_bf16(device: str | torch.device) -> bool:
 
 def use_bf16(precision: str, device: str | torch.device) -> bool:
     """Resolve a precision choice: ``auto`` means bf16 where :func:`fast_bf16` says so."""
-    if precision not in ("auto", "bf16", "fp32"):
+    if precision not in PRECISIONS:
         raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
     return precision == "bf16" or (precision == "auto" and fast_bf16(device))
 

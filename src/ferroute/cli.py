@@ -92,7 +92,9 @@ def train(
 
     if target not in ("soft", "majority"):
         _fail("--target must be 'soft' or 'majority'")
-    if precision not in ("auto", "bf16", "fp32"):
+    from .backbones import PRECISIONS
+
+    if precision not in PRECISIONS:
         _fail("--precision must be 'auto', 'bf16' or 'fp32'")
     if ldl:
         members, target = 1, "soft"
@@ -222,7 +224,6 @@ def evaluate(
 
     if ldl_model is not None:
         ldl_model.set_tta(ens.tta)  # before any export: the graph bakes the TTA in
-        ldl_model.set_precision(ens.precision)  # the baseline runs with the same arithmetic
         ldl_model = with_backend(ldl_model, backend)
     ens = with_backend(ens, backend)
     rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap)

@@ -209,8 +209,7 @@ class Ensemble(nn.Module):
     def set_precision(self, precision: str) -> None:
         """Inference arithmetic: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 only where it
         is fast: CUDA, or a CPU with AMX tiles; fp32 elsewhere). Probabilities stay float32."""
-        if precision not in ("fp32", "bf16", "auto"):
-            raise ValueError(f"precision must be 'fp32', 'bf16' or 'auto', got {precision!r}")
+        use_bf16(precision, "cpu")  # validates the choice (ValueError on anything else)
         self.precision = precision
         self.meta.setdefault("inference", {})["precision"] = precision
 

@@ -95,13 +95,26 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
             x = preprocess(faces, cfg).contiguous(memory_format=torch.channels_last)
             views = len(TTA_VIEWS[product_tta])
 
-            def product(faces=faces):
+            def product(precision: str, compiled: bool, faces=faces):
                 """The product path: predict_proba on uint8 faces (preprocess, chunked forward, TTA)."""
-                ens.set_tta(product_tta)
-                try:
-                    return ens.predict_proba(faces, batch_size=batch)
-                finally:
-                    ens.set_tta("none")
+                def run():
+                    ens.set_tta(product_tta)
+                    ens.set_precision(precision)
+                    ens.set_compile("on" if compiled else "off")
+                    try:
+                        return ens.predict_proba(faces, batch_size=batch)
+                    finally:
+                        ens.set_tta("none")
+                        ens.set_precision("fp32")
+                        ens.set_compile("auto")
+                return run
+
+            def graph(precision: str, compiled: bool, x=x):
+                """The inference graph (BatchNorm folded, weights in the compute dtype), eager or compiled."""
+                ens.set_precision(precision)
+                g = ens.inference_graph("cpu", compiled=compiled)
+                ens.set_precision("fp32")
+                return lambda: g(x)
 
             def in_bf16(fn):
                 def run():
@@ -113,14 +126,20 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 ("torch", "one member"): (lambda: member(x), f_member),
                 ("torch", "member loop"): (lambda: ens.forward_loop(x), f_ens),
                 ("torch", "fused (stacked)"): (lambda: ens.forward_stacked(x), f_ens),
-                ("torch", "fused (auto)"): (lambda: ens(x), f_ens),
-                ("torch", f"predict_proba, tta={product_tta}"): (product, f_ens * views),
+                ("torch", "inference graph"): (graph("fp32", False), f_ens),
             }
+            if batch > 1:
+                cases[("torch", "inference graph, compiled")] = (graph("fp32", True), f_ens)
+            cases[("torch", f"predict_proba, tta={product_tta}")] = (product("fp32", False), f_ens * views)
             if bf16:  # AMX: bf16 rows are measured against the bf16 matmul peak
                 cases[("torch bf16", "one member")] = (in_bf16(lambda: member(x)), f_member)
                 cases[("torch bf16", "member loop")] = (in_bf16(lambda: ens.forward_loop(x)), f_ens)
-                cases[("torch bf16", "fused (stacked)")] = (in_bf16(lambda: ens.forward_stacked(x)), f_ens)
-                cases[("torch bf16", f"predict_proba, tta={product_tta}")] = (in_bf16(product), f_ens * views)
+                cases[("torch bf16", "inference graph")] = (graph("bf16", False), f_ens)
+                if batch > 1:
+                    cases[("torch bf16", "inference graph, compiled")] = (graph("bf16", True), f_ens)
+                cases[("torch bf16", f"predict_proba, tta={product_tta}")] = (product("bf16", False), f_ens * views)
+                if batch >= 256:  # predict_proba compiles its 64-face chunks: only full chunks run compiled
+                    cases[("torch bf16", f"predict_proba, tta={product_tta}, compiled")] = (product("bf16", True), f_ens * views)
             if "fused" in sessions:
                 xs = preprocess(faces, cfg).numpy()
                 sess = sessions["fused"].session
@@ -239,6 +258,7 @@ def main() -> None:
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--skip-cpu", action="store_true", help="leave out the CPU table (e.g. with --cuda-smoke)")
     args = ap.parse_args()
+    torch._dynamo.config.recompile_limit = 64  # one compiled graph per batch size and dtype here
 
     ens = Ensemble.load(args.model)
     product_tta = ens.tta

@@ -1,11 +1,14 @@
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ferroute.backbones import create_backbone
-from ferroute.ensemble import Ensemble, ModelError, preprocess
+from ferroute.ensemble import TTA_VIEWS, Ensemble, ModelError, fold_batchnorm, preprocess, view
 
 
 def tiny_ensemble(m=3, width=4, **kw):
@@ -17,14 +20,20 @@ def tiny_ensemble(m=3, width=4, **kw):
     return Ensemble(members, cfg, **kw)
 
 
-@pytest.mark.parametrize("batch", [1, 16])
-def test_fused_paths_match_the_member_loop(batch):
-    ens = tiny_ensemble(4)
-    for mod in ens.modules():  # non-trivial BatchNorm statistics, as after training
+def trained_like(module):
+    """Non-trivial BatchNorm statistics and affine terms, as after training."""
+    for mod in module.modules():
         if isinstance(mod, torch.nn.BatchNorm2d):
             mod.running_mean.uniform_(-1, 1)
             mod.running_var.uniform_(0.5, 2)
             mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.5, 0.5)
+    return module
+
+
+@pytest.mark.parametrize("batch", [1, 16])
+def test_fused_paths_match_the_member_loop(batch):
+    ens = trained_like(tiny_ensemble(4))
     x = preprocess(np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8), ens.config)
     with torch.inference_mode():
         a, b, c = ens.forward_loop(x), ens.forward_vmap(x), ens.forward_stacked(x)
@@ -134,3 +143,77 @@ def test_shifted_views_average_and_repeat_the_border():
     shifted = view(x, False, 2, 0)
     torch.testing.assert_close(shifted[..., 2:], x[..., :-2])  # content moves right ...
     torch.testing.assert_close(shifted[..., 0], x[..., 0])  # ... and the edge column repeats
+
+
+@settings(max_examples=15, deadline=None)
+@given(seed=st.integers(0, 2**16), width=st.sampled_from([2, 4, 8]))
+def test_folding_batchnorm_into_the_convolutions_keeps_the_outputs(seed, width):
+    torch.manual_seed(seed)
+    net, _ = create_backbone("cnn", width=width, depth=2)
+    net = trained_like(net).eval()
+    folded = fold_batchnorm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())  # the original is untouched
+    x = torch.randn(3, 1, 48, 48)
+    with torch.inference_mode():
+        a, b = net(x), folded(x)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused", ["auto", "stacked", "loop"])
+@pytest.mark.parametrize("tta", ["none", "hflip-shift"])
+def test_inference_graph_matches_the_member_loop_over_views(fused, tta):
+    ens = trained_like(tiny_ensemble(3, fused=fused))
+    ens.set_tta(tta)
+    x = preprocess(np.random.default_rng(5).integers(0, 256, (7, 48, 48), dtype=np.uint8), ens.config)
+    with torch.inference_mode():
+        ref = torch.stack([ens.forward_loop(view(x, *v)) for v in TTA_VIEWS[tta]]).mean(0)
+        got = ens(x)
+    assert got.shape == (7, 3, 8) and got.dtype == torch.float32
+    assert (got - ref).abs().max().item() <= 1e-5
+
+
+def _compile_failures(record):
+    return [w for w in record if "torch.compile of the ensemble failed" in str(w.message)]
+
+
+def test_auto_compile_runs_large_calls_compiled_with_the_eager_results():
+    ens = trained_like(tiny_ensemble(2))
+    ens.set_tta("hflip")
+    ens.forward_chunk, ens.compile_min_faces = 8, 16
+    faces = np.random.default_rng(6).integers(0, 256, (21, 48, 48), dtype=np.uint8)  # 2 full chunks + 5
+    ens.set_compile("off")
+    eager = ens.predict_proba(faces)
+    ens.set_compile("auto")
+    ens.predict_proba(faces[:15])  # below the threshold: nothing compiled
+    assert not any("compiled" in k for k in ens._graphs)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = ens.predict_proba(faces)
+    assert not _compile_failures(record) and ens.compile == "auto"
+    assert any("compiled" in k for k in ens._graphs)
+    np.testing.assert_allclose(got, eager, atol=1e-5)
+
+
+def test_a_failing_compile_warns_and_runs_eagerly(monkeypatch):
+    ens = tiny_ensemble(2)
+    faces = np.random.default_rng(7).integers(0, 256, (70, 48, 48), dtype=np.uint8)
+    eager = ens.predict_proba(faces)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler")
+
+    monkeypatch.setattr(torch, "compile", broken)
+    ens.set_compile("on")
+    with pytest.warns(UserWarning, match="torch.compile of the ensemble failed.*no C\\+\\+ compiler"):
+        got = ens.predict_proba(faces)
+    assert ens.compile == "off"
+    np.testing.assert_allclose(got, eager, atol=1e-6)
+
+
+def test_compile_choices_are_checked():
+    ens = tiny_ensemble(2)
+    with pytest.raises(ValueError, match="compile must be"):
+        ens.set_compile("yes")
+    with pytest.raises(ValueError, match="needs CNN members"):
+        tiny_ensemble(2, fused="vmap").set_compile("on")

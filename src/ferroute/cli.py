@@ -185,6 +185,7 @@ def evaluate(
     workers: Optional[int] = typer.Option(None, help="Processes for corruption generation (default: all cores)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
     backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto: torch when the model runs in bf16 here (AMX CPU), else onnx when installed (faster in float32)."),
+    compile: str = typer.Option("auto", "--compile", help="torch backend: run the ensemble through torch.compile (auto: for calls of 2048+ faces, i.e. every corrupted set; on; off)."),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     from .corruptions import CORRUPTIONS
@@ -215,6 +216,14 @@ def evaluate(
         te = te.subset(slice(0, limit))
     if backend not in ("torch", "onnx", "auto"):
         _fail("--backend must be torch, onnx or auto")
+    if compile not in ("auto", "on", "off"):
+        _fail("--compile must be auto, on or off")
+    for m in (ens, ldl_model):
+        try:
+            if m is not None:
+                m.set_compile(compile)
+        except ValueError as exc:
+            _fail(f"--compile {compile}: {exc}")
     if backend == "auto":
         import importlib.util
 

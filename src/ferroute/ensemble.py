@@ -64,8 +64,10 @@ class StackedCNN(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 first = i == 0
                 conv = nn.Conv2d(layer.in_channels * (1 if first else m), layer.out_channels * m, layer.kernel_size,
-                                 padding=layer.padding, bias=False, groups=1 if first else m)
+                                 padding=layer.padding, bias=layer.bias is not None, groups=1 if first else m)
                 conv.weight.data.copy_(torch.cat([f[i].weight.data for f in feats], 0))
+                if layer.bias is not None:  # members with BatchNorm folded in
+                    conv.bias.data.copy_(torch.cat([f[i].bias.data for f in feats], 0))
                 layers.append(conv)
             elif isinstance(layer, nn.BatchNorm2d):
                 # BN is per channel, so the members' statistics simply stack along channels
@@ -123,6 +125,62 @@ def _all_compact_cnn(members: list[nn.Module]) -> bool:
     return all(isinstance(m, CompactCNN) for m in members)
 
 
+@torch.no_grad()
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """An inference copy of a :class:`CompactCNN` with every convolution -> BatchNorm pair
+    merged into one biased convolution: the same outputs (to float32 rounding) with one
+    pass over the activations fewer per layer."""
+    model = copy.deepcopy(model).eval().requires_grad_(False)
+    layers, merged = list(model.features), []
+    i = 0
+    while i < len(layers):
+        conv, bn = layers[i], layers[i + 1] if i + 1 < len(layers) else None
+        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and conv.groups == 1:
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
+                            padding=conv.padding, bias=True).to(conv.weight)
+            new.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+            new.bias.copy_((conv.bias if conv.bias is not None else 0) * scale + bn.bias - bn.running_mean * scale)
+            merged.append(new.requires_grad_(False))
+            i += 2
+        else:
+            merged.append(layers[i])
+            i += 1
+    model.features = nn.Sequential(*merged)
+    return model
+
+
+class InferenceGraph(nn.Module):
+    """A CNN ensemble's whole evaluation pass as one module, the thing ``torch.compile`` sees.
+
+    Test-time views, then the members with BatchNorm folded in and weights already in the
+    compute dtype (bf16 or float32: no per-call casts, no autocast), as one grouped-convolution
+    network for small batches (or always, with ``stacked='always'``) and a member loop above;
+    softmax in float32, mean over views. ``(B, 1, S, S)`` float32 -> ``(B, M, C)`` float32.
+    """
+
+    def __init__(self, members: list[nn.Module], views: tuple[tuple[bool, int, int], ...], dtype: torch.dtype,
+                 stacked: str = "auto", stacked_max_batch: int = 64):
+        super().__init__()
+        self.members = nn.ModuleList(fold_batchnorm(m).to(dtype=dtype, memory_format=torch.channels_last) for m in members)
+        self.stacked = StackedCNN(list(self.members)).to(memory_format=torch.channels_last) if stacked != "never" else None
+        self.always_stacked = stacked == "always"
+        self.views, self.dtype, self.stacked_max_batch = views, dtype, stacked_max_batch
+        self.eval().requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        if len(self.views) > 1:
+            x = torch.cat([view(x, *v) for v in self.views])
+        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
+        if self.stacked is not None and (self.always_stacked or x.is_cuda or x.shape[0] <= self.stacked_max_batch):
+            logits = self.stacked(x)
+        else:
+            logits = torch.stack([m(x) for m in self.members], dim=1)
+        p = logits.float().softmax(-1)
+        return p if len(self.views) == 1 else p.view(len(self.views), b, *p.shape[1:]).mean(0)
+
+
 class Ensemble(nn.Module):
     """M members sharing one :class:`BackboneConfig`; outputs probabilities ``(B, M, C)``."""
 
@@ -144,6 +202,8 @@ class Ensemble(nn.Module):
         self.set_precision(str(self.meta.get("inference", {}).get("precision", "fp32")))
         self._fused: tuple[Any, ...] | None = None
         self._stacked: list[StackedCNN] = []  # a plain list keeps the fused copy out of state_dict
+        self._graphs: dict[tuple[Any, ...], nn.Module] = {}  # inference copies (and compiled ones) by setting
+        self.compile = "auto"
         self.eval()
 
     @property
@@ -153,12 +213,14 @@ class Ensemble(nn.Module):
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "Ensemble":
         self._fused = None  # .to(device/dtype) must not leave fused copies behind
         self._stacked = []
+        self._graphs = {}
         return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True) -> "Ensemble":
         if mode:  # weights may change while training: rebuild the fused copies afterwards
             self._fused = None
             self._stacked = []
+            self._graphs = {}
         return super().train(mode)
 
     def _fused_state(self) -> tuple[Any, ...]:
@@ -217,13 +279,50 @@ class Ensemble(nn.Module):
         """Whether a forward pass on ``device`` runs in bf16 under the current precision."""
         return use_bf16(self.precision, device)
 
+    def set_compile(self, mode: str) -> None:
+        """Whether :meth:`predict_proba` runs its full :attr:`forward_chunk`-face chunks through
+        a ``torch.compile``d inference graph: ``on``, ``off``, or ``auto`` (on for calls of at
+        least :attr:`compile_min_faces` faces, where the one-off compile, ~10 s, pays for
+        itself; later calls reuse it). Smaller remainders run eagerly. Only CNN ensembles
+        compile; on failure (no C++ compiler, unsupported platform) it warns and runs eagerly."""
+        if mode not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be 'auto', 'on' or 'off', got {mode!r}")
+        if mode == "on" and not self._graph_path():
+            raise ValueError("compile='on' needs CNN members run by the inference graph (fused 'auto', 'stacked' or 'loop')")
+        self.compile = mode
+
+    #: ``compile='auto'`` compiles for :meth:`predict_proba` calls with at least this many faces.
+    compile_min_faces = 2048
+
+    def _graph_path(self) -> bool:
+        return self.fused != "vmap" and _all_compact_cnn(list(self.members))
+
+    def inference_graph(self, device: str | torch.device = "cpu", compiled: bool = False) -> nn.Module:
+        """The cached :class:`InferenceGraph` for the current TTA and precision on ``device``,
+        optionally ``torch.compile``d (freezing the weights; one fixed batch shape per compile)."""
+        dev = torch.device(device)
+        dtype = torch.bfloat16 if self.uses_bf16(dev) else next(self.parameters()).dtype
+        key = (str(dev), dtype, self.tta, self.fused, self.stacked_max_batch)
+        if key not in self._graphs:
+            stacked = {"auto": "auto", "stacked": "always", "loop": "never"}[self.fused]
+            self._graphs[key] = InferenceGraph(list(self.members), TTA_VIEWS[self.tta], dtype, stacked, self.stacked_max_batch)
+        if not compiled:
+            return self._graphs[key]
+        ckey = (*key, "compiled")
+        if ckey not in self._graphs:
+            self._graphs[ckey] = torch.compile(self._graphs[key], dynamic=False, options={"freezing": True})
+        return self._graphs[ckey]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Member probabilities ``(B, M, C)`` float32 for a preprocessed batch ``(B, in_chans, S, S)``.
 
         With test-time augmentation each member's output is its mean over the views of the
         face (one batch of all views), so member disagreement reflects the model, not the
-        exact pose or framing.
+        exact pose or framing. CNN ensembles in evaluation mode run their
+        :meth:`inference_graph`; other backbones run under autocast.
         """
+        if not self.training and self._graph_path():
+            return self.inference_graph(x.device)(x)
         views = TTA_VIEWS[self.tta] if not self.training else TTA_VIEWS["none"]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device)):
             if len(views) == 1:
@@ -250,6 +349,10 @@ class Ensemble(nn.Module):
         """Grayscale faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32."""
         self.eval()
         out = np.empty((len(faces), self.num_members, len(self.config.labels)), dtype=np.float32)
+        chunk = self.forward_chunk
+        full: Any = self  # runs the full chunks
+        if self.compile == "on" or (self.compile == "auto" and len(faces) >= self.compile_min_faces and self._graph_path()):
+            full = self._compiled_step(chunk)
         starts = range(0, len(faces), batch_size)
         if progress:
             from tqdm.auto import tqdm
@@ -257,9 +360,25 @@ class Ensemble(nn.Module):
             starts = tqdm(starts, desc="ensemble", unit="batch", leave=False)
         for s in starts:
             x = preprocess(faces[s : s + batch_size], self.config)
-            for c in range(0, len(x), self.forward_chunk):
-                out[s + c : s + c + self.forward_chunk] = self(x[c : c + self.forward_chunk]).numpy()
+            for c in range(0, len(x), chunk):
+                xc = x[c : c + chunk]
+                step = full if len(xc) == chunk else self  # the compiled graph knows one batch shape
+                out[s + c : s + c + len(xc)] = step(xc).numpy()
         return out
+
+    def _compiled_step(self, chunk: int) -> Any:
+        """The compiled inference graph, compiled now on a ``chunk``-face batch; ``self`` (eager)
+        with a warning when compiling fails."""
+        try:
+            graph = self.inference_graph("cpu", compiled=True)
+            graph(torch.zeros(chunk, self.config.in_chans, self.config.input_size, self.config.input_size))
+            return graph
+        except Exception as exc:  # no C++ toolchain, unsupported platform, ...: eager still works
+            import warnings
+
+            warnings.warn(f"torch.compile of the ensemble failed, running eagerly ({type(exc).__name__}: {exc})", stacklevel=3)
+            self.compile = "off"
+            return self
 
     # ------------------------------------------------------------------ persistence
 

@@ -244,7 +244,7 @@ def evaluate_wall(model_dir: Path) -> dict:
         subprocess.run([sys.executable, "-c", "from ferroute.data import load_split as l; l('valid'); l('test')"], env=env, check=True)
         for label in ("cold", "warm"):
             t0 = time.perf_counter()
-            subprocess.run(["ferroute", "evaluate", "--model", str(model_dir), "--out", str(Path(cache) / f"rep-{label}")], env=env, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([sys.executable, "-m", "ferroute", "evaluate", "--model", str(model_dir), "--out", str(Path(cache) / f"rep-{label}")], env=env, check=True, stdout=subprocess.DEVNULL)
             out[f"evaluate_{label}_s"] = time.perf_counter() - t0
     return out
 

@@ -294,6 +294,11 @@ class Ensemble(nn.Module):
     #: ``compile='auto'`` compiles for :meth:`predict_proba` calls with at least this many faces.
     compile_min_faces = 2048
 
+    @property
+    def is_compiled(self) -> bool:
+        """Whether a compiled inference graph has been built (and not invalidated since)."""
+        return any("compiled" in k for k in self._graphs)
+
     def _graph_path(self) -> bool:
         return self.fused != "vmap" and _all_compact_cnn(list(self.members))
 

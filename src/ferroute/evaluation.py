@@ -225,7 +225,7 @@ def evaluate(
         "ambiguity": ambiguity,
         "shift": shift,
         "routing": routing,
-        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), "tta": ensemble.tta, "precision": "bf16" if getattr(ensemble, "uses_bf16", lambda: False)() else "fp32", "shift_score": router.shift, "backend": type(ensemble).__name__},
+        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), "tta": ensemble.tta, "precision": "bf16" if getattr(ensemble, "uses_bf16", lambda: False)() else "fp32", "shift_score": router.shift, "backend": type(ensemble).__name__, "compiled": bool(getattr(ensemble, "is_compiled", False))},
     }
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)

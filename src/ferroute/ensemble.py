@@ -383,6 +383,7 @@ class Ensemble(nn.Module):
 
             warnings.warn(f"torch.compile of the ensemble failed, running eagerly ({type(exc).__name__}: {exc})", stacklevel=3)
             self.compile = "off"
+            self._graphs = {k: g for k, g in self._graphs.items() if "compiled" not in k}
             return self
 
     # ------------------------------------------------------------------ persistence

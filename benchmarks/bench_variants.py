@@ -66,7 +66,12 @@ def main() -> None:
 
     try:
         import onnxruntime as ort
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         from ferroute.export import export_onnx
@@ -84,7 +89,7 @@ def main() -> None:
         def __init__(self) -> None:
             self.batches = iter([{"input": preprocess(valid[i : i + 64], ens.config).numpy()} for i in range(0, 1024, 64)])
 
-        def get_next(self):  # noqa: ANN201 - onnxruntime's interface
+        def get_next(self):
             return next(self.batches, None)
 
     quantize_static(str(tmp / "pre.onnx"), str(tmp / "int8.onnx"), Calib(), quant_format=QuantFormat.QDQ,

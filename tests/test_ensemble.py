@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ferroute.backbones import create_backbone
-from ferroute.ensemble import TTA_VIEWS, Ensemble, ModelError, fold_batchnorm, preprocess, view
+from ferroute.ensemble import (
+    TTA_VIEWS,
+    Ensemble,
+    ModelError,
+    fold_batchnorm,
+    preprocess,
+    view,
+)
 
 
 def tiny_ensemble(m=3, width=4, **kw):

@@ -351,32 +351,34 @@ class Ensemble(nn.Module):
 
     @torch.inference_mode()
     def predict_proba(self, faces: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        """Grayscale faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32."""
+        """Grayscale faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32,
+        computed on the device the members live on."""
         self.eval()
+        dev = next(self.parameters()).device
         out = np.empty((len(faces), self.num_members, len(self.config.labels)), dtype=np.float32)
         chunk = self.forward_chunk
         full: Any = self  # runs the full chunks
         if self.compile == "on" or (self.compile == "auto" and len(faces) >= self.compile_min_faces and self._graph_path()):
-            full = self._compiled_step(chunk)
+            full = self._compiled_step(chunk, dev)
         starts = range(0, len(faces), batch_size)
         if progress:
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc="ensemble", unit="batch", leave=False)
         for s in starts:
-            x = preprocess(faces[s : s + batch_size], self.config)
+            x = preprocess(faces[s : s + batch_size], self.config).to(dev)
             for c in range(0, len(x), chunk):
                 xc = x[c : c + chunk]
                 step = full if len(xc) == chunk else self  # the compiled graph knows one batch shape
-                out[s + c : s + c + len(xc)] = step(xc).numpy()
+                out[s + c : s + c + len(xc)] = step(xc).cpu().numpy()
         return out
 
-    def _compiled_step(self, chunk: int) -> Any:
+    def _compiled_step(self, chunk: int, device: torch.device) -> Any:
         """The compiled inference graph, compiled now on a ``chunk``-face batch; ``self`` (eager)
         with a warning when compiling fails."""
         try:
-            graph = self.inference_graph("cpu", compiled=True)
-            graph(torch.zeros(chunk, self.config.in_chans, self.config.input_size, self.config.input_size))
+            graph = self.inference_graph(device, compiled=True)
+            graph(torch.zeros(chunk, self.config.in_chans, self.config.input_size, self.config.input_size, device=device))
             return graph
         except Exception as exc:  # no C++ toolchain, unsupported platform, ...: eager still works
             import warnings

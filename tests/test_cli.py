@@ -81,6 +81,9 @@ def test_train_calibrate_evaluate_on_real_ferplus(ferplus_dir, tmp_path):
     assert r["n_test"] == 150 and 0 <= r["accuracy"] <= 1
     assert set(r["shift"]["auroc_epistemic"]) == {"1", "2", "3", "4", "5"}
     assert "ldl" in r
+    assert r["model"]["compiled"] is False  # 150 faces per call: below the compile threshold
+    res = runner.invoke(app, ["evaluate", "--data", str(ferplus_dir), "--model", str(m), "--out", str(rep), "--compile", "yes"])
+    assert res.exit_code == 2 and "compile must be 'auto', 'on' or 'off'" in res.output
 
 
 def test_route_in_small_chunks_with_prefetch_keeps_every_file_in_order(tiny_model_dir, photos):

@@ -216,8 +216,6 @@ def evaluate(
         te = te.subset(slice(0, limit))
     if backend not in ("torch", "onnx", "auto"):
         _fail("--backend must be torch, onnx or auto")
-    if compile not in ("auto", "on", "off"):
-        _fail("--compile must be auto, on or off")
     for m in (ens, ldl_model):
         try:
             if m is not None:

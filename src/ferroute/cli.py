@@ -92,10 +92,12 @@ def train(
 
     if target not in ("soft", "majority"):
         _fail("--target must be 'soft' or 'majority'")
-    from .backbones import PRECISIONS
+    from .backbones import use_bf16
 
-    if precision not in PRECISIONS:
-        _fail("--precision must be 'auto', 'bf16' or 'fp32'")
+    try:
+        use_bf16(precision, "cpu")  # validates the choice before any data is read
+    except ValueError as exc:
+        _fail(f"--precision: {exc}")
     if ldl:
         members, target = 1, "soft"
     try:

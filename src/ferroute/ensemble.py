@@ -200,9 +200,7 @@ class Ensemble(nn.Module):
         self.meta: dict[str, Any] = dict(meta or {})
         self.set_tta(str(self.meta.get("inference", {}).get("tta", "none")))
         self.set_precision(str(self.meta.get("inference", {}).get("precision", "fp32")))
-        self._fused: tuple[Any, ...] | None = None
-        self._stacked: list[StackedCNN] = []  # a plain list keeps the fused copy out of state_dict
-        self._graphs: dict[tuple[Any, ...], nn.Module] = {}  # inference copies (and compiled ones) by setting
+        self._drop_copies()
         self.compile = "auto"
         self.eval()
 
@@ -210,17 +208,21 @@ class Ensemble(nn.Module):
     def num_members(self) -> int:
         return len(self.members)
 
+    def _drop_copies(self) -> None:
+        """Forget the inference-only copies of the members' weights (rebuilt on demand).
+        Plain attributes, not submodules: they stay out of ``state_dict``."""
+        self._fused: tuple[Any, ...] | None = None
+        self._stacked: list[StackedCNN] = []
+        self._graphs: dict[tuple[Any, ...], nn.Module] = {}  # InferenceGraph by setting
+        self._compiled: dict[tuple[Any, ...], Any] = {}  # torch.compile of those graphs
+
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "Ensemble":
-        self._fused = None  # .to(device/dtype) must not leave fused copies behind
-        self._stacked = []
-        self._graphs = {}
+        self._drop_copies()  # .to(device/dtype) must not leave copies behind
         return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True) -> "Ensemble":
-        if mode:  # weights may change while training: rebuild the fused copies afterwards
-            self._fused = None
-            self._stacked = []
-            self._graphs = {}
+        if mode:  # weights may change while training: rebuild the copies afterwards
+            self._drop_copies()
         return super().train(mode)
 
     def _fused_state(self) -> tuple[Any, ...]:
@@ -297,7 +299,7 @@ class Ensemble(nn.Module):
     @property
     def is_compiled(self) -> bool:
         """Whether a compiled inference graph has been built (and not invalidated since)."""
-        return any("compiled" in k for k in self._graphs)
+        return bool(self._compiled)
 
     def _graph_path(self) -> bool:
         return self.fused != "vmap" and _all_compact_cnn(list(self.members))
@@ -313,10 +315,9 @@ class Ensemble(nn.Module):
             self._graphs[key] = InferenceGraph(list(self.members), TTA_VIEWS[self.tta], dtype, stacked, self.stacked_max_batch)
         if not compiled:
             return self._graphs[key]
-        ckey = (*key, "compiled")
-        if ckey not in self._graphs:
-            self._graphs[ckey] = torch.compile(self._graphs[key], dynamic=False, options={"freezing": True})
-        return self._graphs[ckey]
+        if key not in self._compiled:
+            self._compiled[key] = torch.compile(self._graphs[key], dynamic=False, options={"freezing": True})
+        return self._compiled[key]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Member probabilities ``(B, M, C)`` float32 for a preprocessed batch ``(B, in_chans, S, S)``.
@@ -337,11 +338,10 @@ class Ensemble(nn.Module):
             return p.view(len(views), b, *p.shape[1:]).mean(0)
 
     def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and self.num_members > 1:
-            if self.fused == "stacked" or (self.fused == "auto" and (x.is_cuda or x.shape[0] <= self.stacked_max_batch)):
-                return self.forward_stacked(x)
-            if self.fused == "vmap":
-                return self.forward_vmap(x)
+        # CNN ensembles in eval mode run the inference graph (grouped convolutions included);
+        # what arrives here is training, fused='vmap', or other backbones (loop or vmap)
+        if not self.training and self.num_members > 1 and self.fused == "vmap":
+            return self.forward_vmap(x)
         return self.forward_loop(x)
 
     #: Faces per forward pass in :meth:`predict_proba`. Larger chunks have activations above
@@ -385,7 +385,7 @@ class Ensemble(nn.Module):
 
             warnings.warn(f"torch.compile of the ensemble failed, running eagerly ({type(exc).__name__}: {exc})", stacklevel=3)
             self.compile = "off"
-            self._graphs = {k: g for k, g in self._graphs.items() if "compiled" not in k}
+            self._compiled = {}
             return self
 
     # ------------------------------------------------------------------ persistence

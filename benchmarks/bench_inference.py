@@ -7,7 +7,7 @@ threads and the fraction of it each row reaches; peak resident memory; single-fa
 latency (decode, crop, ensemble, decision) with face detection timed apart. On CUDA the
 same for the default ensemble and a 5-member dinov2_s14 at 224x224 in bf16.
 
-    python benchmarks/bench_inference.py [--model DIR] [--json FILE] [--evaluate] [--cuda-smoke]
+    python benchmarks/bench_inference.py [--model DIR] [--json FILE] [--evaluate [--ldl DIR]] [--cuda-smoke]
 
 ``--evaluate`` also times a full ``ferroute evaluate`` on FERPlus test ($FERPLUS_DIR),
 cold (empty corruption cache) and warm. ``--cuda-smoke`` runs the CUDA section's code on
@@ -236,15 +236,16 @@ def cuda_rows(ens: Ensemble, smoke: bool = False) -> list[dict]:
     return rows
 
 
-def evaluate_wall(model_dir: Path) -> dict:
+def evaluate_wall(model_dir: Path, ldl_dir: Path | None = None) -> dict:
     out = {}
+    ldl = ["--ldl", str(ldl_dir)] if ldl_dir else []
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, FERROUTE_CACHE=cache)
         # the decoded FERPlus splits are not part of the corruption cache: warm them first
         subprocess.run([sys.executable, "-c", "from ferroute.data import load_split as l; l('valid'); l('test')"], env=env, check=True)
         for label in ("cold", "warm"):
             t0 = time.perf_counter()
-            subprocess.run([sys.executable, "-m", "ferroute", "evaluate", "--model", str(model_dir), "--out", str(Path(cache) / f"rep-{label}")], env=env, check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([sys.executable, "-m", "ferroute", "evaluate", "--model", str(model_dir), *ldl, "--out", str(Path(cache) / f"rep-{label}")], env=env, check=True, stdout=subprocess.DEVNULL)
             out[f"evaluate_{label}_s"] = time.perf_counter() - t0
     return out
 
@@ -252,6 +253,7 @@ def evaluate_wall(model_dir: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=default_model_dir())
+    ap.add_argument("--ldl", type=Path, help="LDL baseline for --evaluate (default: the embedded one)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--evaluate", action="store_true", help="also time ferroute evaluate, cold and warm")
     ap.add_argument("--cuda-smoke", action="store_true", help="run the CUDA section on the CPU with a tiny config")
@@ -278,7 +280,7 @@ def main() -> None:
             info["gpu"] = torch.cuda.get_device_name()
     extra = api_latency(args.model)
     if args.evaluate:
-        extra.update(evaluate_wall(args.model))
+        extra.update(evaluate_wall(args.model, args.ldl))
     extra["peak_rss_mb"] = peak_rss_mb()
 
     print(f"# ferroute inference benchmark — {info}")

@@ -10,10 +10,12 @@ def test_registry_lists_the_three_backbones():
         create_backbone("resnet9000")
 
 
-@pytest.mark.parametrize("width,depth", [(4, 2), (8, 3)])
-def test_cnn_shapes_and_config_roundtrip(width, depth):
-    m, cfg = create_backbone("cnn", width=width, depth=depth)
+@pytest.mark.parametrize("width,depth,stem_stride", [(4, 2, 1), (8, 3, 1), (8, 3, 2)])
+def test_cnn_shapes_and_config_roundtrip(width, depth, stem_stride):
+    m, cfg = create_backbone("cnn", width=width, depth=depth, stem_stride=stem_stride)
     assert m(torch.zeros(2, 1, 48, 48)).shape == (2, 8)
+    assert m.features[0].stride == (stem_stride, stem_stride)
+    assert ("stem_stride" in cfg.kwargs) == (stem_stride != 1)  # older configs stay as they were
     cfg2 = BackboneConfig.from_dict(cfg.to_dict())
     assert cfg2 == cfg
     m2 = build_from_config(cfg2)
@@ -54,3 +56,20 @@ def test_dinov2_local_weights_file(tmp_path):
     save_file(state, str(tmp_path / "w.safetensors"))
     m, _ = create_backbone("dinov2_s14", pretrained=True, weights=str(tmp_path / "w.safetensors"), input_size=28, depth=1, embed_dim=48, num_heads=2)
     assert torch.equal(m.state_dict()["blocks.0.attn.qkv.weight"], state["blocks.0.attn.qkv.weight"])
+
+
+def test_stride_two_stem_quarters_the_arithmetic_and_rejects_other_strides():
+    def macs(net):
+        total, x = 0, torch.zeros(1, 1, 48, 48)
+        for layer in net.features:
+            y = layer(x)
+            if isinstance(layer, torch.nn.Conv2d):
+                total += y.numel() * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            x = y
+        return total
+
+    full, _ = create_backbone("cnn", width=16, depth=3)
+    half, _ = create_backbone("cnn", width=16, depth=3, stem_stride=2)
+    assert 0.2 < macs(half) / macs(full) < 0.3
+    with pytest.raises(ValueError, match="stem_stride"):
+        create_backbone("cnn", stem_stride=3)

@@ -18,11 +18,11 @@ from ferroute.ensemble import (
 )
 
 
-def tiny_ensemble(m=3, width=4, **kw):
+def tiny_ensemble(m=3, width=4, stem_stride=1, **kw):
     members = []
     for k in range(m):
         torch.manual_seed(k)
-        net, cfg = create_backbone("cnn", width=width, depth=2)
+        net, cfg = create_backbone("cnn", width=width, depth=2, stem_stride=stem_stride)
         members.append(net)
     return Ensemble(members, cfg, **kw)
 
@@ -38,9 +38,9 @@ def trained_like(module):
     return module
 
 
-@pytest.mark.parametrize("batch", [1, 16])
-def test_fused_paths_match_the_member_loop(batch):
-    ens = trained_like(tiny_ensemble(4))
+@pytest.mark.parametrize("batch,stem_stride", [(1, 1), (16, 1), (16, 2)])
+def test_fused_paths_match_the_member_loop(batch, stem_stride):
+    ens = trained_like(tiny_ensemble(4, stem_stride=stem_stride))
     x = preprocess(np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8), ens.config)
     with torch.inference_mode():
         a, b, c = ens.forward_loop(x), ens.forward_vmap(x), ens.forward_stacked(x)
@@ -153,10 +153,10 @@ def test_shifted_views_average_and_repeat_the_border():
 
 
 @settings(max_examples=15, deadline=None)
-@given(seed=st.integers(0, 2**16), width=st.sampled_from([2, 4, 8]))
-def test_folding_batchnorm_into_the_convolutions_keeps_the_outputs(seed, width):
+@given(seed=st.integers(0, 2**16), width=st.sampled_from([2, 4, 8]), stem_stride=st.sampled_from([1, 2]))
+def test_folding_batchnorm_into_the_convolutions_keeps_the_outputs(seed, width, stem_stride):
     torch.manual_seed(seed)
-    net, _ = create_backbone("cnn", width=width, depth=2)
+    net, _ = create_backbone("cnn", width=width, depth=2, stem_stride=stem_stride)
     net = trained_like(net).eval()
     folded = fold_batchnorm(net)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
@@ -168,9 +168,9 @@ def test_folding_batchnorm_into_the_convolutions_keeps_the_outputs(seed, width):
 
 
 @pytest.mark.parametrize("fused", ["auto", "stacked", "loop"])
-@pytest.mark.parametrize("tta", ["none", "hflip-shift"])
-def test_inference_graph_matches_the_member_loop_over_views(fused, tta):
-    ens = trained_like(tiny_ensemble(3, fused=fused))
+@pytest.mark.parametrize("tta,stem_stride", [("none", 1), ("hflip-shift", 1), ("hflip", 2)])
+def test_inference_graph_matches_the_member_loop_over_views(fused, tta, stem_stride):
+    ens = trained_like(tiny_ensemble(3, fused=fused, stem_stride=stem_stride))
     ens.set_tta(tta)
     x = preprocess(np.random.default_rng(5).integers(0, 256, (7, 48, 48), dtype=np.uint8), ens.config)
     with torch.inference_mode():

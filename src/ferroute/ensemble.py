@@ -64,7 +64,7 @@ class StackedCNN(nn.Module):
             if isinstance(layer, nn.Conv2d):
                 first = i == 0
                 conv = nn.Conv2d(layer.in_channels * (1 if first else m), layer.out_channels * m, layer.kernel_size,
-                                 padding=layer.padding, bias=layer.bias is not None, groups=1 if first else m)
+                                 stride=layer.stride, padding=layer.padding, bias=layer.bias is not None, groups=1 if first else m)
                 conv.weight.data.copy_(torch.cat([f[i].weight.data for f in feats], 0))
                 if layer.bias is not None:  # members with BatchNorm folded in
                     conv.bias.data.copy_(torch.cat([f[i].bias.data for f in feats], 0))

@@ -69,7 +69,7 @@ def test_train_calibrate_evaluate_on_real_ferplus(ferplus_dir, tmp_path):
     assert res.exit_code == 0, res.output
     log = json.loads((m / "train_log.json").read_text())
     assert log["command"].startswith("ferroute train") and set(log["members"]) == {"0", "1"}
-    res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(ferplus_dir)])
+    res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(ferplus_dir), "--precision", "bf16"])
     assert res.exit_code == 0, res.output
     assert (m / "router.json").is_file()
     res = runner.invoke(app, ["train", "--ldl", "--data", str(ferplus_dir), "--out", str(tmp_path / "ldl"), "--epochs", "1", "--limit", "256", "--backbone-arg", "width=4", "--backbone-arg", "depth=2"])
@@ -81,6 +81,9 @@ def test_train_calibrate_evaluate_on_real_ferplus(ferplus_dir, tmp_path):
     assert r["n_test"] == 150 and 0 <= r["accuracy"] <= 1
     assert set(r["shift"]["auroc_epistemic"]) == {"1", "2", "3", "4", "5"}
     assert "ldl" in r
+    for key in ("tta", "precision"):  # the LDL baseline runs as the ensemble does, not as stored
+        assert r["ldl"][key] == r["model"][key], key
+    assert r["model"]["precision"] == "bf16"
     assert r["model"]["compiled"] is False  # 150 faces per call: below the compile threshold
     res = runner.invoke(app, ["evaluate", "--data", str(ferplus_dir), "--model", str(m), "--out", str(rep), "--compile", "yes"])
     assert res.exit_code == 2 and "compile must be 'auto', 'on' or 'off'" in res.output
@@ -104,3 +107,4 @@ def test_python_dash_m_runs_the_same_command_line():
     out = subprocess.run([sys.executable, "-m", "ferroute", "--help"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "evaluate" in out.stdout and "route" in out.stdout
+

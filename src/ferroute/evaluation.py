@@ -106,6 +106,16 @@ def kept_ratio_ci(
     return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
 
 
+def _how_it_ran(model: "Ensemble | OnnxEnsemble") -> dict[str, Any]:
+    """Views, arithmetic and backend of a model's inference, for the report."""
+    return {
+        "tta": model.tta,
+        "precision": "bf16" if getattr(model, "uses_bf16", lambda: False)() else "fp32",
+        "backend": type(model).__name__,
+        "compiled": bool(getattr(model, "is_compiled", False)),
+    }
+
+
 def evaluate(
     ensemble: "Ensemble | OnnxEnsemble",
     valid: FERPlusSplit,
@@ -225,11 +235,12 @@ def evaluate(
         "ambiguity": ambiguity,
         "shift": shift,
         "routing": routing,
-        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), "tta": ensemble.tta, "precision": "bf16" if getattr(ensemble, "uses_bf16", lambda: False)() else "fp32", "shift_score": router.shift, "backend": type(ensemble).__name__, "compiled": bool(getattr(ensemble, "is_compiled", False))},
+        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), **_how_it_ran(ensemble), "shift_score": router.shift},
     }
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)
         report["ldl"] = {
+            **_how_it_ran(ldl),
             "accuracy": ldl_acc,
             "spearman": rho_l,
             "spearman_ci95": ci_l,

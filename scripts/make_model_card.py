@@ -24,6 +24,7 @@ def main() -> None:
     ap.add_argument("report", type=Path)
     ap.add_argument("--machine", required=True)
     ap.add_argument("--eval-command", default="ferroute evaluate --out reports/default")
+    ap.add_argument("--title", default="ferroute default model")
     args = ap.parse_args()
     cfg = json.loads((args.model / "config.json").read_text())
     log = json.loads((args.model / "train_log.json").read_text())
@@ -36,7 +37,7 @@ def main() -> None:
     inf = cfg["meta"].get("inference", {})
     tta, precision = inf.get("tta", "none"), inf.get("precision", "fp32")
     lines = [
-        "# ferroute default model",
+        f"# {args.title}",
         "",
         f"A Deep Ensemble of {cfg['members']} `{cfg['backbone']['name']}` members "
         f"({json.dumps(cfg['backbone']['kwargs'])}), input {cfg['backbone']['in_chans']}x{cfg['backbone']['input_size']}x{cfg['backbone']['input_size']}, "

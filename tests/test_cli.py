@@ -3,6 +3,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,3 +109,11 @@ def test_python_dash_m_runs_the_same_command_line():
     assert out.returncode == 0, out.stderr
     assert "evaluate" in out.stdout and "route" in out.stdout
 
+
+def test_embedded_models_are_chosen_by_name(tmp_path):
+    face = Path(__file__).resolve().parents[1] / "examples" / "clear_face.png"
+    res = runner.invoke(app, ["route", str(face), "--model", "fast", "--format", "jsonl"])
+    assert res.exit_code == 0, res.output
+    assert [f["decision"] for f in json.loads(res.stdout.splitlines()[-1])["faces"]] == ["accept"]
+    res = runner.invoke(app, ["route", str(face), "--model", str(tmp_path / "nothing-here")])
+    assert res.exit_code == 2 and "nothing-here" in res.output

@@ -1,12 +1,19 @@
-"""The embedded default model: loads offline, routes the shipped examples as documented."""
+"""The embedded models: load offline, route the shipped examples as documented."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import ferroute
-from ferroute.pipeline import default_ldl_dir, default_model_dir
+from ferroute.ensemble import ModelError
+from ferroute.pipeline import (
+    EMBEDDED_MODELS,
+    default_ldl_dir,
+    default_model_dir,
+    resolve_model_dir,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -16,13 +23,37 @@ def router():
     return ferroute.load()
 
 
-def test_default_model_is_complete():
-    d = default_model_dir()
-    for name in ("config.json", "router.json", "MODEL_CARD.md", "train_log.json"):
-        assert (d / name).is_file(), name
+@pytest.fixture(scope="module")
+def fast_router():
+    return ferroute.load("fast")
+
+
+@pytest.mark.parametrize("name", list(EMBEDDED_MODELS))
+def test_embedded_models_are_complete_with_their_own_ldl_baseline(name):
+    d = resolve_model_dir(name)
+    for f in ("config.json", "router.json", "MODEL_CARD.md", "train_log.json"):
+        assert (d / f).is_file(), f
     assert len(list(d.glob("member_*.safetensors"))) == 5
     assert sum(p.stat().st_size for p in d.parent.rglob("*.safetensors")) < 25 * 2**20
-    assert (default_ldl_dir() / "member_0.safetensors").is_file()
+    ldl = default_ldl_dir(d)
+    assert (ldl / "member_0.safetensors").is_file() and (ldl / "MODEL_CARD.md").is_file()
+    cfg = json.loads((d / "config.json").read_text())["backbone"]
+    assert json.loads((ldl / "config.json").read_text())["backbone"] == cfg  # trained like its ensemble
+    assert resolve_model_dir() == default_model_dir() and default_ldl_dir() == default_ldl_dir(default_model_dir())
+
+
+def test_model_names_resolve_but_an_existing_path_wins(tmp_path, monkeypatch):
+    assert resolve_model_dir("fast").parent == default_model_dir().parent
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "fast").mkdir()
+    assert resolve_model_dir("fast") == Path("fast")
+    with pytest.raises(ModelError, match="embedded models: default, fast"):
+        ferroute.load("no-such-model")
+
+
+@pytest.mark.parametrize("name,expected", [("clear_face.png", "accept"), ("ambiguous_face.png", "ambiguous"), ("no_face_coffee.jpg", "no_face")])
+def test_fast_model_routes_the_clean_examples_like_the_default(fast_router, name, expected):
+    assert [f["decision"] for f in fast_router.route(EXAMPLES / name)] == [expected]
 
 
 @pytest.mark.parametrize(
@@ -49,9 +80,11 @@ def test_real_photo_face_is_found(router):
 
 
 @pytest.mark.data
-def test_default_model_on_real_ferplus_test(router, ferplus_dir):
+@pytest.mark.parametrize("which", ["router", "fast_router"])
+def test_embedded_models_on_real_ferplus_test(which, ferplus_dir, request):
     from ferroute.data import load_split
 
+    router = request.getfixturevalue(which)
     te = load_split("test", ferplus_dir).subset(slice(0, 600))
     probs = router.ensemble.predict_proba(te.images)
     lab = te.labels >= 0

@@ -115,9 +115,9 @@ def train(
 
 def _load_model(model: Optional[Path]):
     from .ensemble import Ensemble, ModelError
-    from .pipeline import default_model_dir
+    from .pipeline import resolve_model_dir
 
-    d = model or default_model_dir()
+    d = resolve_model_dir(model)
     try:
         return Ensemble.load(d), d
     except ModelError as exc:
@@ -142,7 +142,7 @@ def pack_data(
 
 @app.command()
 def calibrate(
-    model: Path = typer.Option(..., help="Model directory to calibrate (writes router.json)."),
+    model: Path = typer.Option(..., help="Model directory to calibrate (writes router.json), or an embedded model's name."),
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
     tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
@@ -180,8 +180,8 @@ def calibrate(
 def evaluate(
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     out: Path = typer.Option(Path("reports/latest"), help="Report folder (report.json, report.md, plots)."),
-    model: Optional[Path] = typer.Option(None, help="Ensemble directory (default: the embedded model)."),
-    ldl: Optional[Path] = typer.Option(None, help="LDL baseline directory (default: the embedded one)."),
+    model: Optional[Path] = typer.Option(None, help="Model directory, or an embedded model: default, fast (default: default)."),
+    ldl: Optional[Path] = typer.Option(None, help="LDL baseline directory (default: the embedded one trained like --model)."),
     corruptions: Optional[str] = typer.Option(None, help="Comma-separated subset of corruptions (default: all 15)."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N test faces (smoke runs)."),
     workers: Optional[int] = typer.Option(None, help="Processes for corruption generation (default: all cores)."),
@@ -203,7 +203,7 @@ def evaluate(
         _fail(str(exc))
     ens, model_dir = _load_model(model)
     router = load_router(model_dir) if (model_dir / "router.json").is_file() else None
-    ldl_dir = ldl or default_ldl_dir()
+    ldl_dir = ldl or default_ldl_dir(model_dir)
     try:
         ldl_model = Ensemble.load(ldl_dir) if (ldl_dir / "config.json").is_file() else None
     except ModelError as exc:
@@ -283,7 +283,7 @@ def _rows(items: list[dict]) -> list[dict]:
 @app.command()
 def route(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
-    model: Optional[Path] = typer.Option(None, help="Model directory (default: the embedded model)."),
+    model: Optional[Path] = typer.Option(None, help="Model directory, or an embedded model: default, fast (default: default)."),
     fmt: str = typer.Option("table", "--format", help="table, jsonl or csv."),
     out: Optional[Path] = typer.Option(None, help="Write the results to this file instead of the screen."),
     batch_size: int = typer.Option(64, help="Images decoded and routed per batch."),
@@ -363,7 +363,7 @@ def _table(rows: list[dict]) -> str:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (use 0.0.0.0 to expose it)."),
     port: int = typer.Option(8000),
-    model: Optional[Path] = typer.Option(None, help="Model directory (default: the embedded model)."),
+    model: Optional[Path] = typer.Option(None, help="Model directory, or an embedded model: default, fast (default: default)."),
     workers: int = typer.Option(1, min=1, help="Worker processes, each with its own model copy."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
 ) -> None:
@@ -378,7 +378,7 @@ def serve(
 
 @app.command()
 def export(
-    model_dir: Path = typer.Argument(..., help="Model directory to export."),
+    model_dir: Path = typer.Argument(..., help="Model directory to export, or an embedded model: default, fast."),
     out: Path = typer.Argument(..., help="Output file (.onnx)."),
     fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
 ) -> None:

@@ -1,12 +1,12 @@
 """Which inference variant is fastest here: chunk size x eager/compiled, and int8 onnxruntime.
 
-    FERPLUS_DIR=... python benchmarks/bench_variants.py [--model DIR] [--faces 2048] [--rounds 4]
+    FERPLUS_DIR=... python benchmarks/bench_variants.py [--model DIR] [--faces 2048] [--rounds 4] [--chunks 32,64,128] [--no-int8]
 
 The variants run in interleaved rounds on the same FERPlus test faces (this machine is
 shared and its speed drifts, so each row reports the median and the best round):
 
 * ``predict_proba`` (with the model's TTA and precision) for forward chunks of 32, 64 and
-  128 faces, eager and compiled — the choice behind ``Ensemble.forward_chunk``;
+  128 faces (``--chunks``), eager and compiled — the choice behind ``Ensemble.forward_chunk``;
 * one view through the ensemble: onnxruntime float32, onnxruntime int8 (static QDQ,
   per-channel weights, calibrated on 1024 validation faces) and the compiled bf16 graph,
   with the int8 graph's largest probability difference from float32.
@@ -24,7 +24,7 @@ import torch
 
 from ferroute.data import load_split
 from ferroute.ensemble import Ensemble, preprocess
-from ferroute.pipeline import default_model_dir
+from ferroute.pipeline import resolve_model_dir
 
 
 def rounds(variants: dict, n_faces: int, n_rounds: int) -> dict[str, list[float]]:
@@ -45,16 +45,19 @@ def report(title: str, speed: dict[str, list[float]]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", type=Path, default=default_model_dir())
+    ap.add_argument("--model", default=None, help="model directory or embedded model name (default: default)")
     ap.add_argument("--faces", type=int, default=2048)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--chunks", default="32,64,128", help="comma-separated forward chunk sizes")
+    ap.add_argument("--no-int8", action="store_true", help="leave out the onnxruntime int8 rows")
     args = ap.parse_args()
+    args.model = resolve_model_dir(args.model)
     torch.set_num_threads(2)
     torch._dynamo.config.recompile_limit = 64
     faces = load_split("test").images[: args.faces]
 
     variants = {}
-    for chunk in (32, 64, 128):
+    for chunk in (int(c) for c in args.chunks.split(",")):
         for compiled in (False, True):
             ens = Ensemble.load(args.model)
             ens.forward_chunk = chunk
@@ -63,6 +66,8 @@ def main() -> None:
             variants[f"predict_proba chunk {chunk}, {'compiled' if compiled else 'eager'}"] = lambda e=ens: e.predict_proba(faces)
     ref = Ensemble.load(args.model)
     report(f"predict_proba, {len(faces)} faces, tta={ref.tta}, precision={ref.precision}, 2 threads:", rounds(variants, len(faces), args.rounds))
+    if args.no_int8:
+        return
 
     try:
         import onnxruntime as ort

@@ -1,12 +1,15 @@
 """Throughput of the embedded models (or any model folders) side by side, in interleaved rounds.
 
     FERPLUS_DIR=... python benchmarks/bench_models.py [default fast ...] [--faces 3545] [--rounds 5]
+        [--arch width=16 --arch width=32,stem_stride=2 ...]
 
 This machine is shared and its speed drifts by up to 2x between runs, so two models timed
 in separate runs cannot be compared; here each round runs every model once on the same
 FERPlus test faces (``predict_proba`` with the model's own TTA and precision, compiled as in
 ``ferroute evaluate``), and the table gives the median and best round and each model's
-median relative to the first.
+median relative to the first. ``--arch`` adds untrained 5-member ``cnn`` ensembles with
+those backbone options (speed does not depend on the weights), to size a model before
+training it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import time
 import numpy as np
 import torch
 
+from ferroute.backbones import create_backbone
 from ferroute.data import load_split
 from ferroute.ensemble import Ensemble
 from ferroute.pipeline import resolve_model_dir
@@ -27,6 +31,7 @@ def main() -> None:
     ap.add_argument("models", nargs="*", default=["default", "fast"], help="model folders or embedded model names")
     ap.add_argument("--faces", type=int, default=3545, help="FERPlus test faces per call (3545: one corrupted set)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--arch", action="append", default=[], help="untrained cnn options, e.g. width=32,stem_stride=2 (repeatable)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     faces = load_split("test").images[: args.faces]
@@ -36,18 +41,26 @@ def main() -> None:
         ens.set_compile("on")
         ens.predict_proba(faces)  # compile and warm up outside the timing
         models[name] = ens
+    for arch in args.arch:
+        kwargs = {k: int(v) for k, v in (kv.split("=") for kv in arch.split(","))}
+        members = [create_backbone("cnn", **kwargs) for _ in range(5)]
+        ens = Ensemble([m for m, _ in members], members[0][1], meta={"inference": {"tta": "hflip", "precision": "auto"}})
+        ens.set_compile("on")
+        ens.predict_proba(faces)
+        models[f"cnn {arch}"] = ens
     speed: dict[str, list[float]] = {k: [] for k in models}
     for _ in range(args.rounds):
         for name, ens in models.items():
             t0 = time.perf_counter()
             ens.predict_proba(faces)
             speed[name].append(len(faces) / (time.perf_counter() - t0))
-    first = float(np.median(speed[args.models[0]]))
+    names = list(models)
+    first = float(np.median(speed[names[0]]))
     print(f"predict_proba, {len(faces)} FERPlus test faces per call, 2 threads, {args.rounds} interleaved rounds")
-    print(f"{'model':10} {'members':>7} {'tta':>6} {'precision':>9} {'median':>9} {'best':>9} {'vs ' + args.models[0]:>11}")
+    print(f"{'model':30} {'members':>7} {'tta':>6} {'precision':>9} {'median':>9} {'best':>9} {'vs ' + names[0]:>11}")
     for name, ens in models.items():
         med = float(np.median(speed[name]))
-        print(f"{name:10} {ens.num_members:>7} {ens.tta:>6} {'bf16' if ens.uses_bf16() else 'fp32':>9} {med:>9.0f} {max(speed[name]):>9.0f} {med / first:>10.2f}x")
+        print(f"{name:30} {ens.num_members:>7} {ens.tta:>6} {'bf16' if ens.uses_bf16() else 'fp32':>9} {med:>9.0f} {max(speed[name]):>9.0f} {med / first:>10.2f}x")
 
 
 if __name__ == "__main__":

@@ -58,3 +58,16 @@ def test_export_of_a_bf16_model_is_a_float32_graph(tiny_model_dir, tmp_path):
     assert ens.precision == "bf16"  # restored after export
     got = OnnxEnsemble(tmp_path / "m.onnx", threads=1).predict_proba(faces)
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_onnx_export_parity_for_a_stride_two_stem(tmp_path):
+    from ferroute.backbones import create_backbone
+    from ferroute.export import OnnxEnsemble, export_onnx
+
+    members = [create_backbone("cnn", width=4, depth=2, stem_stride=2) for _ in range(2)]
+    ens = Ensemble([m for m, _ in members], members[0][1])
+    ens.set_tta("hflip")
+    export_onnx(ens, tmp_path / "m.onnx")
+    faces = np.random.default_rng(1).integers(0, 256, (9, 48, 48), dtype=np.uint8)
+    got = OnnxEnsemble(tmp_path / "m.onnx", threads=1).predict_proba(faces)
+    assert np.abs(got - ens.predict_proba(faces)).max() <= 1e-4

@@ -16,7 +16,7 @@ from .faces import MAX_PIXELS, FaceDetector, ImageError, ImageInput, load_image
 from .routing import NotCalibratedError, UncertaintyRouter
 
 #: Models embedded in the package, by name: (ensemble folder, folder of its LDL baseline).
-#: ``default`` is the quality model; ``fast`` runs every stage at half resolution (about 2.4x
+#: ``default`` is the quality model; ``fast`` runs every stage at half resolution (about 3x
 #: the throughput, a lower shift AUROC: see the README's results).
 EMBEDDED_MODELS: dict[str, tuple[str, str]] = {"default": ("default", "ldl"), "fast": ("fast", "fast-ldl")}
 

@@ -215,6 +215,7 @@ class Ensemble(nn.Module):
         self._stacked: list[StackedCNN] = []
         self._graphs: dict[tuple[Any, ...], nn.Module] = {}  # InferenceGraph by setting
         self._compiled: dict[tuple[Any, ...], Any] = {}  # torch.compile of those graphs
+        self._warmed: set[tuple[Any, ...]] = set()  # (graph key, batch) compiled by _compiled_step
 
     def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> "Ensemble":
         self._drop_copies()  # .to(device/dtype) must not leave copies behind
@@ -304,12 +305,17 @@ class Ensemble(nn.Module):
     def _graph_path(self) -> bool:
         return self.fused != "vmap" and _all_compact_cnn(list(self.members))
 
+    def _graph_key(self, device: str | torch.device) -> tuple[Any, ...]:
+        """What an inference graph depends on: device, compute dtype, TTA and fusion settings."""
+        dev = torch.device(device)
+        dtype = torch.bfloat16 if self.uses_bf16(dev) else next(self.parameters()).dtype
+        return (str(dev), dtype, self.tta, self.fused, self.stacked_max_batch)
+
     def inference_graph(self, device: str | torch.device = "cpu", compiled: bool = False) -> nn.Module:
         """The cached :class:`InferenceGraph` for the current TTA and precision on ``device``,
         optionally ``torch.compile``d (freezing the weights; one fixed batch shape per compile)."""
-        dev = torch.device(device)
-        dtype = torch.bfloat16 if self.uses_bf16(dev) else next(self.parameters()).dtype
-        key = (str(dev), dtype, self.tta, self.fused, self.stacked_max_batch)
+        key = self._graph_key(device)
+        dtype = key[1]
         if key not in self._graphs:
             stacked = {"auto": "auto", "stacked": "always", "loop": "never"}[self.fused]
             self._graphs[key] = InferenceGraph(list(self.members), TTA_VIEWS[self.tta], dtype, stacked, self.stacked_max_batch)
@@ -374,18 +380,21 @@ class Ensemble(nn.Module):
         return out
 
     def _compiled_step(self, chunk: int, device: torch.device) -> Any:
-        """The compiled inference graph, compiled now on a ``chunk``-face batch; ``self`` (eager)
-        with a warning when compiling fails."""
+        """The compiled inference graph, compiled now on a ``chunk``-face batch (once per setting:
+        later calls reuse it); ``self`` (eager) with a warning when compiling fails."""
+        warm = (self._graph_key(device), chunk)
         try:
             graph = self.inference_graph(device, compiled=True)
-            graph(torch.zeros(chunk, self.config.in_chans, self.config.input_size, self.config.input_size, device=device))
+            if warm not in self._warmed:
+                graph(torch.zeros(chunk, self.config.in_chans, self.config.input_size, self.config.input_size, device=device))
+                self._warmed.add(warm)
             return graph
         except Exception as exc:  # no C++ toolchain, unsupported platform, ...: eager still works
             import warnings
 
             warnings.warn(f"torch.compile of the ensemble failed, running eagerly ({type(exc).__name__}: {exc})", stacklevel=3)
             self.compile = "off"
-            self._compiled = {}
+            self._compiled, self._warmed = {}, set()
             return self
 
     # ------------------------------------------------------------------ persistence

@@ -27,7 +27,7 @@ def _models_root() -> Path:
 
 def default_model_dir() -> Path:
     """The ensemble embedded in the package."""
-    return _models_root() / "default"
+    return _models_root() / EMBEDDED_MODELS["default"][0]
 
 
 def resolve_model_dir(model: str | Path | None = None) -> Path:
@@ -48,7 +48,7 @@ def default_ldl_dir(model_dir: str | Path | None = None) -> Path:
         for ens, ldl in EMBEDDED_MODELS.values():
             if Path(model_dir).resolve() == (root / ens).resolve():
                 return root / ldl
-    return root / "ldl"
+    return root / EMBEDDED_MODELS["default"][1]
 
 
 def load_router(model_dir: str | Path) -> UncertaintyRouter:

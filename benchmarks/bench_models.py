@@ -15,10 +15,10 @@ training it.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
+from bench_variants import rounds  # the interleaved timing loop, shared
 
 from ferroute.backbones import create_backbone
 from ferroute.data import load_split
@@ -35,25 +35,15 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     faces = load_split("test").images[: args.faces]
-    models = {}
-    for name in args.models:
-        ens = Ensemble.load(resolve_model_dir(name))
-        ens.set_compile("on")
-        ens.predict_proba(faces)  # compile and warm up outside the timing
-        models[name] = ens
+    models = {name: Ensemble.load(resolve_model_dir(name)) for name in args.models}
     for arch in args.arch:
         kwargs = {k: int(v) for k, v in (kv.split("=") for kv in arch.split(","))}
         members = [create_backbone("cnn", **kwargs) for _ in range(5)]
-        ens = Ensemble([m for m, _ in members], members[0][1], meta={"inference": {"tta": "hflip", "precision": "auto"}})
+        models[f"cnn {arch}"] = Ensemble([m for m, _ in members], members[0][1], meta={"inference": {"tta": "hflip", "precision": "auto"}})
+    for ens in models.values():
         ens.set_compile("on")
-        ens.predict_proba(faces)
-        models[f"cnn {arch}"] = ens
-    speed: dict[str, list[float]] = {k: [] for k in models}
-    for _ in range(args.rounds):
-        for name, ens in models.items():
-            t0 = time.perf_counter()
-            ens.predict_proba(faces)
-            speed[name].append(len(faces) / (time.perf_counter() - t0))
+        ens.predict_proba(faces)  # compile and warm up outside the timing
+    speed = rounds({name: (lambda e=ens: e.predict_proba(faces)) for name, ens in models.items()}, len(faces), args.rounds)
     names = list(models)
     first = float(np.median(speed[names[0]]))
     print(f"predict_proba, {len(faces)} FERPlus test faces per call, 2 threads, {args.rounds} interleaved rounds")

@@ -36,6 +36,7 @@ def per_view(ens: Ensemble, faces: np.ndarray, views: list[tuple[bool, int, int]
             out[v, s : s + len(x)] = ens(view(x, *spec)).numpy()
     return out
 
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model")

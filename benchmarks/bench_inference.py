@@ -3,7 +3,8 @@
 One command prints a table: faces/s and ms/face for one member, the member loop and the
 fused ensemble, at batch 1, 32 and 256, with 1 and 2 CPU threads, in PyTorch and
 onnxruntime; the model's FLOPs per face; the measured float32 matmul GFLOP/s on the same
-threads and the fraction of it each row reaches; peak resident memory; single-face API
+threads and the fraction of it each row reaches (bf16 rows: of the bf16 matmul rate; int8
+rows, CNN ensembles: of the int8 matmul rate, ``torch._int_mm``); peak resident memory; single-face API
 latency (decode, crop, ensemble, decision) with face detection timed apart. On CUDA the
 same for the default ensemble and a 5-member dinov2_s14 at 224x224 in bf16.
 
@@ -64,6 +65,18 @@ def matmul_gflops(threads: int, dtype=torch.float32, device="cpu", n: int = 1024
     return 2 * n**3 / timeit(run, 1.0) / 1e9
 
 
+def int8_matmul_gops(threads: int, n: int = 1024) -> float | None:
+    """The CPU's measured int8 matmul rate (``torch._int_mm``, int32 accumulation), or None."""
+    torch.set_num_threads(threads)
+    a = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+    b = torch.randint(-128, 127, (n, n), dtype=torch.int8)
+    try:
+        torch._int_mm(a, b)
+    except (RuntimeError, AttributeError):
+        return None
+    return 2 * n**3 / timeit(lambda: torch._int_mm(a, b), 1.0) / 1e9
+
+
 def flops_per_face(module, x) -> float:
     with FlopCounterMode(display=False) as fc, torch.inference_mode():
         module(x)
@@ -85,9 +98,17 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
     if onnx_path is not None:
         from ferroute.export import OnnxEnsemble
     bf16 = fast_bf16("cpu")
+    q8 = None
+    if ens.precision != "int8" and "x86" in torch.backends.quantized.supported_engines and all(
+            type(m).__name__ == "CompactCNN" for m in ens.members):
+        import copy
+
+        q8 = copy.deepcopy(ens)  # int8 rows: scales fitted on random faces (the speed does not depend on them)
+        q8.quantize(np.random.default_rng(1).integers(0, 256, (256, 48, 48), dtype=np.uint8))
     for threads in (1, 2):
         peak = matmul_gflops(threads)
         peak_bf16 = matmul_gflops(threads, dtype=torch.bfloat16) if bf16 else None
+        peak_int8 = int8_matmul_gops(threads) if q8 is not None else None
         torch.set_num_threads(threads)
         if onnx_path is not None:
             sessions = {"fused": OnnxEnsemble(onnx_path, threads=threads)}
@@ -141,6 +162,13 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 cases[("torch bf16", f"predict_proba, tta={product_tta}")] = (product("bf16", False), f_ens * views)
                 if batch >= 256:  # predict_proba compiles its 64-face chunks: only full chunks run compiled
                     cases[("torch bf16", f"predict_proba, tta={product_tta}, compiled")] = (product("bf16", True), f_ens * views)
+            if q8 is not None:  # measured against the int8 matmul rate
+                q8.set_tta("none")
+                g8 = q8.inference_graph("cpu")
+                cases[("torch int8", "inference graph")] = (lambda g8=g8, x=x: g8(x), f_ens)
+                q8.set_tta(product_tta)
+                cases[("torch int8", f"predict_proba, tta={product_tta}")] = (
+                    lambda faces=faces: q8.predict_proba(faces, batch_size=batch), f_ens * views)
             if "fused" in sessions:
                 xs = preprocess(faces, cfg).numpy()
                 sess = sessions["fused"].session
@@ -149,11 +177,11 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 with torch.inference_mode():
                     sec = timeit(fn, 0.6 if batch > 1 else 0.3)
                 fps = batch / sec
-                lim = peak_bf16 if backend.endswith("bf16") else peak
+                lim = peak_bf16 if backend.endswith("bf16") else peak_int8 if backend.endswith("int8") else peak
                 rows.append({
                     "device": "cpu", "backend": backend, "mode": mode, "threads": threads, "batch": batch,
                     "faces_per_s": fps, "ms_per_face": 1000 / fps, "gflops": fps * flops / 1e9,
-                    "peak_gflops": lim, "fraction_of_peak": fps * flops / 1e9 / lim, "flops_per_face": flops,
+                    "peak_gflops": lim, "fraction_of_peak": fps * flops / 1e9 / lim if lim else None, "flops_per_face": flops,
                 })
     return rows
 
@@ -296,7 +324,7 @@ def main() -> None:
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
-        print(f"{r['device']:6} {r['backend']:11} {r['mode']:38} {r['threads']:>3} {r['batch']:>5} {r['faces_per_s']:>9.1f} {r['ms_per_face']:>8.3f} {r['gflops']:>8.1f} {r['peak_gflops']:>7.1f} {100 * r['fraction_of_peak']:>5.1f}%")
+        print(f"{r['device']:6} {r['backend']:11} {r['mode']:38} {r['threads']:>3} {r['batch']:>5} {r['faces_per_s']:>9.1f} {r['ms_per_face']:>8.3f} {r['gflops']:>8.1f} {r['peak_gflops'] or float('nan'):>7.1f} {100 * (r['fraction_of_peak'] or float('nan')):>5.1f}%")
     print()
     for k, v in extra.items():
         print(f"{k}: {v:.2f}" if isinstance(v, float) else f"{k}: {v}")

@@ -1,6 +1,6 @@
 """Throughput of the embedded models (or any model folders) side by side, in interleaved rounds.
 
-    FERPLUS_DIR=... python benchmarks/bench_models.py [default fast ...] [--faces 3545] [--rounds 5]
+    FERPLUS_DIR=... python benchmarks/bench_models.py [default fast fast:int8 ...] [--faces 3545] [--rounds 5]
         [--arch width=16 --arch width=32,stem_stride=2 ...]
 
 This machine is shared and its speed drifts by up to 2x between runs, so two models timed
@@ -9,7 +9,8 @@ FERPlus test faces (``predict_proba`` with the model's own TTA and precision, co
 ``ferroute evaluate``), and the table gives the median and best round and each model's
 median relative to the first. ``--arch`` adds untrained 5-member ``cnn`` ensembles with
 those backbone options (speed does not depend on the weights), to size a model before
-training it.
+training it. ``NAME:PRECISION`` runs a model in another arithmetic (``fast:int8``: int8
+scales fitted on FERPlus validation faces first, as ``ferroute evaluate --precision int8`` does).
 """
 
 from __future__ import annotations
@@ -35,7 +36,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     faces = load_split("test").images[: args.faces]
-    models = {name: Ensemble.load(resolve_model_dir(name)) for name in args.models}
+    models = {}
+    for spec in args.models:
+        name, _, precision = spec.partition(":")
+        ens = models[spec] = Ensemble.load(resolve_model_dir(name))
+        if precision == "int8":
+            ens.quantize(load_split("valid").images)
+        elif precision:
+            ens.set_precision(precision)
     for arch in args.arch:
         kwargs = {k: int(v) for k, v in (kv.split("=") for kv in arch.split(","))}
         members = [create_backbone("cnn", **kwargs) for _ in range(5)]
@@ -50,7 +58,7 @@ def main() -> None:
     print(f"{'model':30} {'members':>7} {'tta':>6} {'precision':>9} {'median':>9} {'best':>9} {'vs ' + names[0]:>11}")
     for name, ens in models.items():
         med = float(np.median(speed[name]))
-        print(f"{name:30} {ens.num_members:>7} {ens.tta:>6} {'bf16' if ens.uses_bf16() else 'fp32':>9} {med:>9.0f} {max(speed[name]):>9.0f} {med / first:>10.2f}x")
+        print(f"{name:30} {ens.num_members:>7} {ens.tta:>6} {'int8' if ens.uses_int8() else 'bf16' if ens.uses_bf16() else 'fp32':>9} {med:>9.0f} {max(speed[name]):>9.0f} {med / first:>10.2f}x")
 
 
 if __name__ == "__main__":

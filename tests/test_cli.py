@@ -57,6 +57,8 @@ def test_route_usage_errors(tiny_model_dir, tmp_path):
 
 def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("FERPLUS_DIR", raising=False)
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--precision", "int8"])
+    assert res.exit_code == 2 and "inference mode" in res.output
     res = runner.invoke(app, ["train", "--out", str(tmp_path / "m")])
     assert res.exit_code == 2 and "FERPLUS_DIR" in res.output
     res = runner.invoke(app, ["evaluate", "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
@@ -88,6 +90,25 @@ def test_train_calibrate_evaluate_on_real_ferplus(ferplus_dir, tmp_path):
     assert r["model"]["compiled"] is False  # 150 faces per call: below the compile threshold
     res = runner.invoke(app, ["evaluate", "--data", str(ferplus_dir), "--model", str(m), "--out", str(rep), "--compile", "yes"])
     assert res.exit_code == 2 and "compile must be 'auto', 'on' or 'off'" in res.output
+
+    # int8: for one run (scales fitted on the validation faces, router refitted), or stored by calibrate
+    args = ["evaluate", "--data", str(ferplus_dir), "--model", str(m), "--ldl", str(tmp_path / "ldl"), "--out", str(rep),
+            "--limit", "150", "--corruptions", "fog", "--bootstrap", "50"]
+    res = runner.invoke(app, [*args, "--precision", "int8"])
+    assert res.exit_code == 0, res.output
+    r = json.loads((rep / "report.json").read_text())
+    assert r["model"]["precision"] == r["ldl"]["precision"] == "int8"
+    stored = json.loads((m / "config.json").read_text())["meta"]["inference"]
+    assert stored["precision"] == "bf16" and "int8" not in stored  # the override did not touch the model folder
+    res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(ferplus_dir), "--precision", "int8"])
+    assert res.exit_code == 0, res.output
+    stored = json.loads((m / "config.json").read_text())["meta"]["inference"]
+    assert stored["precision"] == "int8" and stored["int8"]["faces"] > 0 and stored["int8"]["activations"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert json.loads((rep / "report.json").read_text())["model"]["precision"] == "int8"
+    res = runner.invoke(app, ["evaluate", "--data", str(ferplus_dir), "--model", str(m), "--out", str(rep), "--precision", "int4"])
+    assert res.exit_code == 2 and "--precision" in res.output
 
 
 def test_route_in_small_chunks_with_prefetch_keeps_every_file_in_order(tiny_model_dir, photos):

@@ -122,7 +122,7 @@ def test_bf16_precision_is_close_to_fp32_returns_float32_and_persists(tmp_path):
     assert not ens.uses_bf16("cpu")
     np.testing.assert_allclose(ens.predict_proba(faces), ref, atol=1e-6)
     with pytest.raises(ValueError, match="precision"):
-        ens.set_precision("int8")
+        ens.set_precision("fp16")
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
@@ -229,3 +229,61 @@ def test_compile_choices_are_checked():
         ens.set_compile("yes")
     with pytest.raises(ValueError, match="needs CNN members"):
         tiny_ensemble(2, fused="vmap").set_compile("on")
+
+
+def test_int8_needs_its_scales_then_tracks_fp32_and_persists(tmp_path):
+    ens = trained_like(tiny_ensemble(3, width=8))
+    ens.set_tta("hflip")
+    rng = np.random.default_rng(7)
+    calib, faces = rng.integers(0, 256, (40, 48, 48), dtype=np.uint8), rng.integers(0, 256, (70, 48, 48), dtype=np.uint8)
+    ref = ens.predict_proba(faces)
+    ens.set_precision("int8")
+    assert ens.uses_int8("cpu") and not ens.uses_bf16("cpu") and not ens.is_quantized
+    with pytest.raises(ModelError, match="quantize"):
+        ens.predict_proba(faces)  # no activation scales yet: a loud error, not a silent fallback
+    ens.quantize(calib)
+    assert ens.is_quantized and ens.precision == "int8"
+    got = ens.predict_proba(faces)  # 70 faces: three chunks of the int8 graph, the last one short
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
+    assert np.abs(got - ref).max() < 0.05
+    assert np.abs(got - ref).max() > 0  # it really ran in int8
+    ens.save(tmp_path)
+    scales = json.loads((tmp_path / "config.json").read_text())["meta"]["inference"]["int8"]["activations"]
+    assert "quant" in scales and len(scales) == 1 + 5  # the input and each of the five conv-ReLU layers
+    back = Ensemble.load(tmp_path)
+    assert back.precision == "int8"
+    np.testing.assert_array_equal(back.predict_proba(faces), got)  # rebuilt from the stored scales, no data
+    back.set_precision("fp32")
+    np.testing.assert_allclose(back.predict_proba(faces), ref, atol=1e-6)
+
+
+def test_int8_is_refused_where_it_cannot_run(tmp_path):
+    net, cfg = create_backbone("efficientnet_lite0", pretrained=False)
+    ens = Ensemble([net], cfg)
+    with pytest.raises(ValueError, match="int8 needs CNN members"):
+        ens.set_precision("int8")
+    cnn = tiny_ensemble(2)
+    cnn.quantize(np.zeros((4, 48, 48), np.uint8))
+    cnn.meta["inference"]["int8"]["activations"].pop("quant")
+    cnn.save(tmp_path)
+    with pytest.raises(ModelError, match="missing"):
+        Ensemble.load(tmp_path).predict_proba(np.zeros((2, 48, 48), np.uint8))
+    with pytest.raises(ValueError, match="at least one"):
+        tiny_ensemble(2).quantize(np.zeros((0, 48, 48), np.uint8))
+
+
+def test_int8_falls_back_to_auto_without_the_x86_engine(monkeypatch):
+    from ferroute import backbones, ensemble
+
+    ens = tiny_ensemble(2)
+    faces = np.random.default_rng(3).integers(0, 256, (5, 48, 48), dtype=np.uint8)
+    ens.quantize(faces)
+    monkeypatch.setattr(backbones, "int8_supported", lambda: False)  # an ARM laptop, say
+    monkeypatch.setattr(ensemble, "int8_supported", lambda: False)
+    monkeypatch.setattr(backbones, "fast_bf16", lambda device: False)
+    assert ens.precision == "int8" and not ens.uses_int8("cpu") and not ens.uses_bf16("cpu")
+    ens.set_precision("fp32")
+    ref = ens.predict_proba(faces)
+    ens.set_precision("int8")
+    np.testing.assert_allclose(ens.predict_proba(faces), ref, atol=1e-6)  # float32, as 'auto' is here

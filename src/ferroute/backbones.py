@@ -81,7 +81,7 @@ def build_from_config(cfg: BackboneConfig) -> nn.Module:
 
 
 #: Inference/training arithmetic choices: ``auto`` is bf16 where :func:`fast_bf16` says so.
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32", "int8")
 
 
 def fast_bf16(device: str | torch.device) -> bool:
@@ -93,10 +93,25 @@ def fast_bf16(device: str | torch.device) -> bool:
 
 
 def use_bf16(precision: str, device: str | torch.device) -> bool:
-    """Resolve a precision choice: ``auto`` means bf16 where :func:`fast_bf16` says so."""
+    """Resolve a precision choice: ``auto`` means bf16 where :func:`fast_bf16` says so;
+    ``int8`` (a CPU inference mode of CNN ensembles, see :func:`int8_supported`) means bf16 on
+    CUDA, and falls back to ``auto`` on CPUs without PyTorch's x86 quantized engine."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be 'auto', 'bf16' or 'fp32', got {precision!r}")
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "int8":
+        dev = torch.device(device)
+        return dev.type == "cuda" or (dev.type == "cpu" and not int8_supported() and fast_bf16(dev))
     return precision == "bf16" or (precision == "auto" and fast_bf16(device))
+
+
+def int8_supported() -> bool:
+    """Whether this PyTorch build runs int8 CPU inference: its x86 quantized engine (oneDNN and
+    FBGEMM kernels; VNNI or AMX-INT8 where the CPU has them) and the eager quantization API."""
+    try:
+        import torch.ao.quantization  # noqa: F401  (deprecated upstream; present in the supported torch)
+    except ImportError:
+        return False
+    return "x86" in torch.backends.quantized.supported_engines
 
 
 # --------------------------------------------------------------------------- compact CNN

@@ -98,6 +98,8 @@ def train(
         use_bf16(precision, "cpu")  # validates the choice before any data is read
     except ValueError as exc:
         _fail(f"--precision: {exc}")
+    if precision == "int8":
+        _fail("--precision int8 is an inference mode: train in auto, bf16 or fp32, then `ferroute calibrate --precision int8`")
     if ldl:
         members, target = 1, "soft"
     try:
@@ -147,30 +149,31 @@ def calibrate(
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
     tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
     shift: str = typer.Option("conditional", help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
-    precision: Optional[str] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16 or auto (bf16 on CUDA and AMX CPUs); stored in config.json."),
+    precision: Optional[str] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
 ) -> None:
     """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
     from .data import DataError, load_split
+    from .ensemble import write_config
     from .routing import UncertaintyRouter
 
     ens, d = _load_model(model)
-    if tta is not None or precision is not None:
-        try:
-            if tta is not None:
-                ens.set_tta(tta)
-            if precision is not None:
-                ens.set_precision(precision)
-        except ValueError as exc:
-            _fail(str(exc))
-        from .ensemble import write_config
-
-        write_config(d, ens.config, ens.num_members, ens.meta)
+    try:
+        if tta is not None:
+            ens.set_tta(tta)
+        if precision is not None:
+            ens.set_precision(precision)
+    except ValueError as exc:
+        _fail(str(exc))
+    if shift not in UncertaintyRouter.SHIFT_SCORES:
+        _fail(f"--shift must be one of {UncertaintyRouter.SHIFT_SCORES}")
     try:
         va = load_split("valid", data)
     except DataError as exc:
         _fail(str(exc))
-    if shift not in UncertaintyRouter.SHIFT_SCORES:
-        _fail(f"--shift must be one of {UncertaintyRouter.SHIFT_SCORES}")
+    if ens.precision == "int8" and (precision is not None or tta is not None or not ens.is_quantized):
+        ens.quantize(va.images)  # the thresholds below are then fitted on int8 outputs
+    if tta is not None or precision is not None:
+        write_config(d, ens.config, ens.num_members, ens.meta)
     router = UncertaintyRouter(reject_rate=reject_rate, shift=shift).fit(ens.predict_proba(va.images, progress=True), va.disagreement)
     (d / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
     typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds} -> {d / 'router.json'}")
@@ -186,8 +189,9 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N test faces (smoke runs)."),
     workers: Optional[int] = typer.Option(None, help="Processes for corruption generation (default: all cores)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
-    backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto: torch when the model runs in bf16 here (AMX CPU), else onnx when installed (faster in float32)."),
+    backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto: torch when the model runs in bf16 (AMX CPU) or int8 here, else onnx when installed (faster in float32)."),
     compile: str = typer.Option("auto", "--compile", help="torch backend: run the ensemble through torch.compile (auto: for calls of 2048+ faces, i.e. every corrupted set; on; off)."),
+    precision: Optional[str] = typer.Option(None, help="Run in this arithmetic instead of the model's own (fp32, bf16, auto, int8); the router's thresholds are then refitted on the validation faces, and int8 scales fitted there too."),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     from .corruptions import CORRUPTIONS
@@ -203,6 +207,17 @@ def evaluate(
         _fail(str(exc))
     ens, model_dir = _load_model(model)
     router = load_router(model_dir) if (model_dir / "router.json").is_file() else None
+    if precision is not None and precision != ens.precision:
+        try:
+            ens.set_precision(precision)
+        except ValueError as exc:
+            _fail(f"--precision: {exc}")
+        if precision == "int8":
+            ens.quantize(va.images)
+        if router is not None:  # thresholds fitted under other arithmetic: refit them, same settings
+            from .routing import UncertaintyRouter
+
+            router = UncertaintyRouter(reject_rate=router.reject_rate, n_bins=router.n_bins, shift=router.shift)
     ldl_dir = ldl or default_ldl_dir(model_dir)
     try:
         ldl_model = Ensemble.load(ldl_dir) if (ldl_dir / "config.json").is_file() else None
@@ -228,7 +243,7 @@ def evaluate(
         import importlib.util
 
         ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
-        backend = "onnx" if ok and not ens.uses_bf16("cpu") else "torch"
+        backend = "onnx" if ok and not ens.uses_bf16("cpu") and not ens.uses_int8("cpu") else "torch"
     from .export import with_backend
 
     if ldl_model is not None:

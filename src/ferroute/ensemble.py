@@ -6,8 +6,11 @@ A model directory holds ``config.json`` (backbone config, member count, training
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from .backbones import BackboneConfig, build_from_config, use_bf16
+from .backbones import BackboneConfig, build_from_config, int8_supported, use_bf16
 
 FORMAT = "ferroute-ensemble"
 FORMAT_VERSION = 1
@@ -181,6 +184,122 @@ class InferenceGraph(nn.Module):
         return p if len(self.views) == 1 else p.view(len(self.views), b, *p.shape[1:]).mean(0)
 
 
+@contextlib.contextmanager
+def _quiet_quantization() -> Iterator[None]:
+    """Silence PyTorch's deprecation notices for its eager quantization API (present and
+    working in the torch versions ferroute supports; a user cannot act on them)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*(torch\.ao\.quantization is deprecated|quantized tensor creation functions)")
+        yield
+
+
+class QuantizedGraph(nn.Module):
+    """A CNN ensemble's evaluation pass in int8 on the CPU (PyTorch eager static quantization
+    on the x86 engine: oneDNN/FBGEMM kernels, VNNI or AMX-INT8 where the CPU has them).
+
+    The grouped-convolution network of :class:`StackedCNN` with BatchNorm folded in and every
+    convolution fused with its ReLU; weights int8 with one scale per output channel, activations
+    uint8 with one scale per layer. Those activation scales are fitted once on calibration
+    faces (:meth:`observe`, a histogram observer, then :meth:`finish`) and travel with the
+    model as plain numbers (:meth:`activation_qparams`), so a loaded model rebuilds the same
+    graph without data. Global pooling, the heads and softmax stay float32.
+    ``(B, 1, S, S)`` float32 -> ``(B, M, C)`` float32.
+    """
+
+    #: faces per quantized forward (times the views): the int8 grouped convolutions ran
+    #: fastest on small channels-last batches on the 2-core AMX machine
+    chunk = 32
+
+    def __init__(self, members: list[nn.Module], views: tuple[tuple[bool, int, int], ...],
+                 qparams: dict[str, list[float]] | None = None):
+        super().__init__()
+        if not int8_supported():
+            raise RuntimeError("int8 inference needs PyTorch's x86 quantized engine (an x86-64 CPU); use precision 'auto'")
+        from torch.ao import quantization as tq
+        from torch.ao.quantization.observer import (
+            FixedQParamsObserver,
+            HistogramObserver,
+        )
+
+        torch.backends.quantized.engine = "x86"
+        stacked = StackedCNN([fold_batchnorm(m).float().cpu() for m in members])
+        feats = stacked.features
+        kids = list(feats.named_children())
+        pairs = [[kids[i][0], kids[i + 1][0]] for i in range(len(kids) - 1)
+                 if isinstance(kids[i][1], nn.Conv2d) and isinstance(kids[i + 1][1], nn.ReLU)]
+        tq.fuse_modules(feats, pairs, inplace=True)
+        self.quant, self.features, self.dequant = tq.QuantStub(), feats, tq.DeQuantStub()
+        self.pool, self.m, self.views = stacked.pool, stacked.m, views
+        self.register_buffer("weight", stacked.weight.detach().clone())  # (M, C, F)
+        self.register_buffer("bias", stacked.bias.detach().clone())  # (M, C)
+        weight_obs = tq.default_per_channel_weight_observer
+        observed = [("quant", self.quant)] + [(f"features.{n}", mod) for n, mod in feats.named_children()
+                                              if isinstance(mod, (nn.Conv2d, nn.Sequential))]
+        if qparams is not None:
+            missing = [n for n, _ in observed if n not in qparams]
+            if missing:
+                raise ModelError(f"int8 activation scales missing for layers {missing}; recalibrate with precision int8")
+        for name, mod in observed:
+            if qparams is None:
+                act = HistogramObserver.with_args(reduce_range=False)
+            else:
+                scale, zero_point = qparams[name]
+                act = FixedQParamsObserver.with_args(scale=float(scale), zero_point=int(zero_point))
+            mod.qconfig = tq.QConfig(activation=act, weight=weight_obs)
+        self.dequant.qconfig = self.quant.qconfig  # convert swaps only stubs that carry a qconfig
+        self.eval().requires_grad_(False)
+        with _quiet_quantization():
+            tq.prepare(self, inplace=True)
+        self.converted = False
+        if qparams is not None:
+            self.finish()
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.pool(self.dequant(self.features(self.quant(x)))).flatten(1)  # (B, M*F)
+        f = f.view(f.shape[0], self.m, -1)
+        return torch.einsum("bmf,mcf->bmc", f, self.weight) + self.bias
+
+    @torch.inference_mode()
+    def observe(self, x: torch.Tensor) -> None:
+        """Record activation ranges on a batch of calibration faces ``(B, 1, S, S)``."""
+        if self.converted:
+            raise RuntimeError("this int8 graph is already converted; build a new one to recalibrate")
+        for c in x.split(256):
+            self._features(torch.cat([view(c, *v) for v in self.views]).contiguous(memory_format=torch.channels_last))
+
+    def activation_qparams(self) -> dict[str, list[float]]:
+        """``{layer: [scale, zero_point]}`` of every quantized activation, JSON-able."""
+        out = {}
+        for name, mod in self.named_modules():
+            obs = getattr(mod, "activation_post_process", None)
+            if obs is not None and name in ("quant", *(f"features.{n}" for n, _ in self.features.named_children())):
+                scale, zp = obs.calculate_qparams()
+                out[name] = [float(scale), int(zp)]
+        return out
+
+    def finish(self) -> None:
+        """Quantize the weights and freeze the activation scales (after :meth:`observe`)."""
+        from torch.ao import quantization as tq
+
+        with _quiet_quantization():
+            tq.convert(self, inplace=True)
+        self.converted = True
+
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.converted:
+            raise RuntimeError("int8 graph not calibrated: call observe() on calibration faces, then finish()")
+        outs = []
+        with _quiet_quantization():
+            for c in x.split(self.chunk):
+                b = c.shape[0]
+                if len(self.views) > 1:
+                    c = torch.cat([view(c, *v) for v in self.views])
+                p = self._features(c.contiguous(memory_format=torch.channels_last)).softmax(-1)
+                outs.append(p if len(self.views) == 1 else p.view(len(self.views), b, *p.shape[1:]).mean(0))
+        return torch.cat(outs)
+
+
 class Ensemble(nn.Module):
     """M members sharing one :class:`BackboneConfig`; outputs probabilities ``(B, M, C)``."""
 
@@ -272,15 +391,48 @@ class Ensemble(nn.Module):
         self.meta.setdefault("inference", {})["tta"] = tta
 
     def set_precision(self, precision: str) -> None:
-        """Inference arithmetic: ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 only where it
-        is fast: CUDA, or a CPU with AMX tiles; fp32 elsewhere). Probabilities stay float32."""
+        """Inference arithmetic: ``fp32``, ``bf16`` (autocast), ``auto`` (bf16 only where it
+        is fast: CUDA, or a CPU with AMX tiles; fp32 elsewhere) or ``int8`` (CNN ensembles on
+        the CPU, after :meth:`quantize`; bf16 on CUDA). Probabilities stay float32."""
         use_bf16(precision, "cpu")  # validates the choice (ValueError on anything else)
+        if precision == "int8" and not _all_compact_cnn(list(self.members)):
+            raise ValueError("precision int8 needs CNN members (backbone 'cnn'); use auto, bf16 or fp32")
         self.precision = precision
         self.meta.setdefault("inference", {})["precision"] = precision
 
     def uses_bf16(self, device: str | torch.device = "cpu") -> bool:
         """Whether a forward pass on ``device`` runs in bf16 under the current precision."""
         return use_bf16(self.precision, device)
+
+    def uses_int8(self, device: str | torch.device = "cpu") -> bool:
+        """Whether a forward pass on ``device`` runs the int8 :class:`QuantizedGraph`."""
+        return self.precision == "int8" and torch.device(device).type == "cpu" and self._graph_path() and int8_supported()
+
+    @property
+    def is_quantized(self) -> bool:
+        """Whether int8 activation scales have been fitted (:meth:`quantize`)."""
+        return "int8" in self.meta.get("inference", {})
+
+    def quantize(self, faces: np.ndarray, max_faces: int = 1024, batch_size: int = 256) -> "Ensemble":
+        """Fit the int8 activation scales on calibration faces ``(N, H, W)`` uint8 (FERPlus
+        validation faces, say; no labels needed; at most ``max_faces`` of them, evenly spaced:
+        the histogram observer is slow and a thousand faces pin the ranges down), store them
+        in :attr:`meta` (so :meth:`save` and ``config.json`` carry them) and switch to
+        precision ``int8``."""
+        if not _all_compact_cnn(list(self.members)):
+            raise ValueError("int8 quantization needs CNN members (backbone 'cnn')")
+        if len(faces) == 0:
+            raise ValueError("quantize needs at least one calibration face")
+        faces = np.asarray(faces)[:: max(1, -(-len(faces) // max_faces))]
+        graph = QuantizedGraph(list(self.members), TTA_VIEWS[self.tta])
+        for s in range(0, len(faces), batch_size):
+            graph.observe(preprocess(faces[s : s + batch_size], self.config))
+        qparams = graph.activation_qparams()
+        graph.finish()
+        self.meta.setdefault("inference", {})["int8"] = {"engine": "x86", "faces": int(len(faces)), "activations": qparams}
+        self.set_precision("int8")
+        self._graphs[self._graph_key("cpu")] = graph
+        return self
 
     def set_compile(self, mode: str) -> None:
         """Whether :meth:`predict_proba` runs its full :attr:`forward_chunk`-face chunks through
@@ -308,14 +460,23 @@ class Ensemble(nn.Module):
     def _graph_key(self, device: str | torch.device) -> tuple[Any, ...]:
         """What an inference graph depends on: device, compute dtype, TTA and fusion settings."""
         dev = torch.device(device)
-        dtype = torch.bfloat16 if self.uses_bf16(dev) else next(self.parameters()).dtype
+        dtype = "int8" if self.uses_int8(dev) else torch.bfloat16 if self.uses_bf16(dev) else next(self.parameters()).dtype
         return (str(dev), dtype, self.tta, self.fused, self.stacked_max_batch)
 
     def inference_graph(self, device: str | torch.device = "cpu", compiled: bool = False) -> nn.Module:
         """The cached :class:`InferenceGraph` for the current TTA and precision on ``device``,
-        optionally ``torch.compile``d (freezing the weights; one fixed batch shape per compile)."""
+        optionally ``torch.compile``d (freezing the weights; one fixed batch shape per compile).
+        With precision ``int8`` on the CPU: the :class:`QuantizedGraph` (never compiled)."""
         key = self._graph_key(device)
         dtype = key[1]
+        if dtype == "int8":
+            if key not in self._graphs:
+                int8 = self.meta.get("inference", {}).get("int8")
+                if not int8:
+                    raise ModelError("precision int8 needs activation scales fitted on calibration faces: call "
+                                     "Ensemble.quantize(faces) or run `ferroute calibrate --precision int8`")
+                self._graphs[key] = QuantizedGraph(list(self.members), TTA_VIEWS[self.tta], int8["activations"])
+            return self._graphs[key]
         if key not in self._graphs:
             stacked = {"auto": "auto", "stacked": "always", "loop": "never"}[self.fused]
             self._graphs[key] = InferenceGraph(list(self.members), TTA_VIEWS[self.tta], dtype, stacked, self.stacked_max_batch)
@@ -364,7 +525,9 @@ class Ensemble(nn.Module):
         out = np.empty((len(faces), self.num_members, len(self.config.labels)), dtype=np.float32)
         chunk = self.forward_chunk
         full: Any = self  # runs the full chunks
-        if self.compile == "on" or (self.compile == "auto" and len(faces) >= self.compile_min_faces and self._graph_path()):
+        if self.uses_int8(dev):
+            pass  # the int8 graph runs eagerly: torch.compile does not take eager-quantized modules
+        elif self.compile == "on" or (self.compile == "auto" and len(faces) >= self.compile_min_faces and self._graph_path()):
             full = self._compiled_step(chunk, dev)
         starts = range(0, len(faces), batch_size)
         if progress:

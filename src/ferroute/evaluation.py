@@ -110,7 +110,7 @@ def _how_it_ran(model: "Ensemble | OnnxEnsemble") -> dict[str, Any]:
     """Views, arithmetic and backend of a model's inference, for the report."""
     return {
         "tta": model.tta,
-        "precision": "bf16" if getattr(model, "uses_bf16", lambda: False)() else "fp32",
+        "precision": "int8" if getattr(model, "uses_int8", lambda: False)() else "bf16" if getattr(model, "uses_bf16", lambda: False)() else "fp32",
         "backend": type(model).__name__,
         "compiled": bool(getattr(model, "is_compiled", False)),
     }
@@ -137,6 +137,8 @@ def evaluate(
     if ldl is not None:
         ldl.set_tta(ensemble.tta)  # the baseline gets the same test-time augmentation
         if isinstance(ldl, Ensemble) and isinstance(ensemble, Ensemble):
+            if ensemble.precision == "int8" and not ldl.is_quantized:
+                ldl.quantize(valid.images)  # int8 scales from the same validation faces
             ldl.set_precision(ensemble.precision)  # ... and the same arithmetic
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -147,8 +149,8 @@ def evaluate(
         return model.predict_proba(np.asarray(faces), batch_size=batch_size)
 
     # ---- calibration on clean validation faces
-    if router is None:
-        router = UncertaintyRouter().fit(infer(ensemble, valid.images), valid.disagreement)
+    if router is None or not router.is_fitted:
+        router = (router or UncertaintyRouter()).fit(infer(ensemble, valid.images), valid.disagreement)
 
     # ---- clean test
     pt = infer(ensemble, test.images)

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from ferroute.backbones import create_backbone, fast_bf16
+from ferroute.backbones import create_backbone, fast_bf16, int8_supported
 from ferroute.ensemble import TTA_VIEWS, Ensemble, preprocess
 from ferroute.pipeline import FERRouter, resolve_model_dir
 
@@ -99,12 +99,14 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
         from ferroute.export import OnnxEnsemble
     bf16 = fast_bf16("cpu")
     q8 = None
-    if ens.precision != "int8" and "x86" in torch.backends.quantized.supported_engines and all(
-            type(m).__name__ == "CompactCNN" for m in ens.members):
+    if int8_supported() and all(type(m).__name__ == "CompactCNN" for m in ens.members):
         import copy
 
-        q8 = copy.deepcopy(ens)  # int8 rows: scales fitted on random faces (the speed does not depend on them)
-        q8.quantize(np.random.default_rng(1).integers(0, 256, (256, 48, 48), dtype=np.uint8))
+        q8 = copy.deepcopy(ens)
+        if q8.is_quantized:
+            q8.set_precision("int8")  # the model's own scales
+        else:  # scales fitted on random faces: the speed does not depend on them
+            q8.quantize(np.random.default_rng(1).integers(0, 256, (256, 48, 48), dtype=np.uint8))
     for threads in (1, 2):
         peak = matmul_gflops(threads)
         peak_bf16 = matmul_gflops(threads, dtype=torch.bfloat16) if bf16 else None

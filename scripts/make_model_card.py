@@ -36,6 +36,10 @@ def main() -> None:
     size = sum(p.stat().st_size for p in args.model.glob("*.safetensors"))
     inf = cfg["meta"].get("inference", {})
     tta, precision = inf.get("tta", "none"), inf.get("precision", "fp32")
+    int8_lines = [
+        f"- int8 (CPU, PyTorch's x86 quantized engine; other CPUs fall back to `auto`): weights per output channel, "
+        f"activation scales fitted on {inf['int8']['faces']} FERPlus validation faces and stored in `config.json`"
+    ] if "int8" in inf else []
     lines = [
         f"# {args.title}",
         "",
@@ -59,6 +63,7 @@ def main() -> None:
         "(both chosen on FERPlus valid with `scripts/select_shift_score.py`, never on test)",
         f"- `ferroute calibrate --model DIR --tta {tta} --precision {precision} --shift {router.get('shift', 'conditional')}` on FERPlus valid: shift-score threshold z > {router['state']['z_threshold']:.3f} "
         f"(reject rate {router['reject_rate']:.0%} of clean validation faces), ambiguity threshold aleatoric > {router['state']['aleatoric_threshold']:.3f} nats",
+        *int8_lines,
         "",
         "## Measured (FERPlus test)",
         "",

@@ -109,3 +109,25 @@ def test_bf16_and_fp32_route_real_faces_alike(ferplus_dir):
     assert diff.mean() < 0.005 and diff.max() < 0.1
     agree = np.mean([a == b for a, b in zip(out["fp32"][1], out["bf16"][1])])
     assert agree >= 0.97, agree
+
+
+@pytest.mark.data
+def test_fast_model_in_int8_routes_real_faces_like_fp32(ferplus_dir):
+    """`fast` ships in int8 (scales stored in its config); its decisions must not hinge on that."""
+    from ferroute.backbones import int8_supported
+    from ferroute.data import load_split
+
+    if not int8_supported():
+        pytest.skip("no x86 quantized engine in this PyTorch build: int8 falls back to auto here")
+    te = load_split("valid", ferplus_dir).subset(slice(0, 400))
+    out = {}
+    for precision in ("fp32", "int8"):
+        r = ferroute.load("fast")
+        assert r.ensemble.precision == "int8" and r.ensemble.is_quantized  # as shipped
+        r.ensemble.set_precision(precision)
+        assert r.ensemble.uses_int8() == (precision == "int8")
+        out[precision] = (r.ensemble.predict_proba(te.images), [f["decision"] for f in r.route_faces(te.images)])
+    diff = np.abs(out["fp32"][0] - out["int8"][0])
+    assert 0 < diff.mean() < 0.01 and diff.max() < 0.2
+    agree = np.mean([a == b for a, b in zip(out["fp32"][1], out["int8"][1])])
+    assert agree >= 0.95, agree

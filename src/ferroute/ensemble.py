@@ -596,6 +596,17 @@ class Ensemble(nn.Module):
         return cls(members, cfg, meta=raw.get("meta", {}))
 
 
+def how_it_runs(model: Any) -> dict[str, Any]:
+    """Views, arithmetic, backend and compile state of a model's inference on the CPU
+    (an :class:`Ensemble` or an onnxruntime one), for reports and the server's model info."""
+    return {
+        "tta": model.tta,
+        "precision": "int8" if getattr(model, "uses_int8", lambda: False)() else "bf16" if getattr(model, "uses_bf16", lambda: False)() else "fp32",
+        "backend": type(model).__name__,
+        "compiled": bool(getattr(model, "is_compiled", False)),
+    }
+
+
 def save_member(model: nn.Module, path: Path) -> None:
     """Save one member's state dict as safetensors (contiguous, unshared tensors)."""
     save_file({k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}, str(path))

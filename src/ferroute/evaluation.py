@@ -27,7 +27,7 @@ from sklearn.metrics import roc_auc_score
 
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupted_set
 from .data import FERPlusSplit
-from .ensemble import Ensemble
+from .ensemble import Ensemble, how_it_runs
 from .export import OnnxEnsemble
 from .routing import UncertaintyRouter
 from .uncertainty import decompose, entropy
@@ -104,16 +104,6 @@ def kept_ratio_ci(
     if len(ratios) < n_boot // 2:
         return [None, None]  # the baseline keeps no ambiguous face in most resamples: no ratio
     return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
-
-
-def _how_it_ran(model: "Ensemble | OnnxEnsemble") -> dict[str, Any]:
-    """Views, arithmetic and backend of a model's inference, for the report."""
-    return {
-        "tta": model.tta,
-        "precision": "int8" if getattr(model, "uses_int8", lambda: False)() else "bf16" if getattr(model, "uses_bf16", lambda: False)() else "fp32",
-        "backend": type(model).__name__,
-        "compiled": bool(getattr(model, "is_compiled", False)),
-    }
 
 
 def evaluate(
@@ -237,12 +227,12 @@ def evaluate(
         "ambiguity": ambiguity,
         "shift": shift,
         "routing": routing,
-        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), **_how_it_ran(ensemble), "shift_score": router.shift},
+        "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), **how_it_runs(ensemble), "shift_score": router.shift},
     }
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)
         report["ldl"] = {
-            **_how_it_ran(ldl),
+            **how_it_runs(ldl),
             "accuracy": ldl_acc,
             "spearman": rho_l,
             "spearman_ci95": ci_l,

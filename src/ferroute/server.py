@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from . import __version__
+from .ensemble import how_it_runs
 from .faces import MAX_PIXELS
 from .pipeline import FERRouter
 
@@ -137,6 +138,7 @@ def create_app(
             "labels": list(router.labels),
             "thresholds": router.router.thresholds,
             "reject_rate": router.router.reject_rate,
+            "inference": how_it_runs(router.ensemble),
             "model_card": card.read_text() if card and card.is_file() else None,
             "limits": {"max_upload_bytes": max_upload, "max_pixels": pixels, "max_files": max_files},
         }

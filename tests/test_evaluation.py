@@ -61,3 +61,18 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
     assert "Spearman" in (tmp_path / "rep" / "report.md").read_text()
     assert rep["n_test"] == len(te)
+
+
+def test_an_int8_ensemble_with_a_baseline_that_cannot_run_int8(fake_ferplus, tmp_path):
+    from ferroute.backbones import create_backbone
+    from ferroute.data import load_split
+    from ferroute.ensemble import Ensemble
+    from tests.test_ensemble import tiny_ensemble
+
+    va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
+    ens = tiny_ensemble(2).quantize(va.images)
+    net, cfg = create_backbone("efficientnet_lite0", pretrained=False)
+    ldl = Ensemble([net], cfg)
+    rep = evaluate(ens, va, te, tmp_path / "rep", ldl=ldl, corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
+    assert rep["model"]["precision"] == "int8"
+    assert rep["ldl"]["precision"] in ("bf16", "fp32")  # 'auto' for the baseline: it ran, in float

@@ -202,7 +202,8 @@ class QuantizedGraph(nn.Module):
     uint8 with one scale per layer. Those activation scales are fitted once on calibration
     faces (:meth:`observe`, a histogram observer, then :meth:`finish`) and travel with the
     model as plain numbers (:meth:`activation_qparams`), so a loaded model rebuilds the same
-    graph without data. Global pooling, the heads and softmax stay float32.
+    graph without data. Global pooling, the heads and softmax stay float32. Building one
+    sets ``torch.backends.quantized.engine`` to ``x86``.
     ``(B, 1, S, S)`` float32 -> ``(B, M, C)`` float32.
     """
 

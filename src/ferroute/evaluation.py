@@ -127,9 +127,12 @@ def evaluate(
     if ldl is not None:
         ldl.set_tta(ensemble.tta)  # the baseline gets the same test-time augmentation
         if isinstance(ldl, Ensemble) and isinstance(ensemble, Ensemble):
-            if ensemble.precision == "int8" and not ldl.is_quantized:
-                ldl.quantize(valid.images)  # int8 scales from the same validation faces
-            ldl.set_precision(ensemble.precision)  # ... and the same arithmetic
+            try:
+                if ensemble.precision == "int8" and not ldl.is_quantized:
+                    ldl.quantize(valid.images)  # int8 scales from the same validation faces
+                ldl.set_precision(ensemble.precision)  # ... and the same arithmetic
+            except ValueError:  # a baseline that cannot run in int8 (not a CNN): its fastest other mode
+                ldl.set_precision("auto")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     names = list(corruptions or CORRUPTIONS)

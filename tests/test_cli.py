@@ -138,3 +138,18 @@ def test_embedded_models_are_chosen_by_name(tmp_path):
     assert [f["decision"] for f in json.loads(res.stdout.splitlines()[-1])["faces"]] == ["accept"]
     res = runner.invoke(app, ["route", str(face), "--model", str(tmp_path / "nothing-here")])
     assert res.exit_code == 2 and "nothing-here" in res.output
+
+
+def test_int8_where_the_cpu_cannot_is_a_clear_error(tiny_model_dir, fake_ferplus, tmp_path, monkeypatch):
+    import shutil
+
+    from ferroute import backbones, ensemble
+
+    monkeypatch.setattr(backbones, "int8_supported", lambda: False)  # an ARM machine, say
+    monkeypatch.setattr(ensemble, "int8_supported", lambda: False)
+    m = tmp_path / "m"
+    shutil.copytree(tiny_model_dir, m)
+    res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(fake_ferplus), "--precision", "int8"])
+    assert res.exit_code == 2 and "x86 quantized engine" in res.output, res.output
+    res = runner.invoke(app, ["evaluate", "--model", str(m), "--data", str(fake_ferplus), "--out", str(tmp_path / "r"), "--precision", "int8"])
+    assert res.exit_code == 2 and "x86 quantized engine" in res.output, res.output

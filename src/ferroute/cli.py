@@ -171,7 +171,10 @@ def calibrate(
     except DataError as exc:
         _fail(str(exc))
     if ens.precision == "int8" and (precision is not None or tta is not None or not ens.is_quantized):
-        ens.quantize(va.images)  # the thresholds below are then fitted on int8 outputs
+        try:
+            ens.quantize(va.images)  # the thresholds below are then fitted on int8 outputs
+        except RuntimeError as exc:  # no x86 quantized engine here
+            _fail(str(exc))
     if tta is not None or precision is not None:
         write_config(d, ens.config, ens.num_members, ens.meta)
     router = UncertaintyRouter(reject_rate=reject_rate, shift=shift).fit(ens.predict_proba(va.images, progress=True), va.disagreement)
@@ -213,7 +216,10 @@ def evaluate(
         except ValueError as exc:
             _fail(f"--precision: {exc}")
         if precision == "int8":
-            ens.quantize(va.images)
+            try:
+                ens.quantize(va.images)
+            except RuntimeError as exc:  # no x86 quantized engine here
+                _fail(f"--precision: {exc}")
         if router is not None:  # thresholds fitted under other arithmetic: refit them, same settings
             from .routing import UncertaintyRouter
 

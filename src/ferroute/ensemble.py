@@ -10,7 +10,7 @@ import contextlib
 import copy
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,6 +115,17 @@ def view(x: torch.Tensor, mirror: bool, dx: int, dy: int) -> torch.Tensor:
     return x
 
 
+def _over_views(probs: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, views: tuple[tuple[bool, int, int], ...]) -> torch.Tensor:
+    """Test-time augmentation: ``probs`` (``(V*B, ...) -> (V*B, M, C)`` probabilities) run once
+    on all views of the batch ``x`` ``(B, C, S, S)``; each member's output averaged over the
+    views -> ``(B, M, C)``."""
+    if len(views) == 1:
+        return probs(view(x, *views[0]))
+    b = x.shape[0]
+    p = probs(torch.cat([view(x, *v) for v in views]))
+    return p.view(len(views), b, *p.shape[1:]).mean(0)
+
+
 def _softmax(logits: torch.Tensor) -> torch.Tensor:
     """Softmax over classes, in float32 when the logits come out of bf16/fp16 autocast."""
     if logits.dtype in (torch.bfloat16, torch.float16):
@@ -172,16 +183,15 @@ class InferenceGraph(nn.Module):
         self.eval().requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = x.shape[0]
-        if len(self.views) > 1:
-            x = torch.cat([view(x, *v) for v in self.views])
+        return _over_views(self._probs, x, self.views)
+
+    def _probs(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if self.stacked is not None and (self.always_stacked or x.is_cuda or x.shape[0] <= self.stacked_max_batch):
             logits = self.stacked(x)
         else:
             logits = torch.stack([m(x) for m in self.members], dim=1)
-        p = logits.float().softmax(-1)
-        return p if len(self.views) == 1 else p.view(len(self.views), b, *p.shape[1:]).mean(0)
+        return logits.float().softmax(-1)
 
 
 @contextlib.contextmanager
@@ -236,8 +246,9 @@ class QuantizedGraph(nn.Module):
         weight_obs = tq.default_per_channel_weight_observer
         observed = [("quant", self.quant)] + [(f"features.{n}", mod) for n, mod in feats.named_children()
                                               if isinstance(mod, (nn.Conv2d, nn.Sequential))]
+        self.observed = [n for n, _ in observed]  # layers whose outputs carry an activation scale
         if qparams is not None:
-            missing = [n for n, _ in observed if n not in qparams]
+            missing = [n for n in self.observed if n not in qparams]
             if missing:
                 raise ModelError(f"int8 activation scales missing for layers {missing}; recalibrate with precision int8")
         for name, mod in observed:
@@ -255,7 +266,8 @@ class QuantizedGraph(nn.Module):
         if qparams is not None:
             self.finish()
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous(memory_format=torch.channels_last)
         f = self.pool(self.dequant(self.features(self.quant(x)))).flatten(1)  # (B, M*F)
         f = f.view(f.shape[0], self.m, -1)
         return torch.einsum("bmf,mcf->bmc", f, self.weight) + self.bias
@@ -266,16 +278,15 @@ class QuantizedGraph(nn.Module):
         if self.converted:
             raise RuntimeError("this int8 graph is already converted; build a new one to recalibrate")
         for c in x.split(256):
-            self._features(torch.cat([view(c, *v) for v in self.views]).contiguous(memory_format=torch.channels_last))
+            _over_views(self._logits, c, self.views)
 
     def activation_qparams(self) -> dict[str, list[float]]:
         """``{layer: [scale, zero_point]}`` of every quantized activation, JSON-able."""
+        modules = dict(self.named_modules())
         out = {}
-        for name, mod in self.named_modules():
-            obs = getattr(mod, "activation_post_process", None)
-            if obs is not None and name in ("quant", *(f"features.{n}" for n, _ in self.features.named_children())):
-                scale, zp = obs.calculate_qparams()
-                out[name] = [float(scale), int(zp)]
+        for name in self.observed:
+            scale, zp = modules[name].activation_post_process.calculate_qparams()
+            out[name] = [float(scale), int(zp)]
         return out
 
     def finish(self) -> None:
@@ -290,15 +301,8 @@ class QuantizedGraph(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.converted:
             raise RuntimeError("int8 graph not calibrated: call observe() on calibration faces, then finish()")
-        outs = []
         with _quiet_quantization():
-            for c in x.split(self.chunk):
-                b = c.shape[0]
-                if len(self.views) > 1:
-                    c = torch.cat([view(c, *v) for v in self.views])
-                p = self._features(c.contiguous(memory_format=torch.channels_last)).softmax(-1)
-                outs.append(p if len(self.views) == 1 else p.view(len(self.views), b, *p.shape[1:]).mean(0))
-        return torch.cat(outs)
+            return torch.cat([_over_views(lambda v: self._logits(v).softmax(-1), c, self.views) for c in x.split(self.chunk)])
 
 
 class Ensemble(nn.Module):
@@ -499,11 +503,7 @@ class Ensemble(nn.Module):
             return self.inference_graph(x.device)(x)
         views = TTA_VIEWS[self.tta] if not self.training else TTA_VIEWS["none"]
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device)):
-            if len(views) == 1:
-                return self._forward_members(x)
-            b = x.shape[0]
-            p = self._forward_members(torch.cat([view(x, *v) for v in views]))
-            return p.view(len(views), b, *p.shape[1:]).mean(0)
+            return _over_views(self._forward_members, x, views)
 
     def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
         # CNN ensembles in eval mode run the inference graph (grouped convolutions included);
@@ -554,8 +554,6 @@ class Ensemble(nn.Module):
                 self._warmed.add(warm)
             return graph
         except Exception as exc:  # no C++ toolchain, unsupported platform, ...: eager still works
-            import warnings
-
             warnings.warn(f"torch.compile of the ensemble failed, running eagerly ({type(exc).__name__}: {exc})", stacklevel=3)
             self.compile = "off"
             self._compiled, self._warmed = {}, set()

@@ -76,3 +76,17 @@ def test_an_int8_ensemble_with_a_baseline_that_cannot_run_int8(fake_ferplus, tmp
     rep = evaluate(ens, va, te, tmp_path / "rep", ldl=ldl, corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
     assert rep["model"]["precision"] == "int8"
     assert rep["ldl"]["precision"] in ("bf16", "fp32")  # 'auto' for the baseline: it ran, in float
+
+
+def test_an_int8_model_evaluates_where_int8_falls_back(fake_ferplus, tmp_path, monkeypatch):
+    """`fast` ships in int8; on a CPU without the x86 engine it runs in `auto`, and so must its baseline."""
+    from ferroute import backbones, ensemble
+    from ferroute.data import load_split
+    from tests.test_ensemble import tiny_ensemble
+
+    va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
+    ens = tiny_ensemble(2).quantize(va.images)
+    monkeypatch.setattr(backbones, "int8_supported", lambda: False)
+    monkeypatch.setattr(ensemble, "int8_supported", lambda: False)
+    rep = evaluate(ens, va, te, tmp_path / "rep", ldl=tiny_ensemble(1), corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
+    assert rep["model"]["precision"] == rep["ldl"]["precision"] != "int8"

@@ -127,6 +127,14 @@ def _load_model(model: Optional[Path]):
         raise  # unreachable
 
 
+def _quantize(ens, faces) -> None:
+    """Fit int8 scales on ``faces``; a usage error where this machine has no int8 engine."""
+    try:
+        ens.quantize(faces)
+    except RuntimeError as exc:
+        _fail(f"--precision int8: {exc}")
+
+
 @app.command("pack-data")
 def pack_data(
     out: Path = typer.Argument(..., help="Folder to write train.npz, valid.npz, test.npz into."),
@@ -171,10 +179,7 @@ def calibrate(
     except DataError as exc:
         _fail(str(exc))
     if ens.precision == "int8" and (precision is not None or tta is not None or not ens.is_quantized):
-        try:
-            ens.quantize(va.images)  # the thresholds below are then fitted on int8 outputs
-        except RuntimeError as exc:  # no x86 quantized engine here
-            _fail(str(exc))
+        _quantize(ens, va.images)  # the thresholds below are then fitted on int8 outputs
     if tta is not None or precision is not None:
         write_config(d, ens.config, ens.num_members, ens.meta)
     router = UncertaintyRouter(reject_rate=reject_rate, shift=shift).fit(ens.predict_proba(va.images, progress=True), va.disagreement)
@@ -216,10 +221,7 @@ def evaluate(
         except ValueError as exc:
             _fail(f"--precision: {exc}")
         if precision == "int8":
-            try:
-                ens.quantize(va.images)
-            except RuntimeError as exc:  # no x86 quantized engine here
-                _fail(f"--precision: {exc}")
+            _quantize(ens, va.images)
         if router is not None:  # thresholds fitted under other arithmetic: refit them, same settings
             from .routing import UncertaintyRouter
 

@@ -110,6 +110,8 @@ def train_member(
     desc: str = "member",
 ) -> tuple[nn.Module, BackboneConfig, dict[str, Any]]:
     """Train one model from ``seed``; returns it, its config and a per-epoch log."""
+    if tc.precision == "int8":
+        raise ValueError("precision int8 is for inference only; train in auto, bf16 or fp32")
     from tqdm.auto import tqdm
 
     if tc.threads:
@@ -125,8 +127,6 @@ def train_member(
     steps_per_epoch = math.ceil(len(idx) / tc.batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.2)
-    if tc.precision == "int8":
-        raise ValueError("precision int8 is for inference only; train in auto, bf16 or fp32")
     bf16 = use_bf16(tc.precision, dev)
     log: dict[str, Any] = {"seed": seed, "precision": "bf16" if bf16 else "fp32", "epochs": []}
     t0 = time.time()

@@ -7,6 +7,7 @@ JSON-able dataclass saved beside the weights so a model directory rebuilds itsel
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -104,6 +105,7 @@ def use_bf16(precision: str, device: str | torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and fast_bf16(device))
 
 
+@functools.cache  # a property of the PyTorch build, asked on every forward pass
 def int8_supported() -> bool:
     """Whether this PyTorch build runs int8 CPU inference: its x86 quantized engine (oneDNN and
     FBGEMM kernels; VNNI or AMX-INT8 where the CPU has them) and the eager quantization API."""

@@ -99,14 +99,17 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
         from ferroute.export import OnnxEnsemble
     bf16 = fast_bf16("cpu")
     q8 = None
-    if int8_supported() and all(type(m).__name__ == "CompactCNN" for m in ens.members):
+    if int8_supported():
         import copy
 
         q8 = copy.deepcopy(ens)
-        if q8.is_quantized:
-            q8.set_precision("int8")  # the model's own scales
-        else:  # scales fitted on random faces: the speed does not depend on them
-            q8.quantize(np.random.default_rng(1).integers(0, 256, (256, 48, 48), dtype=np.uint8))
+        try:
+            if q8.is_quantized:
+                q8.set_precision("int8")  # the model's own scales
+            else:  # scales fitted on random faces: the speed does not depend on them
+                q8.quantize(np.random.default_rng(1).integers(0, 256, (256, 48, 48), dtype=np.uint8))
+        except ValueError:  # not a CNN ensemble: no int8 rows
+            q8 = None
     for threads in (1, 2):
         peak = matmul_gflops(threads)
         peak_bf16 = matmul_gflops(threads, dtype=torch.bfloat16) if bf16 else None

@@ -512,7 +512,7 @@ class Ensemble(nn.Module):
             return self.forward_vmap(x)
         return self.forward_loop(x)
 
-    #: Faces per forward pass in :meth:`predict_proba`. Larger chunks have activations above
+    #: Faces per forward pass in :meth:`predict_proba` on the CPU. Larger chunks have activations above
     #: glibc's largest mmap threshold (32 MB), which are mapped and page-faulted afresh on
     #: every call: at 512 faces that cost ~40 % of the time in kernel page faults (measured).
     forward_chunk = 64
@@ -524,7 +524,8 @@ class Ensemble(nn.Module):
         self.eval()
         dev = next(self.parameters()).device
         out = np.empty((len(faces), self.num_members, len(self.config.labels)), dtype=np.float32)
-        chunk = self.forward_chunk
+        # the chunking answers a CPU allocator cost; a GPU takes each batch whole
+        chunk = self.forward_chunk if dev.type == "cpu" else batch_size
         full: Any = self  # runs the full chunks
         if self.uses_int8(dev):
             pass  # the int8 graph runs eagerly: torch.compile does not take eager-quantized modules

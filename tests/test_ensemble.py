@@ -12,7 +12,9 @@ from ferroute.ensemble import (
     TTA_VIEWS,
     Ensemble,
     ModelError,
+    PatchLinear,
     fold_batchnorm,
+    inference_copy,
     preprocess,
     view,
 )
@@ -25,6 +27,15 @@ def tiny_ensemble(m=3, width=4, stem_stride=1, **kw):
         net, cfg = create_backbone("cnn", width=width, depth=2, stem_stride=stem_stride)
         members.append(net)
     return Ensemble(members, cfg, **kw)
+
+
+def tiny_vit_ensemble(m=3, size=28):
+    members = []
+    for k in range(m):
+        torch.manual_seed(k)
+        net, cfg = create_backbone("dinov2_s14", input_size=size, depth=1, embed_dim=48, num_heads=2)
+        members.append(net)
+    return Ensemble(members, cfg)
 
 
 def trained_like(module):
@@ -227,7 +238,7 @@ def test_compile_choices_are_checked():
     ens = tiny_ensemble(2)
     with pytest.raises(ValueError, match="compile must be"):
         ens.set_compile("yes")
-    with pytest.raises(ValueError, match="needs CNN members"):
+    with pytest.raises(ValueError, match="not 'vmap'"):
         tiny_ensemble(2, fused="vmap").set_compile("on")
 
 
@@ -287,3 +298,58 @@ def test_int8_falls_back_to_auto_without_the_x86_engine(monkeypatch):
     ref = ens.predict_proba(faces)
     ens.set_precision("int8")
     np.testing.assert_allclose(ens.predict_proba(faces), ref, atol=1e-6)  # float32, as 'auto' is here
+
+
+@settings(max_examples=25, deadline=None)
+@given(p=st.integers(2, 7), c=st.integers(1, 4), d=st.integers(1, 9), h=st.integers(1, 30), w=st.integers(1, 30),
+       bias=st.booleans(), channels_last=st.booleans(), seed=st.integers(0, 2**16))
+def test_patch_linear_is_the_patchifying_convolution(p, c, d, h, w, bias, channels_last, seed):
+    torch.manual_seed(seed)
+    h, w = max(h, p), max(w, p)  # sizes that are not multiples of p drop the remainder, like the conv
+    conv = torch.nn.Conv2d(c, d, p, stride=p, bias=bias)
+    x = torch.randn(2, c, h, w)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref, got = conv(x), PatchLinear(conv)(x)
+    assert got.shape == ref.shape
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_inference_copy_rewrites_only_patchifying_convolutions():
+    ens = tiny_vit_ensemble(1)
+    vit = ens.members[0]
+    copy_ = inference_copy(vit)
+    assert isinstance(copy_.patch_embed.proj, PatchLinear) and isinstance(vit.patch_embed.proj, torch.nn.Conv2d)
+    assert not PatchLinear.fits(torch.nn.Conv2d(3, 8, 3, stride=2, padding=1))  # a CNN stem stays a convolution
+    assert not PatchLinear.fits(torch.nn.Conv2d(3, 8, 1))  # so does a pointwise one
+
+
+@pytest.mark.parametrize("tta", ["none", "hflip"])
+def test_vit_ensembles_run_the_inference_graph_with_the_loop_results(tta):
+    ens = tiny_vit_ensemble(3)
+    ens.set_tta(tta)
+    x = torch.randn(5, 3, 28, 28)
+    with torch.inference_mode():
+        ref = torch.stack([ens.forward_loop(view(x, *v)) for v in TTA_VIEWS[tta]]).mean(0)
+        got = ens(x)
+    assert ens._graphs and got.shape == (5, 3, 8) and got.dtype == torch.float32
+    assert (got - ref).abs().max().item() <= 1e-5
+    ens.set_precision("bf16")  # weights in bf16, probabilities still float32
+    with torch.inference_mode():
+        low = ens(x)
+    assert low.dtype == torch.float32 and (low - ref).abs().max().item() <= 0.05
+
+
+def test_vit_ensembles_compile_with_the_eager_results():
+    ens = tiny_vit_ensemble(2)
+    ens.forward_chunk, ens.compile_min_faces = 8, 16
+    faces = np.random.default_rng(8).integers(0, 256, (19, 48, 48), dtype=np.uint8)
+    ens.set_compile("off")
+    eager = ens.predict_proba(faces)
+    ens.set_compile("auto")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        got = ens.predict_proba(faces)
+    assert not _compile_failures(record) and ens.is_compiled
+    np.testing.assert_allclose(got, eager, atol=1e-5)

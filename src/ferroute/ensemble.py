@@ -164,19 +164,65 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-class InferenceGraph(nn.Module):
-    """A CNN ensemble's whole evaluation pass as one module, the thing ``torch.compile`` sees.
+class PatchLinear(nn.Module):
+    """A patchifying convolution (kernel = stride, no padding; a ViT's patch embedding) as one
+    matrix product over the flattened patches: the same sums, but a GEMM where GPUs otherwise
+    run a slow strided convolution (6 % of a dinov2_s14's time on an H200 for 1 % of its FLOPs).
+    ``(B, C, H, W) -> (B, D, H // p, W // p)``, a channels-last view like the convolution's."""
 
-    Test-time views, then the members with BatchNorm folded in and weights already in the
-    compute dtype (bf16 or float32: no per-call casts, no autocast), as one grouped-convolution
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        self.p = conv.kernel_size[0]
+        d = conv.out_channels
+        # (D, C, p, p) -> (D, p*p*C): the order of a patch cut from a channels-last image
+        self.weight = nn.Parameter(conv.weight.detach().permute(0, 2, 3, 1).reshape(d, -1).clone(), requires_grad=False)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, hh, ww = x.shape
+        p = self.p
+        h, w = hh // p, ww // p
+        patches = x[:, :, : h * p, : w * p].permute(0, 2, 3, 1).reshape(b, h, p, w, p, c)
+        patches = patches.transpose(2, 3).reshape(b * h * w, p * p * c)
+        return F.linear(patches, self.weight, self.bias).view(b, h, w, -1).permute(0, 3, 1, 2)
+
+    @staticmethod
+    def fits(m: nn.Module) -> bool:
+        return (isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 and m.kernel_size == m.stride and m.kernel_size[0] == m.kernel_size[1]
+                and m.padding == (0, 0) and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
+
+
+@torch.no_grad()
+def inference_copy(model: nn.Module) -> nn.Module:
+    """An evaluation-only copy of one member, rewritten for speed with the same outputs (to
+    float rounding): a :class:`CompactCNN` with BatchNorm folded (:func:`fold_batchnorm`);
+    any other backbone with its patchifying convolutions as :class:`PatchLinear`."""
+    if _all_compact_cnn([model]):
+        return fold_batchnorm(model)
+    model = copy.deepcopy(model).eval().requires_grad_(False)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if PatchLinear.fits(child):
+                setattr(parent, name, PatchLinear(child))
+    return model
+
+
+class InferenceGraph(nn.Module):
+    """An ensemble's whole evaluation pass as one module, the thing ``torch.compile`` sees.
+
+    Test-time views, then the members as :func:`inference_copy` (BatchNorm folded into CNN
+    convolutions, ViT patch embeddings as one GEMM) with weights already in the compute dtype
+    (bf16 or float32: no per-call casts, no autocast); CNN members as one grouped-convolution
     network for small batches (or always, with ``stacked='always'``) and a member loop above;
-    softmax in float32, mean over views. ``(B, 1, S, S)`` float32 -> ``(B, M, C)`` float32.
+    softmax in float32, mean over views. ``(B, C, S, S)`` float32 -> ``(B, M, C)`` float32.
     """
 
     def __init__(self, members: list[nn.Module], views: tuple[tuple[bool, int, int], ...], dtype: torch.dtype,
                  stacked: str = "auto", stacked_max_batch: int = 64):
         super().__init__()
-        self.members = nn.ModuleList(fold_batchnorm(m).to(dtype=dtype, memory_format=torch.channels_last) for m in members)
+        self.members = nn.ModuleList(inference_copy(m).to(dtype=dtype, memory_format=torch.channels_last) for m in members)
+        if not _all_compact_cnn(members):
+            stacked = "never"
         self.stacked = StackedCNN(list(self.members)).to(memory_format=torch.channels_last) if stacked != "never" else None
         self.always_stacked = stacked == "always"
         self.views, self.dtype, self.stacked_max_batch = views, dtype, stacked_max_batch
@@ -411,7 +457,8 @@ class Ensemble(nn.Module):
 
     def uses_int8(self, device: str | torch.device = "cpu") -> bool:
         """Whether a forward pass on ``device`` runs the int8 :class:`QuantizedGraph`."""
-        return self.precision == "int8" and torch.device(device).type == "cpu" and self._graph_path() and int8_supported()
+        return (self.precision == "int8" and torch.device(device).type == "cpu" and self._graph_path()
+                and _all_compact_cnn(list(self.members)) and int8_supported())
 
     @property
     def is_quantized(self) -> bool:
@@ -443,12 +490,12 @@ class Ensemble(nn.Module):
         """Whether :meth:`predict_proba` runs its full :attr:`forward_chunk`-face chunks through
         a ``torch.compile``d inference graph: ``on``, ``off``, or ``auto`` (on for calls of at
         least :attr:`compile_min_faces` faces, where the one-off compile, ~10 s, pays for
-        itself; later calls reuse it). Smaller remainders run eagerly. Only CNN ensembles
-        compile; on failure (no C++ compiler, unsupported platform) it warns and runs eagerly."""
+        itself; later calls reuse it). Smaller remainders run eagerly. On failure (no C++
+        compiler, unsupported platform) it warns and runs eagerly."""
         if mode not in ("auto", "on", "off"):
             raise ValueError(f"compile must be 'auto', 'on' or 'off', got {mode!r}")
         if mode == "on" and not self._graph_path():
-            raise ValueError("compile='on' needs CNN members run by the inference graph (fused 'auto', 'stacked' or 'loop')")
+            raise ValueError("compile='on' needs the inference graph (fused 'auto', 'stacked' or 'loop'; not 'vmap')")
         self.compile = mode
 
     #: ``compile='auto'`` compiles for :meth:`predict_proba` calls with at least this many faces.
@@ -460,7 +507,7 @@ class Ensemble(nn.Module):
         return bool(self._compiled)
 
     def _graph_path(self) -> bool:
-        return self.fused != "vmap" and _all_compact_cnn(list(self.members))
+        return self.fused != "vmap"
 
     def _graph_key(self, device: str | torch.device) -> tuple[Any, ...]:
         """What an inference graph depends on: device, compute dtype, TTA and fusion settings."""
@@ -496,8 +543,8 @@ class Ensemble(nn.Module):
 
         With test-time augmentation each member's output is its mean over the views of the
         face (one batch of all views), so member disagreement reflects the model, not the
-        exact pose or framing. CNN ensembles in evaluation mode run their
-        :meth:`inference_graph`; other backbones run under autocast.
+        exact pose or framing. In evaluation mode it runs the :meth:`inference_graph`
+        (weights in the compute dtype); training and ``fused='vmap'`` run under autocast.
         """
         if not self.training and self._graph_path():
             return self.inference_graph(x.device)(x)
@@ -506,14 +553,13 @@ class Ensemble(nn.Module):
             return _over_views(self._forward_members, x, views)
 
     def _forward_members(self, x: torch.Tensor) -> torch.Tensor:
-        # CNN ensembles in eval mode run the inference graph (grouped convolutions included);
-        # what arrives here is training, fused='vmap', or other backbones (loop or vmap)
+        # evaluation runs the inference graph: what arrives here is training or fused='vmap'
         if not self.training and self.num_members > 1 and self.fused == "vmap":
             return self.forward_vmap(x)
         return self.forward_loop(x)
 
-    #: Faces per forward pass in :meth:`predict_proba` on the CPU. Larger chunks have activations above
-    #: glibc's largest mmap threshold (32 MB), which are mapped and page-faulted afresh on
+    #: Faces per forward pass in :meth:`predict_proba` on the CPU. Larger chunks have
+    #: activations above glibc's largest mmap threshold (32 MB), which are mapped and page-faulted afresh on
     #: every call: at 512 faces that cost ~40 % of the time in kernel page faults (measured).
     forward_chunk = 64
 

@@ -338,8 +338,8 @@ def cuda_rows(ens: Ensemble, smoke: bool = False, budget_s: float = 360.0, extra
             print(f"{name}, {vname}, batch {len(inp)}: skipped (past the {budget_s:.0f} s budget)", flush=True)
             return
 
-        def run():
-            with torch.inference_mode(), torch.autocast(device_type=device, dtype=dtype):
+        def run():  # autocast only where the row says so: the product path has weights in bf16 instead
+            with torch.inference_mode(), torch.autocast(device_type=device, dtype=dtype, enabled="autocast" in vname):
                 fn(inp)
             sync()
         try:

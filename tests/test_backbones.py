@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from ferroute.backbones import BackboneConfig, build_from_config, create_backbone, efficientnet_lite0_weights_path, list_backbones
+from ferroute.backbones import (
+    BackboneConfig,
+    build_from_config,
+    check_device,
+    create_backbone,
+    efficientnet_lite0_weights_path,
+    list_backbones,
+)
 
 
 def test_registry_lists_the_three_backbones():
@@ -73,3 +80,12 @@ def test_stride_two_stem_quarters_the_arithmetic_and_rejects_other_strides():
     assert 0.2 < macs(half) / macs(full) < 0.3
     with pytest.raises(ValueError, match="stem_stride"):
         create_backbone("cnn", stem_stride=3)
+
+
+def test_devices_are_checked_with_a_message_that_says_what_to_do():
+    assert check_device("cpu") == torch.device("cpu")
+    with pytest.raises(ValueError, match="cpu, cuda or cuda:N"):
+        check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="sees no CUDA GPU; use device cpu"):
+            check_device("cuda")

@@ -153,3 +153,18 @@ def test_int8_where_the_cpu_cannot_is_a_clear_error(tiny_model_dir, fake_ferplus
     assert res.exit_code == 2 and "x86 quantized engine" in res.output, res.output
     res = runner.invoke(app, ["evaluate", "--model", str(m), "--data", str(fake_ferplus), "--out", str(tmp_path / "r"), "--precision", "int8"])
     assert res.exit_code == 2 and "x86 quantized engine" in res.output, res.output
+
+
+def test_devices_this_machine_or_backend_cannot_use_are_usage_errors(tiny_model_dir, photos, monkeypatch):
+    import torch
+
+    res = runner.invoke(app, ["route", str(photos / "a.png"), "--model", str(tiny_model_dir), "--device", "gpu0"])
+    assert res.exit_code == 2 and "cpu, cuda or cuda:N" in res.output, res.output
+    if not torch.cuda.is_available():
+        res = runner.invoke(app, ["route", str(photos / "a.png"), "--model", str(tiny_model_dir), "--device", "cuda"])
+        assert res.exit_code == 2 and "no CUDA GPU" in res.output, res.output
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: onnxruntime still runs on the CPU
+    res = runner.invoke(app, ["route", str(photos / "a.png"), "--model", str(tiny_model_dir), "--device", "cuda", "--backend", "onnx"])
+    assert res.exit_code == 2 and "onnx backend runs on the CPU" in res.output, res.output
+    res = runner.invoke(app, ["serve", "--model", str(tiny_model_dir), "--device", "cuda", "--backend", "onnx"])
+    assert res.exit_code == 2 and "onnx runs on the CPU" in res.output, res.output

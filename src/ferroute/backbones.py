@@ -85,6 +85,24 @@ def build_from_config(cfg: BackboneConfig) -> nn.Module:
 PRECISIONS = ("auto", "bf16", "fp32", "int8")
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """``device`` as a torch device (``cpu``, ``cuda`` or ``cuda:N``), refused with a
+    ValueError that says what to do where this machine does not have it."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: this PyTorch ({torch.__version__}) sees no CUDA GPU; use device cpu, "
+                             "or install a CUDA build of PyTorch on a machine with an NVIDIA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) here (cuda:0 ...)")
+    return dev
+
+
 def fast_bf16(device: str | torch.device) -> bool:
     """Whether bf16 autocast pays off on ``device``: any CUDA GPU, or a CPU with AMX tiles."""
     dev = torch.device(device)

@@ -115,13 +115,27 @@ def train(
     typer.echo(f"wrote {path}")
 
 
-def _load_model(model: Optional[Path]):
+def _device(device: str, backend: str = "torch"):
+    """The torch device asked for; a usage error where it is missing or the backend cannot use it."""
+    from .backbones import check_device
+
+    try:
+        dev = check_device(device)
+    except ValueError as exc:
+        _fail(f"--device: {exc}")
+    if backend == "onnx" and dev.type != "cpu":
+        _fail(f"--backend onnx runs on the CPU; use --backend torch with --device {device}")
+    return dev
+
+
+def _load_model(model: Optional[Path], device: str = "cpu"):
     from .ensemble import Ensemble, ModelError
     from .pipeline import resolve_model_dir
 
+    dev = _device(device)
     d = resolve_model_dir(model)
     try:
-        return Ensemble.load(d), d
+        return Ensemble.load(d).to(dev), d
     except ModelError as exc:
         _fail(str(exc))
         raise  # unreachable
@@ -158,13 +172,14 @@ def calibrate(
     tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
     shift: str = typer.Option("conditional", help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
     precision: Optional[str] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
+    device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
 ) -> None:
     """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
     from .data import DataError, load_split
     from .ensemble import write_config
     from .routing import UncertaintyRouter
 
-    ens, d = _load_model(model)
+    ens, d = _load_model(model, device)
     try:
         if tta is not None:
             ens.set_tta(tta)
@@ -174,6 +189,9 @@ def calibrate(
         _fail(str(exc))
     if shift not in UncertaintyRouter.SHIFT_SCORES:
         _fail(f"--shift must be one of {UncertaintyRouter.SHIFT_SCORES}")
+    if ens.precision == "int8" and next(ens.parameters()).device.type != "cpu":
+        _fail("this model runs in int8, a CPU arithmetic: calibrate it with --device cpu, so the thresholds "
+              "are fitted on the outputs users get (or pick --precision auto to calibrate on the GPU)")
     try:
         va = load_split("valid", data)
     except DataError as exc:
@@ -200,6 +218,7 @@ def evaluate(
     backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto: torch when the model runs in bf16 (AMX CPU) or int8 here, else onnx when installed (faster in float32)."),
     compile: str = typer.Option("auto", "--compile", help="torch backend: run the ensemble through torch.compile (auto: for calls of 2048+ faces, i.e. every corrupted set; on; off)."),
     precision: Optional[str] = typer.Option(None, help="Run in this arithmetic instead of the model's own (fp32, bf16, auto, int8); the router's thresholds are then refitted on the validation faces, and int8 scales fitted there too."),
+    device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     from .corruptions import CORRUPTIONS
@@ -213,7 +232,10 @@ def evaluate(
         te = load_split("test", data)
     except DataError as exc:
         _fail(str(exc))
-    ens, model_dir = _load_model(model)
+    if backend == "onnx":
+        _device(device, backend)
+    ens, model_dir = _load_model(model, device)
+    dev = next(ens.parameters()).device
     router = load_router(model_dir) if (model_dir / "router.json").is_file() else None
     if precision is not None and precision != ens.precision:
         try:
@@ -228,7 +250,7 @@ def evaluate(
             router = UncertaintyRouter(reject_rate=router.reject_rate, n_bins=router.n_bins, shift=router.shift)
     ldl_dir = ldl or default_ldl_dir(model_dir)
     try:
-        ldl_model = Ensemble.load(ldl_dir) if (ldl_dir / "config.json").is_file() else None
+        ldl_model = Ensemble.load(ldl_dir).to(dev) if (ldl_dir / "config.json").is_file() else None
     except ModelError as exc:
         _fail(str(exc))
     if ldl_model is None:
@@ -251,7 +273,7 @@ def evaluate(
         import importlib.util
 
         ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
-        backend = "onnx" if ok and not ens.uses_bf16("cpu") and not ens.uses_int8("cpu") else "torch"
+        backend = "onnx" if ok and dev.type == "cpu" and not ens.uses_bf16(dev) and not ens.uses_int8(dev) else "torch"
     from .export import with_backend
 
     if ldl_model is not None:
@@ -311,6 +333,7 @@ def route(
     out: Optional[Path] = typer.Option(None, help="Write the results to this file instead of the screen."),
     batch_size: int = typer.Option(64, help="Images decoded and routed per batch."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
+    device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
 ) -> None:
     """Route every face in the given photos: accept, ambiguous, reject or no_face.
 
@@ -332,7 +355,7 @@ def route(
     if not files and not missing:
         _fail("no image files found in the given paths")
     try:
-        router = FERRouter.load(model, backend=backend)
+        router = FERRouter.load(model, backend=backend, device=device)
     except (ModelError, NotCalibratedError, ValueError) as exc:
         _fail(str(exc))
     except ImportError:
@@ -389,6 +412,7 @@ def serve(
     model: Optional[Path] = typer.Option(None, help="Model directory, or an embedded model: default, fast (default: default)."),
     workers: int = typer.Option(1, min=1, help="Worker processes, each with its own model copy."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
+    device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
 ) -> None:
     """Serve the HTTP API (POST /v1/route, GET /v1/model, GET /healthz, docs at /docs).
 
@@ -396,7 +420,8 @@ def serve(
     """
     from .server import serve as run
 
-    run(host=host, port=port, model_dir=model, workers=workers, backend=backend)
+    _device(device, backend)  # a usage error now, not a traceback in each worker
+    run(host=host, port=port, model_dir=model, workers=workers, backend=backend, device=device)
 
 
 @app.command()

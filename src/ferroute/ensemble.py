@@ -643,11 +643,14 @@ class Ensemble(nn.Module):
 
 
 def how_it_runs(model: Any) -> dict[str, Any]:
-    """Views, arithmetic, backend and compile state of a model's inference on the CPU
-    (an :class:`Ensemble` or an onnxruntime one), for reports and the server's model info."""
+    """Views, device, arithmetic, backend and compile state of a model's inference (an
+    :class:`Ensemble` or an onnxruntime one, which runs on the CPU), for reports and the
+    server's model info."""
+    dev = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
     return {
         "tta": model.tta,
-        "precision": "int8" if getattr(model, "uses_int8", lambda: False)() else "bf16" if getattr(model, "uses_bf16", lambda: False)() else "fp32",
+        "device": str(dev),
+        "precision": "int8" if getattr(model, "uses_int8", lambda d: False)(dev) else "bf16" if getattr(model, "uses_bf16", lambda d: False)(dev) else "fp32",
         "backend": type(model).__name__,
         "compiled": bool(getattr(model, "is_compiled", False)),
     }

@@ -10,6 +10,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 
+from .backbones import check_device
 from .ensemble import Ensemble, ModelError
 from .export import OnnxEnsemble, with_backend
 from .faces import MAX_PIXELS, FaceDetector, ImageError, ImageInput, load_image
@@ -72,16 +73,20 @@ class FERRouter:
         self.model_dir = model_dir
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, backend: str = "torch") -> "FERRouter":
+    def load(cls, model_dir: str | Path | None = None, backend: str = "torch", device: str = "cpu") -> "FERRouter":
         """Load a model directory or embedded model name (default: the embedded ensemble) with its calibrated router.
 
+        ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where the torch backend runs the ensemble;
         ``backend='onnx'`` exports the ensemble once (cached under ``$FERROUTE_CACHE/onnx``)
         and runs it with onnxruntime on the CPU.
         """
+        dev = check_device(device)
+        if backend == "onnx" and dev.type != "cpu":
+            raise ValueError(f"the onnx backend runs on the CPU; use backend 'torch' for device {device!r}")
         d = resolve_model_dir(model_dir)
         if not d.is_dir():
             raise ModelError(f"{d}: model directory not found (embedded models: {', '.join(EMBEDDED_MODELS)})")
-        ens = Ensemble.load(d)
+        ens = Ensemble.load(d).to(dev)
         router = load_router(d)
         return cls(with_backend(ens, backend), router, model_dir=d)
 
@@ -173,6 +178,7 @@ class Prepared:
     errors: dict[int, ImageError]
 
 
-def load(model_dir: str | Path | None = None, backend: str = "torch") -> FERRouter:
-    """``ferroute.load()``: the embedded default model, or a model directory, ready to route."""
-    return FERRouter.load(model_dir, backend=backend)
+def load(model_dir: str | Path | None = None, backend: str = "torch", device: str = "cpu") -> FERRouter:
+    """``ferroute.load()``: the embedded default model, or a model directory, ready to route
+    (on ``device``: ``cpu``, ``cuda`` or ``cuda:N``)."""
+    return FERRouter.load(model_dir, backend=backend, device=device)

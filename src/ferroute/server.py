@@ -166,20 +166,23 @@ def create_app(
     return app
 
 
-def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | None = None, workers: int = 1, backend: str = "torch") -> None:
+def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | None = None, workers: int = 1,
+          backend: str = "torch", device: str = "cpu") -> None:
     """Run the service with uvicorn (one model per worker process)."""
     import uvicorn
 
     if workers > 1:
         os.environ["FERROUTE_MODEL_DIR"] = str(model_dir or "")
         os.environ["FERROUTE_BACKEND"] = backend
+        os.environ["FERROUTE_DEVICE"] = device
         uvicorn.run("ferroute.server:_factory", host=host, port=port, workers=workers, factory=True)
     else:
-        uvicorn.run(create_app(FERRouter.load(model_dir, backend=backend)), host=host, port=port)
+        uvicorn.run(create_app(FERRouter.load(model_dir, backend=backend, device=device)), host=host, port=port)
 
 
 def _factory() -> FastAPI:
-    router = FERRouter.load(os.environ.get("FERROUTE_MODEL_DIR") or None, backend=os.environ.get("FERROUTE_BACKEND", "torch"))
+    router = FERRouter.load(os.environ.get("FERROUTE_MODEL_DIR") or None, backend=os.environ.get("FERROUTE_BACKEND", "torch"),
+                            device=os.environ.get("FERROUTE_DEVICE", "cpu"))
     return create_app(router)
 
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BackboneConfig, create_backbone, use_bf16
+from .backbones import BackboneConfig, check_device, create_backbone, use_bf16
 from .data import FERPlusSplit
 from .ensemble import preprocess, save_member, write_config
 
@@ -119,7 +119,7 @@ def train_member(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model, cfg = create_backbone(backbone, pretrained=tc.pretrained, **backbone_kwargs)
-    dev = torch.device(tc.device)
+    dev = check_device(tc.device)
     model = model.to(dev, memory_format=torch.channels_last)
     idx, targets = _targets(train, tc.target)
     images = torch.from_numpy(train.images[idx]).to(dev)

@@ -59,7 +59,9 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
     assert set(saved["ldl"]) >= {"spearman", "auroc", "kept_ratio"}
     for png in ("aleatoric_vs_disagreement.png", "auroc_vs_severity.png", "kept_ambiguous_vs_rejection.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
-    assert "Spearman" in (tmp_path / "rep" / "report.md").read_text()
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Spearman" in md
+    assert "2 of the 15 corruptions (fog, contrast)" in md and "over the 15 corruptions" not in md  # says what was run
     assert rep["n_test"] == len(te)
 
 

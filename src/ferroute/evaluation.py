@@ -280,7 +280,8 @@ def _plots(out: Path, dt: dict, dis: np.ndarray, mean_auroc: dict, per: dict, cl
     axes[0].legend(fontsize=6, ncol=2)
     for k, v in mean_auroc.items():
         axes[1].plot([int(s) for s in sevs], [v[s] for s in sevs], marker="o", label=k)
-    axes[1].set_title("Mean AUROC over the 15 corruptions")
+    n = len(per["epistemic"][sevs[0]])
+    axes[1].set_title(f"Mean AUROC over the {n} corruption{'s' if n > 1 else ''}")
     axes[1].set_xlabel("severity")
     axes[1].legend()
     fig.tight_layout()
@@ -307,6 +308,8 @@ def _f(x: float | None) -> str:
 def render_markdown(r: dict[str, Any]) -> str:
     """A human-readable summary of a report dict."""
     a, s, ro = r["ambiguity"], r["shift"], r["routing"]
+    n = len(s["corruptions"])
+    over = "the 15 corruptions" if n == 15 else f"{n} of the 15 corruptions ({', '.join(s['corruptions'])})"
     lines = [
         "# ferroute evaluation report",
         "",
@@ -327,7 +330,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         "",
         "![aleatoric vs disagreement](aleatoric_vs_disagreement.png)",
         "",
-        "## Shift (mean AUROC over the 15 corruptions)",
+        f"## Shift (mean AUROC over {over})",
         "",
         "| score | " + " | ".join(f"sev {k}" for k in sorted(s["auroc_epistemic"], key=int)) + " |",
         "|---|" + "---|" * len(s["auroc_epistemic"]) + "",
@@ -346,7 +349,7 @@ def render_markdown(r: dict[str, Any]) -> str:
         lines.append(row)
     lines += [
         "",
-        f"{ro['n_ambiguous']} ambiguous faces (top third of disagreement); {ro['n_ood']} OOD inputs (15 corruptions at severity 5).",
+        f"{ro['n_ambiguous']} ambiguous faces (top third of disagreement); {ro['n_ood']} OOD inputs ({over} at severity 5).",
         "",
         "![kept ambiguous vs rejection](kept_ambiguous_vs_rejection.png)",
         "",

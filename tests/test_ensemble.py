@@ -353,24 +353,3 @@ def test_vit_ensembles_compile_with_the_eager_results():
         got = ens.predict_proba(faces)
     assert not _compile_failures(record) and ens.is_compiled
     np.testing.assert_allclose(got, eager, atol=1e-5)
-
-
-def test_reuse_freed_memory_respects_the_users_settings(monkeypatch):
-    import platform
-    import sys
-
-    from ferroute.ensemble import reuse_freed_memory
-
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
-    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
-    monkeypatch.delenv("FERROUTE_REUSE_FREED_MEMORY", raising=False)
-    if sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc":
-        assert reuse_freed_memory() is True
-    monkeypatch.setenv("FERROUTE_REUSE_FREED_MEMORY", "0")
-    assert reuse_freed_memory() is False
-    monkeypatch.delenv("FERROUTE_REUSE_FREED_MEMORY")
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # the user's own malloc tuning wins
-    assert reuse_freed_memory() is False
-    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_")
-    monkeypatch.setattr(sys, "platform", "darwin")
-    assert reuse_freed_memory() is False

@@ -128,13 +128,6 @@ def _device(device: str, backend: str = "torch"):
     return dev
 
 
-def _batch_process() -> None:
-    """This process does batch inference: let malloc reuse freed activation buffers."""
-    from .ensemble import reuse_freed_memory
-
-    reuse_freed_memory()
-
-
 def _load_model(model: Optional[Path], device: str = "cpu"):
     from .ensemble import Ensemble, ModelError
     from .pipeline import resolve_model_dir
@@ -182,7 +175,6 @@ def calibrate(
     device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
 ) -> None:
     """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
-    _batch_process()
     from .data import DataError, load_split
     from .ensemble import write_config
     from .routing import UncertaintyRouter
@@ -229,7 +221,6 @@ def evaluate(
     device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
-    _batch_process()
     from .corruptions import CORRUPTIONS
     from .data import DataError, load_split
     from .ensemble import Ensemble, ModelError
@@ -349,7 +340,6 @@ def route(
     Exit codes: 0 every input was routed; 1 some inputs could not be read (each is reported
     on its own line, the rest are still routed); 2 usage error (bad option, no inputs, bad model).
     """
-    _batch_process()
     import csv
     import io
 

@@ -642,31 +642,6 @@ class Ensemble(nn.Module):
         return cls(members, cfg, meta=raw.get("meta", {}))
 
 
-def reuse_freed_memory() -> bool:
-    """Have glibc's malloc keep freed blocks for reuse (mmap threshold 256 MB, trim threshold
-    1 GB) instead of handing each large one back to the kernel: batched CPU inference frees
-    and re-allocates the same activation buffers every chunk, and a fresh mapping is
-    page-faulted in again each time (a fifth of the CPU time of an int8 pass over FERPlus
-    test went to the kernel; measured by ``benchmarks/bench_allocator.py``). Process-wide, so
-    the command line sets it for its batch commands, not the library on import. Returns
-    whether it took effect: not on non-glibc systems, nor where the user set
-    ``MALLOC_MMAP_THRESHOLD_``/``MALLOC_TRIM_THRESHOLD_`` or ``FERROUTE_REUSE_FREED_MEMORY=0``."""
-    import ctypes
-    import os
-    import sys
-
-    if not sys.platform.startswith("linux") or os.environ.get("FERROUTE_REUSE_FREED_MEMORY", "1") == "0":
-        return False
-    if any(k in os.environ for k in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")):
-        return False
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # musl or another libc
-        return False
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, 256 << 20)) and bool(mallopt(m_trim_threshold, 1 << 30))
-
-
 def how_it_runs(model: Any) -> dict[str, Any]:
     """Views, device, arithmetic, backend and compile state of a model's inference (an
     :class:`Ensemble` or an onnxruntime one, which runs on the CPU), for reports and the

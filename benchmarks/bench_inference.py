@@ -95,6 +95,15 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _row(device: str, backend: str, mode: str, threads: int, batch: int, faces_per_s: float, flops_per_face: float,
+         peak: float | None, **extra: float) -> dict:
+    """One table row: throughput, the arithmetic rate it means, and its fraction of ``peak``."""
+    gflops = faces_per_s * flops_per_face / 1e9
+    return {"device": device, "backend": backend, "mode": mode, "threads": threads, "batch": batch,
+            "faces_per_s": faces_per_s, "ms_per_face": 1000 / faces_per_s, "gflops": gflops,
+            "peak_gflops": peak, "fraction_of_peak": gflops / peak if peak else None, "flops_per_face": flops_per_face, **extra}
+
+
 def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -> list[dict]:
     """Rows without test-time augmentation (so FLOPs are exact), plus the product setting."""
     cfg = ens.config
@@ -187,13 +196,8 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
             for (backend, mode), (fn, flops) in cases.items():
                 with torch.inference_mode():
                     sec = timeit(fn, 0.6 if batch > 1 else 0.3)
-                fps = batch / sec
                 lim = peak_bf16 if backend.endswith("bf16") else peak_int8 if backend.endswith("int8") else peak
-                rows.append({
-                    "device": "cpu", "backend": backend, "mode": mode, "threads": threads, "batch": batch,
-                    "faces_per_s": fps, "ms_per_face": 1000 / fps, "gflops": fps * flops / 1e9,
-                    "peak_gflops": lim, "fraction_of_peak": fps * flops / 1e9 / lim if lim else None, "flops_per_face": flops,
-                })
+                rows.append(_row("cpu", backend, mode, threads, batch, batch / sec, flops, lim))
     return rows
 
 
@@ -350,12 +354,9 @@ def cuda_rows(ens: Ensemble, smoke: bool = False, budget_s: float = 360.0, extra
         except Exception as exc:  # compile is best effort
             print(f"{name}, {vname} failed: {type(exc).__name__}: {exc}"[:400], file=sys.stderr, flush=True)
             return
-        batch = len(inp)
-        f = f_dino if name == dname else f_ens
-        fps = batch / sec
-        r = {"device": device, "backend": "torch", "mode": f"{name}, {vname}", "threads": torch.get_num_threads(),
-             "batch": batch, "faces_per_s": fps, "ms_per_face": 1000 / fps, "gflops": fps * f / 1e9,
-             "peak_gflops": peak, "fraction_of_peak": fps * f / 1e9 / peak, "flops_per_face": f, "first_call_s": first}
+        fps = len(inp) / sec
+        r = _row(device, "torch", f"{name}, {vname}", torch.get_num_threads(), len(inp), fps,
+                 f_dino if name == dname else f_ens, peak, first_call_s=first)
         rows.append(r)
         _print_row(r)
         if name == dname and fps > best[0]:
@@ -386,11 +387,8 @@ def cuda_rows(ens: Ensemble, smoke: bool = False, budget_s: float = 360.0, extra
         if time.perf_counter() - t_start > budget_s + 60:
             break
         sec = timeit(lambda bs=bs: e.predict_proba(faces, batch_size=bs), 0.5 if smoke else 2.0)
-        fps = len(faces) / sec
-        r = {"device": device, "backend": "torch", "mode": f"{ename}, predict_proba tta={product_tta} {product_precision}",
-             "threads": torch.get_num_threads(), "batch": bs, "faces_per_s": fps, "ms_per_face": 1000 / fps,
-             "gflops": fps * f_ens * views / 1e9, "peak_gflops": peak, "fraction_of_peak": fps * f_ens * views / 1e9 / peak,
-             "flops_per_face": f_ens * views}
+        r = _row(device, "torch", f"{ename}, predict_proba tta={product_tta} {product_precision}", torch.get_num_threads(),
+                 bs, len(faces) / sec, f_ens * views, peak)
         rows.append(r)
         _print_row(r)
     ref = copy.deepcopy(ens).to("cpu")

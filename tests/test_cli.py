@@ -167,4 +167,4 @@ def test_devices_this_machine_or_backend_cannot_use_are_usage_errors(tiny_model_
     res = runner.invoke(app, ["route", str(photos / "a.png"), "--model", str(tiny_model_dir), "--device", "cuda", "--backend", "onnx"])
     assert res.exit_code == 2 and "onnx backend runs on the CPU" in res.output, res.output
     res = runner.invoke(app, ["serve", "--model", str(tiny_model_dir), "--device", "cuda", "--backend", "onnx"])
-    assert res.exit_code == 2 and "onnx runs on the CPU" in res.output, res.output
+    assert res.exit_code == 2 and "onnx backend runs on the CPU" in res.output, res.output

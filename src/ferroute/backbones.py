@@ -85,9 +85,10 @@ def build_from_config(cfg: BackboneConfig) -> nn.Module:
 PRECISIONS = ("auto", "bf16", "fp32", "int8")
 
 
-def check_device(device: str | torch.device) -> torch.device:
+def check_device(device: str | torch.device, backend: str = "torch") -> torch.device:
     """``device`` as a torch device (``cpu``, ``cuda`` or ``cuda:N``), refused with a
-    ValueError that says what to do where this machine does not have it."""
+    ValueError that says what to do where this machine does not have it, or where
+    ``backend`` (``onnx``: onnxruntime on the CPU) cannot run on it."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -100,6 +101,8 @@ def check_device(device: str | torch.device) -> torch.device:
                              "or install a CUDA build of PyTorch on a machine with an NVIDIA GPU")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA GPU(s) here (cuda:0 ...)")
+    if backend == "onnx" and dev.type != "cpu":
+        raise ValueError(f"the onnx backend runs on the CPU; use backend torch for device {device!r}")
     return dev
 
 

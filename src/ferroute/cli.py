@@ -120,19 +120,17 @@ def _device(device: str, backend: str = "torch"):
     from .backbones import check_device
 
     try:
-        dev = check_device(device)
+        return check_device(device, backend)
     except ValueError as exc:
         _fail(f"--device: {exc}")
-    if backend == "onnx" and dev.type != "cpu":
-        _fail(f"--backend onnx runs on the CPU; use --backend torch with --device {device}")
-    return dev
+        raise  # unreachable
 
 
-def _load_model(model: Optional[Path], device: str = "cpu"):
+def _load_model(model: Optional[Path], device: str = "cpu", backend: str = "torch"):
     from .ensemble import Ensemble, ModelError
     from .pipeline import resolve_model_dir
 
-    dev = _device(device)
+    dev = _device(device, backend)
     d = resolve_model_dir(model)
     try:
         return Ensemble.load(d).to(dev), d
@@ -232,9 +230,7 @@ def evaluate(
         te = load_split("test", data)
     except DataError as exc:
         _fail(str(exc))
-    if backend == "onnx":
-        _device(device, backend)
-    ens, model_dir = _load_model(model, device)
+    ens, model_dir = _load_model(model, device, backend)
     dev = next(ens.parameters()).device
     router = load_router(model_dir) if (model_dir / "router.json").is_file() else None
     if precision is not None and precision != ens.precision:

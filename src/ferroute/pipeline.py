@@ -80,9 +80,7 @@ class FERRouter:
         ``backend='onnx'`` exports the ensemble once (cached under ``$FERROUTE_CACHE/onnx``)
         and runs it with onnxruntime on the CPU.
         """
-        dev = check_device(device)
-        if backend == "onnx" and dev.type != "cpu":
-            raise ValueError(f"the onnx backend runs on the CPU; use backend 'torch' for device {device!r}")
+        dev = check_device(device, backend)
         d = resolve_model_dir(model_dir)
         if not d.is_dir():
             raise ModelError(f"{d}: model directory not found (embedded models: {', '.join(EMBEDDED_MODELS)})")

@@ -456,9 +456,9 @@ class Ensemble(nn.Module):
         return use_bf16(self.precision, device)
 
     def uses_int8(self, device: str | torch.device = "cpu") -> bool:
-        """Whether a forward pass on ``device`` runs the int8 :class:`QuantizedGraph`."""
-        return (self.precision == "int8" and torch.device(device).type == "cpu" and self._graph_path()
-                and _all_compact_cnn(list(self.members)) and int8_supported())
+        """Whether a forward pass on ``device`` runs the int8 :class:`QuantizedGraph` (precision
+        ``int8`` is only ever set on CNN members: :meth:`set_precision` refuses others)."""
+        return self.precision == "int8" and torch.device(device).type == "cpu" and self._graph_path() and int8_supported()
 
     @property
     def is_quantized(self) -> bool:
@@ -559,8 +559,9 @@ class Ensemble(nn.Module):
         return self.forward_loop(x)
 
     #: Faces per forward pass in :meth:`predict_proba` on the CPU. Larger chunks have
-    #: activations above glibc's largest mmap threshold (32 MB), which are mapped and page-faulted afresh on
-    #: every call: at 512 faces that cost ~40 % of the time in kernel page faults (measured).
+    #: activations above glibc's largest mmap threshold (32 MB), which are mapped and
+    #: page-faulted afresh on every call: at 512 faces that cost ~40 % of the time in kernel
+    #: page faults (measured).
     forward_chunk = 64
 
     @torch.inference_mode()
@@ -573,9 +574,8 @@ class Ensemble(nn.Module):
         # the chunking answers a CPU allocator cost; a GPU takes each batch whole
         chunk = self.forward_chunk if dev.type == "cpu" else batch_size
         full: Any = self  # runs the full chunks
-        if self.uses_int8(dev):
-            pass  # the int8 graph runs eagerly: torch.compile does not take eager-quantized modules
-        elif self.compile == "on" or (self.compile == "auto" and len(faces) >= self.compile_min_faces and self._graph_path()):
+        wants = self.compile == "on" or (self.compile == "auto" and len(faces) >= self.compile_min_faces and self._graph_path())
+        if wants and not self.uses_int8(dev):  # torch.compile does not take the eager-quantized int8 graph
             full = self._compiled_step(chunk, dev)
         starts = range(0, len(faces), batch_size)
         if progress:

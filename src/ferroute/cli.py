@@ -13,6 +13,8 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expression recognition that knows why it is unsure.")
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE = 0, 1, 2
+MODEL_HELP = "Model directory, or an embedded model: default, fast (default: default)."
+DEVICE_HELP = "Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."
 
 
 def _version(value: bool) -> None:
@@ -170,7 +172,7 @@ def calibrate(
     tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
     shift: str = typer.Option("conditional", help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
     precision: Optional[str] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
-    device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
     from .data import DataError, load_split
@@ -207,7 +209,7 @@ def calibrate(
 def evaluate(
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     out: Path = typer.Option(Path("reports/latest"), help="Report folder (report.json, report.md, plots)."),
-    model: Optional[Path] = typer.Option(None, help="Model directory, or an embedded model: default, fast (default: default)."),
+    model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     ldl: Optional[Path] = typer.Option(None, help="LDL baseline directory (default: the embedded one trained like --model)."),
     corruptions: Optional[str] = typer.Option(None, help="Comma-separated subset of corruptions (default: all 15)."),
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N test faces (smoke runs)."),
@@ -216,7 +218,7 @@ def evaluate(
     backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto: torch when the model runs in bf16 (AMX CPU) or int8 here, else onnx when installed (faster in float32)."),
     compile: str = typer.Option("auto", "--compile", help="torch backend: run the ensemble through torch.compile (auto: for calls of 2048+ faces, i.e. every corrupted set; on; off)."),
     precision: Optional[str] = typer.Option(None, help="Run in this arithmetic instead of the model's own (fp32, bf16, auto, int8); the router's thresholds are then refitted on the validation faces, and int8 scales fitted there too."),
-    device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     from .corruptions import CORRUPTIONS
@@ -324,12 +326,12 @@ def _rows(items: list[dict]) -> list[dict]:
 @app.command()
 def route(
     paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
-    model: Optional[Path] = typer.Option(None, help="Model directory, or an embedded model: default, fast (default: default)."),
+    model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     fmt: str = typer.Option("table", "--format", help="table, jsonl or csv."),
     out: Optional[Path] = typer.Option(None, help="Write the results to this file instead of the screen."),
     batch_size: int = typer.Option(64, help="Images decoded and routed per batch."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
-    device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Route every face in the given photos: accept, ambiguous, reject or no_face.
 
@@ -405,10 +407,10 @@ def _table(rows: list[dict]) -> str:
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (use 0.0.0.0 to expose it)."),
     port: int = typer.Option(8000),
-    model: Optional[Path] = typer.Option(None, help="Model directory, or an embedded model: default, fast (default: default)."),
+    model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     workers: int = typer.Option(1, min=1, help="Worker processes, each with its own model copy."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
-    device: str = typer.Option("cpu", help="Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."),
+    device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Serve the HTTP API (POST /v1/route, GET /v1/model, GET /healthz, docs at /docs).
 

@@ -23,7 +23,7 @@ from bench_variants import rounds  # the interleaved timing loop, shared
 
 from ferroute.backbones import create_backbone
 from ferroute.data import load_split
-from ferroute.ensemble import Ensemble
+from ferroute.ensemble import Ensemble, how_it_runs
 from ferroute.pipeline import resolve_model_dir
 
 
@@ -58,7 +58,7 @@ def main() -> None:
     print(f"{'model':30} {'members':>7} {'tta':>6} {'precision':>9} {'median':>9} {'best':>9} {'vs ' + names[0]:>11}")
     for name, ens in models.items():
         med = float(np.median(speed[name]))
-        print(f"{name:30} {ens.num_members:>7} {ens.tta:>6} {'int8' if ens.uses_int8() else 'bf16' if ens.uses_bf16() else 'fp32':>9} {med:>9.0f} {max(speed[name]):>9.0f} {med / first:>10.2f}x")
+        print(f"{name:30} {ens.num_members:>7} {ens.tta:>6} {how_it_runs(ens)['precision']:>9} {med:>9.0f} {max(speed[name]):>9.0f} {med / first:>10.2f}x")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,7 @@
 import importlib.util
 from pathlib import Path
 
-import torch
-
-from ferroute.backbones import create_backbone
-from ferroute.ensemble import Ensemble
+from tests.test_ensemble import tiny_ensemble
 
 
 def _bench_inference():
@@ -19,13 +16,8 @@ def _bench_inference():
 
 def test_the_cuda_section_runs_its_code_on_the_cpu_with_tiny_models():
     bench = _bench_inference()
-    members = []
-    for k in range(2):
-        torch.manual_seed(k)
-        net, cfg = create_backbone("cnn", width=4, depth=2)
-        members.append(net)
     extra: dict = {}
-    rows = bench.cuda_rows(Ensemble(members, cfg), smoke=True, extra=extra, product_tta="hflip")
+    rows = bench.cuda_rows(tiny_ensemble(2), smoke=True, extra=extra, product_tta="hflip")
     modes = [r["mode"] for r in rows]
     assert any(m.startswith("dinov2_s14 x5") and "inference graph" in m for m in modes)
     assert any(m.startswith("cnn x2") and "predict_proba tta=hflip" in m for m in modes)

@@ -74,17 +74,10 @@ def test_onnx_export_parity_for_a_stride_two_stem(tmp_path):
 
 
 def test_vit_ensembles_export_their_inference_graph_with_parity(tmp_path):
-    import torch
-
-    from ferroute.backbones import create_backbone
     from ferroute.export import OnnxEnsemble, export_onnx
+    from tests.test_ensemble import tiny_vit_ensemble
 
-    members = []
-    for k in range(2):
-        torch.manual_seed(k)
-        net, cfg = create_backbone("dinov2_s14", input_size=28, depth=1, embed_dim=48, num_heads=2)
-        members.append(net)
-    ens = Ensemble(members, cfg)  # evaluation runs the graph, patch embedding as one GEMM
+    ens = tiny_vit_ensemble(2)  # evaluation runs the graph, patch embedding as one GEMM
     onnx_ens = OnnxEnsemble(export_onnx(ens, tmp_path / "vit.onnx"), threads=1)
     faces = np.random.default_rng(1).integers(0, 256, (11, 48, 48), dtype=np.uint8)
     got, ref = onnx_ens.predict_proba(faces, batch_size=4), ens.predict_proba(faces)  # batches of 4 and 3

@@ -1,4 +1,5 @@
 import json
+import threading
 import warnings
 
 import numpy as np
@@ -267,6 +268,69 @@ def test_int8_needs_its_scales_then_tracks_fp32_and_persists(tmp_path):
     np.testing.assert_array_equal(back.predict_proba(faces), got)  # rebuilt from the stored scales, no data
     back.set_precision("fp32")
     np.testing.assert_allclose(back.predict_proba(faces), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_cpu_calls_run_chunks_on_threads_with_the_single_threaded_results(precision):
+    ens = trained_like(tiny_ensemble(3, width=8))
+    ens.set_tta("hflip")
+    ens.forward_chunk = 32
+    faces = np.random.default_rng(5).integers(0, 256, (150, 48, 48), dtype=np.uint8)  # 5 chunks, the last one short
+    if precision == "int8":
+        ens.quantize(faces[:40])
+    ens.set_precision(precision)
+    threads, filters = torch.get_num_threads(), list(warnings.filters)
+    try:
+        torch.set_num_threads(1)
+        ref = ens.predict_proba(faces)  # one thread: chunk after chunk
+        torch.set_num_threads(2)
+        seen: set[str] = set()
+        hook = ens.inference_graph("cpu").register_forward_pre_hook(lambda mod, args: seen.add(threading.current_thread().name))
+        got = ens.predict_proba(faces, progress=True)
+        hook.remove()
+        assert torch.get_num_threads() == 2  # the workers' single-thread setting does not leak out
+    finally:
+        torch.set_num_threads(threads)
+    assert seen and all(name.startswith("ferroute-chunk") for name in seen)
+    np.testing.assert_array_equal(got, ref)
+    assert warnings.filters == filters
+    torch.set_num_threads(2)
+    try:  # one chunk's worth runs on torch's own threads, no pool
+        seen.clear()
+        hook = ens.inference_graph("cpu").register_forward_pre_hook(lambda mod, args: seen.add(threading.current_thread().name))
+        ens.predict_proba(faces[:40])
+        hook.remove()
+    finally:
+        torch.set_num_threads(threads)
+    assert seen == {threading.current_thread().name}
+
+
+def test_quieting_quantization_notices_is_thread_safe():
+    from ferroute.ensemble import _quiet_quantization
+
+    inside = threading.Barrier(4)
+    counts = []
+
+    def quiet():
+        with _quiet_quantization():
+            inside.wait()  # all four inside at once
+            counts.append(sum(f[1] is not None and "quantized tensor creation" in f[1].pattern for f in warnings.filters))
+            inside.wait()
+            warnings.warn("torch.quantize_per_tensor ... quantized tensor creation functions are deprecated", UserWarning)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        before = list(warnings.filters)
+        workers = [threading.Thread(target=quiet) for _ in range(4)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        assert counts == [1, 1, 1, 1]  # one filter, added once
+        assert warnings.filters == before  # and removed by the last one out
+        assert not caught
+        warnings.warn("torch.quantize_per_tensor ... quantized tensor creation functions are deprecated", UserWarning)
+        assert len(caught) == 1  # outside, the notice shows again
 
 
 def test_int8_is_refused_where_it_cannot_run(tmp_path):

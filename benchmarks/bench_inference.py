@@ -18,6 +18,7 @@ the CPU with a tiny dinov2 config, to check the script where no GPU is lent.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import io
 import json
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +106,17 @@ def _row(device: str, backend: str, mode: str, threads: int, batch: int, faces_p
             "peak_gflops": peak, "fraction_of_peak": gflops / peak if peak else None, "flops_per_face": flops_per_face, **extra}
 
 
+@contextlib.contextmanager
+def one_chunk_at_a_time(model: Ensemble) -> Iterator[None]:
+    """``predict_proba``'s chunks one after the other on torch's own threads (how it ran before
+    its CPU chunks ran side by side on threads of their own): the comparison row."""
+    model._cpu_workers = lambda *a: 1
+    try:
+        yield
+    finally:
+        del model._cpu_workers
+
+
 def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -> list[dict]:
     """Rows without test-time augmentation (so FLOPs are exact), plus the product setting."""
     cfg = ens.config
@@ -137,19 +150,30 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
             x = preprocess(faces, cfg).contiguous(memory_format=torch.channels_last)
             views = len(TTA_VIEWS[product_tta])
 
-            def product(precision: str, compiled: bool, faces=faces):
-                """The product path: predict_proba on uint8 faces (preprocess, chunked forward, TTA)."""
+            def product(precision: str, compiled: bool, faces=faces, sequential: bool = False):
+                """The product path: predict_proba on uint8 faces (preprocess, chunked forward, TTA).
+                ``sequential``: its chunks one after the other on torch's threads, as before the
+                chunks ran side by side on threads of their own."""
                 def run():
                     ens.set_tta(product_tta)
                     ens.set_precision(precision)
                     ens.set_compile("on" if compiled else "off")
                     try:
-                        return ens.predict_proba(faces, batch_size=batch)
+                        with one_chunk_at_a_time(ens) if sequential else contextlib.nullcontext():
+                            return ens.predict_proba(faces, batch_size=batch)
                     finally:
                         ens.set_tta("none")
                         ens.set_precision("fp32")
                         ens.set_compile("auto")
                 return run
+
+            def q8_product(faces=faces, sequential: bool = False):
+                def run():
+                    with one_chunk_at_a_time(q8) if sequential else contextlib.nullcontext():
+                        return q8.predict_proba(faces, batch_size=batch)
+                return run
+
+            side_by_side = threads > 1 and batch >= 2 * ens.forward_chunk  # where predict_proba runs chunks on threads
 
             def graph(precision: str, compiled: bool, x=x):
                 """The inference graph (BatchNorm folded, weights in the compute dtype), eager or compiled."""
@@ -173,6 +197,8 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
             if batch > 1:
                 cases[("torch", "inference graph, compiled")] = (graph("fp32", True), f_ens)
             cases[("torch", f"predict_proba, tta={product_tta}")] = (product("fp32", False), f_ens * views)
+            if side_by_side:
+                cases[("torch", f"predict_proba, tta={product_tta}, one chunk at a time")] = (product("fp32", False, sequential=True), f_ens * views)
             if bf16:  # AMX: bf16 rows are measured against the bf16 matmul peak
                 cases[("torch bf16", "one member")] = (in_bf16(lambda: member(x)), f_member)
                 cases[("torch bf16", "member loop")] = (in_bf16(lambda: ens.forward_loop(x)), f_ens)
@@ -180,6 +206,9 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 if batch > 1:
                     cases[("torch bf16", "inference graph, compiled")] = (graph("bf16", True), f_ens)
                 cases[("torch bf16", f"predict_proba, tta={product_tta}")] = (product("bf16", False), f_ens * views)
+                if side_by_side:
+                    cases[("torch bf16", f"predict_proba, tta={product_tta}, one chunk at a time")] = (
+                        product("bf16", False, sequential=True), f_ens * views)
                 if batch >= 256:  # predict_proba compiles its 64-face chunks: only full chunks run compiled
                     cases[("torch bf16", f"predict_proba, tta={product_tta}, compiled")] = (product("bf16", True), f_ens * views)
             if q8 is not None:  # measured against the int8 matmul rate
@@ -187,8 +216,9 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 g8 = q8.inference_graph("cpu")
                 cases[("torch int8", "inference graph")] = (lambda g8=g8, x=x: g8(x), f_ens)
                 q8.set_tta(product_tta)
-                cases[("torch int8", f"predict_proba, tta={product_tta}")] = (
-                    lambda faces=faces: q8.predict_proba(faces, batch_size=batch), f_ens * views)
+                cases[("torch int8", f"predict_proba, tta={product_tta}")] = (q8_product(), f_ens * views)
+                if side_by_side:
+                    cases[("torch int8", f"predict_proba, tta={product_tta}, one chunk at a time")] = (q8_product(sequential=True), f_ens * views)
             if "fused" in sessions:
                 xs = preprocess(faces, cfg).numpy()
                 sess = sessions["fused"].session

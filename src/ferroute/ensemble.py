@@ -629,10 +629,10 @@ class Ensemble(nn.Module):
         thread (torch's intra-op threads set to 1 there). The small convolutions of a 64-face
         chunk split across cores spend much of their time forking and joining; whole chunks
         side by side do not, and the float work between the convolutions (views, pooling,
-        softmax, preprocessing) runs in parallel too. The fast model's int8 graph ran about
-        1.7x faster this way on the 2-core machine (``benchmarks/bench_inference.py``, rows
-        ``chunks on threads``), with identical outputs. Outputs are independent of where a
-        face sits in the batch: every chunk runs single-threaded, the first one included."""
+        softmax, preprocessing) runs in parallel too. The fast model's int8 graph ran 1.6x
+        faster this way on the 2-core machine (``benchmarks/bench_inference.py``, the rows
+        ``one chunk at a time``), with identical outputs. Outputs do not depend on where a
+        face sits in the batch: every chunk runs single-threaded."""
         dev = torch.device("cpu")
         graph = self.inference_graph(dev)  # built once here, not raced for by the workers
         threads = torch.get_num_threads()
@@ -649,9 +649,8 @@ class Ensemble(nn.Module):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=len(faces), desc="ensemble", unit="face", leave=False)
-        quiet = _quiet_quantization() if isinstance(graph, QuantizedGraph) else contextlib.nullcontext()
         try:
-            with quiet, ThreadPoolExecutor(workers, thread_name_prefix="ferroute-chunk") as pool:
+            with ThreadPoolExecutor(workers, thread_name_prefix="ferroute-chunk") as pool:
                 for n in pool.map(run, range(0, len(faces), chunk)):
                     if bar is not None:
                         bar.update(n)

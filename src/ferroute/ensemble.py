@@ -244,7 +244,7 @@ class InferenceGraph(nn.Module):
 
 _QUANT_NOTICES = r".*(torch\.ao\.quantization is deprecated|quantized tensor creation functions)"
 _quiet_lock = threading.Lock()
-_quiet_users: list[Any] = []  # the one filter entry while any thread is inside _quiet_quantization
+_quiet: dict[str, Any] = {"depth": 0, "filter": None}  # threads inside _quiet_quantization, and the filter entry they share
 
 
 @contextlib.contextmanager
@@ -257,19 +257,18 @@ def _quiet_quantization() -> Iterator[None]:
     removes that filter and nothing else.
     """
     with _quiet_lock:
-        if not _quiet_users:
+        if _quiet["depth"] == 0:
             warnings.filterwarnings("ignore", message=_QUANT_NOTICES)
-            _quiet_users.append(warnings.filters[0])
-        _quiet_users.append(None)
+            _quiet["filter"] = warnings.filters[0]
+        _quiet["depth"] += 1
     try:
         yield
     finally:
         with _quiet_lock:
-            _quiet_users.pop()
-            if len(_quiet_users) == 1:
-                entry = _quiet_users.pop()
+            _quiet["depth"] -= 1
+            if _quiet["depth"] == 0:
                 with contextlib.suppress(ValueError):  # someone reset the filters meanwhile
-                    warnings.filters.remove(entry)
+                    warnings.filters.remove(_quiet["filter"])
 
 
 class QuantizedGraph(nn.Module):

@@ -110,11 +110,11 @@ def _row(device: str, backend: str, mode: str, threads: int, batch: int, faces_p
 def one_chunk_at_a_time(model: Ensemble) -> Iterator[None]:
     """``predict_proba``'s chunks one after the other on torch's own threads (how it ran before
     its CPU chunks ran side by side on threads of their own): the comparison row."""
-    model._cpu_workers = lambda *a: 1
+    model.chunks_side_by_side = False
     try:
         yield
     finally:
-        del model._cpu_workers
+        del model.chunks_side_by_side  # back to the class default
 
 
 def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -> list[dict]:
@@ -173,7 +173,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                         return q8.predict_proba(faces, batch_size=batch)
                 return run
 
-            side_by_side = threads > 1 and batch >= 2 * ens.forward_chunk  # where predict_proba runs chunks on threads
+            side_by_side = ens._cpu_workers(batch, ens.forward_chunk, torch.device("cpu")) > 1  # where predict_proba runs chunks on threads
 
             def graph(precision: str, compiled: bool, x=x):
                 """The inference graph (BatchNorm folded, weights in the compute dtype), eager or compiled."""

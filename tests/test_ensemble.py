@@ -295,10 +295,12 @@ def test_cpu_calls_run_chunks_on_threads_with_the_single_threaded_results(precis
     np.testing.assert_array_equal(got, ref)
     assert warnings.filters == filters
     torch.set_num_threads(2)
-    try:  # one chunk's worth runs on torch's own threads, no pool
+    try:  # one chunk's worth, or chunks_side_by_side off, runs on torch's own threads, no pool
         seen.clear()
         hook = ens.inference_graph("cpu").register_forward_pre_hook(lambda mod, args: seen.add(threading.current_thread().name))
         ens.predict_proba(faces[:40])
+        ens.chunks_side_by_side = False
+        ens.predict_proba(faces)
         hook.remove()
     finally:
         torch.set_num_threads(threads)

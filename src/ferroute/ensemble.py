@@ -586,6 +586,11 @@ class Ensemble(nn.Module):
     #: page faults (measured).
     forward_chunk = 64
 
+    #: Whether eager CPU :meth:`predict_proba` calls of two or more chunks run them side by
+    #: side, one thread each (:meth:`_predict_threaded`); ``False``: one chunk at a time on
+    #: torch's own threads.
+    chunks_side_by_side = True
+
     @torch.inference_mode()
     def predict_proba(self, faces: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
         """Grayscale faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32,
@@ -620,7 +625,7 @@ class Ensemble(nn.Module):
         are at least two chunks to share, else 1 (one chunk at a time, torch's own threads).
         Only with OpenMP, whose thread count each thread sets for itself."""
         n = torch.get_num_threads()
-        shared = device.type == "cpu" and self._graph_path() and n > 1 and n_faces >= 2 * chunk
+        shared = self.chunks_side_by_side and device.type == "cpu" and self._graph_path() and n > 1 and n_faces >= 2 * chunk
         return n if shared and torch.backends.openmp.is_available() else 1
 
     def _predict_threaded(self, faces: np.ndarray, out: np.ndarray, chunk: int, workers: int, progress: bool) -> np.ndarray:

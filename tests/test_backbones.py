@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -80,6 +82,22 @@ def test_stride_two_stem_quarters_the_arithmetic_and_rejects_other_strides():
     assert 0.2 < macs(half) / macs(full) < 0.3
     with pytest.raises(ValueError, match="stem_stride"):
         create_backbone("cnn", stem_stride=3)
+
+
+def test_stage_convs_sets_the_blocks_per_stage_and_travels_with_the_config():
+    m, cfg = create_backbone("cnn", width=8, depth=3, stem_stride=2, stage_convs=[1, 2, 2])
+    convs = [mod for mod in m.features if isinstance(mod, torch.nn.Conv2d)]
+    assert len(convs) == 1 + 2 + 2 + 1  # the stem alone in stage 0, then 2 and 2, then the final conv
+    assert isinstance(m.features[3], torch.nn.MaxPool2d)  # stem, BN, ReLU, pool: nothing else at 24x24
+    assert m(torch.zeros(2, 1, 48, 48)).shape == (2, 8)
+    assert cfg.kwargs["stage_convs"] == [1, 2, 2]
+    back = build_from_config(BackboneConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))))
+    assert [type(a) for a in back.features] == [type(b) for b in m.features]
+    _, plain = create_backbone("cnn", width=8, depth=3, stage_convs=(2, 2, 2))
+    assert "stage_convs" not in plain.kwargs  # the default leaves older configs as they were
+    for bad in ([1, 2], [0, 2, 2]):
+        with pytest.raises(ValueError, match="stage_convs"):
+            create_backbone("cnn", depth=3, stage_convs=bad)
 
 
 def test_devices_are_checked_with_a_message_that_says_what_to_do():

@@ -21,11 +21,11 @@ from ferroute.ensemble import (
 )
 
 
-def tiny_ensemble(m=3, width=4, stem_stride=1, **kw):
+def tiny_ensemble(m=3, width=4, stem_stride=1, stage_convs=None, **kw):
     members = []
     for k in range(m):
         torch.manual_seed(k)
-        net, cfg = create_backbone("cnn", width=width, depth=2, stem_stride=stem_stride)
+        net, cfg = create_backbone("cnn", width=width, depth=2, stem_stride=stem_stride, stage_convs=stage_convs)
         members.append(net)
     return Ensemble(members, cfg, **kw)
 
@@ -50,9 +50,9 @@ def trained_like(module):
     return module
 
 
-@pytest.mark.parametrize("batch,stem_stride", [(1, 1), (16, 1), (16, 2)])
-def test_fused_paths_match_the_member_loop(batch, stem_stride):
-    ens = trained_like(tiny_ensemble(4, stem_stride=stem_stride))
+@pytest.mark.parametrize("batch,stem_stride,stage_convs", [(1, 1, None), (16, 1, None), (16, 2, None), (16, 2, (1, 2))])
+def test_fused_paths_match_the_member_loop(batch, stem_stride, stage_convs):
+    ens = trained_like(tiny_ensemble(4, stem_stride=stem_stride, stage_convs=stage_convs))
     x = preprocess(np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8), ens.config)
     with torch.inference_mode():
         a, b, c = ens.forward_loop(x), ens.forward_vmap(x), ens.forward_stacked(x)

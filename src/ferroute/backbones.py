@@ -11,7 +11,7 @@ import functools
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -147,19 +147,24 @@ class CompactCNN(nn.Module):
     halving the resolution, then global average pooling and a linear head. ``stem_stride=2``
     makes the first convolution a 4x4 stride-2 one, so every stage runs at half the
     resolution: about a quarter of the arithmetic, for a model cheap enough to run the
-    whole corruption protocol quickly.
+    whole corruption protocol quickly. ``stage_convs`` sets the number of blocks per stage
+    (default two each); ``(1, 2, 2)`` with ``stem_stride=2`` leaves the first stage its stem
+    alone, dropping the costliest layer to run (a full-width convolution at 24x24).
     """
 
     def __init__(self, width: int = 32, depth: int = 3, num_classes: int = 8, dropout: float = 0.3, in_chans: int = 1,
-                 stem_stride: int = 1):
+                 stem_stride: int = 1, stage_convs: Sequence[int] | None = None):
         super().__init__()
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        convs = tuple(stage_convs) if stage_convs is not None else (2,) * depth
+        if len(convs) != depth or any(int(n) < 1 for n in convs):
+            raise ValueError(f"stage_convs must give one count >= 1 per stage ({depth} stages), got {stage_convs!r}")
         layers: list[nn.Module] = []
         c_in = in_chans
         for stage in range(depth):
             c_out = width * 2**stage
-            for i in range(2):
+            for i in range(int(convs[stage])):
                 if stage == 0 and i == 0 and stem_stride == 2:
                     conv = nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=False)
                 else:
@@ -181,11 +186,13 @@ class CompactCNN(nn.Module):
 
 @register("cnn")
 def _cnn(pretrained: bool = False, width: int = 32, depth: int = 3, dropout: float = 0.3, input_size: int = 48,
-         stem_stride: int = 1) -> tuple[nn.Module, BackboneConfig]:
-    model = CompactCNN(width=width, depth=depth, dropout=dropout, stem_stride=stem_stride)
+         stem_stride: int = 1, stage_convs: Sequence[int] | None = None) -> tuple[nn.Module, BackboneConfig]:
+    model = CompactCNN(width=width, depth=depth, dropout=dropout, stem_stride=stem_stride, stage_convs=stage_convs)
     kwargs: dict[str, Any] = {"width": width, "depth": depth, "dropout": dropout, "input_size": input_size}
     if stem_stride != 1:  # older configs lack the key; keep them byte-identical
         kwargs["stem_stride"] = stem_stride
+    if stage_convs is not None and tuple(stage_convs) != (2,) * depth:
+        kwargs["stage_convs"] = [int(n) for n in stage_convs]
     cfg = BackboneConfig("cnn", input_size, 1, (0.5,), (0.25,), kwargs=kwargs)
     return model, cfg
 

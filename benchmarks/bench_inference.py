@@ -107,9 +107,13 @@ def _row(device: str, backend: str, mode: str, threads: int, batch: int, faces_p
 
 
 @contextlib.contextmanager
-def one_chunk_at_a_time(model: Ensemble) -> Iterator[None]:
+def one_chunk_at_a_time(model: Ensemble, on: bool = True) -> Iterator[None]:
     """``predict_proba``'s chunks one after the other on torch's own threads (how it ran before
-    its CPU chunks ran side by side on threads of their own): the comparison row."""
+    its CPU chunks ran side by side on threads of their own): the comparison row. ``on=False``
+    leaves the model as it is."""
+    if not on:
+        yield
+        return
     model.chunks_side_by_side = False
     try:
         yield
@@ -159,7 +163,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                     ens.set_precision(precision)
                     ens.set_compile("on" if compiled else "off")
                     try:
-                        with one_chunk_at_a_time(ens) if sequential else contextlib.nullcontext():
+                        with one_chunk_at_a_time(ens, sequential):
                             return ens.predict_proba(faces, batch_size=batch)
                     finally:
                         ens.set_tta("none")
@@ -169,7 +173,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
 
             def q8_product(faces=faces, sequential: bool = False):
                 def run():
-                    with one_chunk_at_a_time(q8) if sequential else contextlib.nullcontext():
+                    with one_chunk_at_a_time(q8, sequential):
                         return q8.predict_proba(faces, batch_size=batch)
                 return run
 

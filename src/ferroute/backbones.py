@@ -157,14 +157,14 @@ class CompactCNN(nn.Module):
         super().__init__()
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
-        convs = tuple(stage_convs) if stage_convs is not None else (2,) * depth
-        if len(convs) != depth or any(int(n) < 1 for n in convs):
+        self.stage_convs = tuple(int(n) for n in stage_convs) if stage_convs is not None else (2,) * depth
+        if len(self.stage_convs) != depth or any(n < 1 for n in self.stage_convs):
             raise ValueError(f"stage_convs must give one count >= 1 per stage ({depth} stages), got {stage_convs!r}")
         layers: list[nn.Module] = []
         c_in = in_chans
         for stage in range(depth):
             c_out = width * 2**stage
-            for i in range(int(convs[stage])):
+            for i in range(self.stage_convs[stage]):
                 if stage == 0 and i == 0 and stem_stride == 2:
                     conv = nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=False)
                 else:
@@ -191,8 +191,8 @@ def _cnn(pretrained: bool = False, width: int = 32, depth: int = 3, dropout: flo
     kwargs: dict[str, Any] = {"width": width, "depth": depth, "dropout": dropout, "input_size": input_size}
     if stem_stride != 1:  # older configs lack the key; keep them byte-identical
         kwargs["stem_stride"] = stem_stride
-    if stage_convs is not None and tuple(stage_convs) != (2,) * depth:
-        kwargs["stage_convs"] = [int(n) for n in stage_convs]
+    if model.stage_convs != (2,) * depth:  # likewise: the default two per stage is left out
+        kwargs["stage_convs"] = list(model.stage_convs)
     cfg = BackboneConfig("cnn", input_size, 1, (0.5,), (0.25,), kwargs=kwargs)
     return model, cfg
 

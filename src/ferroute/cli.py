@@ -189,7 +189,7 @@ def calibrate(
         _fail(str(exc))
     if shift not in UncertaintyRouter.SHIFT_SCORES:
         _fail(f"--shift must be one of {UncertaintyRouter.SHIFT_SCORES}")
-    if ens.precision == "int8" and next(ens.parameters()).device.type != "cpu":
+    if ens.precision == "int8" and ens.device.type != "cpu":
         _fail("this model runs in int8, a CPU arithmetic: calibrate it with --device cpu, so the thresholds "
               "are fitted on the outputs users get (or pick --precision auto to calibrate on the GPU)")
     try:
@@ -233,7 +233,7 @@ def evaluate(
     except DataError as exc:
         _fail(str(exc))
     ens, model_dir = _load_model(model, device, backend)
-    dev = next(ens.parameters()).device
+    dev = ens.device
     router = load_router(model_dir) if (model_dir / "router.json").is_file() else None
     if precision is not None and precision != ens.precision:
         try:

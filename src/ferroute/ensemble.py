@@ -400,6 +400,11 @@ class Ensemble(nn.Module):
     def num_members(self) -> int:
         return len(self.members)
 
+    @property
+    def device(self) -> torch.device:
+        """The device the members live on (where :meth:`predict_proba` runs them)."""
+        return next(self.parameters()).device
+
     def _drop_copies(self) -> None:
         """Forget the inference-only copies of the members' weights (rebuilt on demand).
         Plain attributes, not submodules: they stay out of ``state_dict``."""
@@ -596,7 +601,7 @@ class Ensemble(nn.Module):
         """Grayscale faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32,
         computed on the device the members live on."""
         self.eval()
-        dev = next(self.parameters()).device
+        dev = self.device
         out = np.empty((len(faces), self.num_members, len(self.config.labels)), dtype=np.float32)
         # the chunking answers a CPU allocator cost; a GPU takes each batch whole
         chunk = self.forward_chunk if dev.type == "cpu" else batch_size
@@ -720,7 +725,7 @@ def how_it_runs(model: Any) -> dict[str, Any]:
     """Views, device, arithmetic, backend and compile state of a model's inference (an
     :class:`Ensemble` or an onnxruntime one, which runs on the CPU), for reports and the
     server's model info."""
-    dev = next(model.parameters()).device if isinstance(model, nn.Module) else torch.device("cpu")
+    dev = model.device if isinstance(model, Ensemble) else torch.device("cpu")
     return {
         "tta": model.tta,
         "device": str(dev),

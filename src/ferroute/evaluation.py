@@ -128,7 +128,7 @@ def evaluate(
         ldl.set_tta(ensemble.tta)  # the baseline gets the same test-time augmentation
         if isinstance(ldl, Ensemble) and isinstance(ensemble, Ensemble):
             try:
-                if ensemble.uses_int8(next(ensemble.parameters()).device) and not ldl.is_quantized:  # int8 that runs here, not a fallback
+                if ensemble.uses_int8(ensemble.device) and not ldl.is_quantized:  # int8 that runs here, not a fallback
                     ldl.quantize(valid.images)  # int8 scales from the same validation faces
                 ldl.set_precision(ensemble.precision)  # ... and the same arithmetic
             except ValueError:  # a baseline that cannot run in int8 (not a CNN): its fastest other mode

@@ -168,3 +168,25 @@ def test_devices_this_machine_or_backend_cannot_use_are_usage_errors(tiny_model_
     assert res.exit_code == 2 and "onnx backend runs on the CPU" in res.output, res.output
     res = runner.invoke(app, ["serve", "--model", str(tiny_model_dir), "--device", "cuda", "--backend", "onnx"])
     assert res.exit_code == 2 and "onnx backend runs on the CPU" in res.output, res.output
+
+
+def test_calibrate_a_single_model_stores_its_arithmetic_but_no_router(fake_ferplus, tmp_path):
+    import json
+
+    from ferroute.backbones import create_backbone, int8_supported
+    from ferroute.ensemble import Ensemble
+
+    net, cfg = create_backbone("cnn", width=4, depth=2)
+    m = tmp_path / "ldl"
+    Ensemble([net], cfg).save(m)
+    res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(fake_ferplus)])
+    assert res.exit_code == 2 and "single model" in res.output and "2+ members" in res.output, res.output
+    precision = "int8" if int8_supported() else "fp32"
+    res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(fake_ferplus), "--tta", "hflip", "--precision", precision])
+    assert res.exit_code == 0 and "no routing thresholds" in res.output, res.output
+    assert not (m / "router.json").exists()
+    stored = json.loads((m / "config.json").read_text())["meta"]["inference"]
+    assert stored["tta"] == "hflip" and stored["precision"] == precision
+    assert ("int8" in stored) == (precision == "int8")
+    loaded = Ensemble.load(m)
+    assert loaded.tta == "hflip" and loaded.is_quantized == (precision == "int8")

@@ -2,8 +2,20 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.stats import rankdata, spearmanr
+from sklearn.metrics import roc_auc_score
 
-from ferroute.evaluation import evaluate, kept_at_rate, kept_ratio_ci, routing_table, spearman_ci
+from ferroute.evaluation import (
+    _resampled_ranks,
+    auroc,
+    evaluate,
+    kept_at_rate,
+    kept_ratio_ci,
+    routing_table,
+    spearman_ci,
+)
 
 
 def test_kept_at_rate_matches_rate_exactly():
@@ -33,6 +45,33 @@ def test_routing_table_and_ratio_ci():
     lo, hi = kept_ratio_ci(a_clean, ood, b_clean, ood, amb, 0.9, n_boot=100)
     ratio = t["kept_ambiguous_a"]["0.9"] / t["kept_ambiguous_b"]["0.9"]
     assert lo < ratio < hi
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 6), min_size=2, max_size=40), st.integers(1, 5), st.integers(0, 2**31))
+def test_resampled_ranks_are_scipys_average_ranks(values, b, seed):
+    v = np.asarray(values, float) / 3  # few distinct values: many ties
+    i = np.random.default_rng(seed).integers(0, len(v), (b, len(v)))
+    np.testing.assert_allclose(_resampled_ranks(v, i), rankdata(v[i], axis=1), rtol=0, atol=1e-12)
+
+
+def test_spearman_ci_matches_spearmanr_on_each_resample():
+    rng = np.random.default_rng(3)
+    x = rng.integers(0, 9, 300).astype(float)  # ties on both sides
+    y = x + rng.integers(0, 5, 300)
+    rho, ci = spearman_ci(x, y, n_boot=150, seed=7)
+    draws = np.random.default_rng(7)
+    boots = [spearmanr(x[i], y[i]).statistic for i in (draws.integers(0, 300, 300) for _ in range(150))]
+    assert rho == pytest.approx(spearmanr(x, y).statistic)
+    np.testing.assert_allclose(ci, np.percentile(boots, [2.5, 97.5]), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=1, max_size=30), st.lists(st.integers(0, 5), min_size=1, max_size=30))
+def test_auroc_is_sklearns(clean, shifted):
+    c, s = np.asarray(clean, float) / 7, np.asarray(shifted, float) / 7  # ties within and across the sets
+    expected = roc_auc_score(np.r_[np.zeros(len(c)), np.ones(len(s))], np.r_[c, s])
+    assert auroc(c, s) == pytest.approx(expected, abs=1e-12)
 
 
 def test_spearman_ci_brackets_estimate():
@@ -92,3 +131,32 @@ def test_an_int8_model_evaluates_where_int8_falls_back(fake_ferplus, tmp_path, m
     monkeypatch.setattr(ensemble, "int8_supported", lambda: False)
     rep = evaluate(ens, va, te, tmp_path / "rep", ldl=tiny_ensemble(1), corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
     assert rep["model"]["precision"] == rep["ldl"]["precision"] != "int8"
+
+
+def test_a_baseline_keeps_int8_scales_fitted_on_the_same_views(fake_ferplus, tmp_path, monkeypatch):
+    """A shipped int8 baseline runs as stored; scales fitted on other views are refitted."""
+    from ferroute.backbones import int8_supported
+    from ferroute.data import load_split
+    from ferroute.ensemble import Ensemble
+    from tests.test_ensemble import tiny_ensemble
+
+    if not int8_supported():
+        pytest.skip("no x86 quantized engine on this CPU")
+    va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
+    ldl = tiny_ensemble(1)
+    ldl.set_tta("hflip")
+    ldl.quantize(va.images)
+    assert ldl.int8_tta == "hflip"
+    refits = []
+    quantize = Ensemble.quantize
+    monkeypatch.setattr(Ensemble, "quantize", lambda self, faces, **kw: refits.append(self) or quantize(self, faces, **kw))
+    ens = tiny_ensemble(2)
+    ens.set_tta("hflip")
+    ens.quantize(va.images)
+    run = dict(corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
+    evaluate(ens, va, te, tmp_path / "a", ldl=ldl, **run)
+    assert refits == [ens]  # the baseline's stored scales were used
+    ens.set_tta("none")
+    ens.quantize(va.images)
+    rep = evaluate(ens, va, te, tmp_path / "b", ldl=ldl, **run)
+    assert refits[-1] is ldl and ldl.int8_tta == "none" and rep["ldl"]["precision"] == "int8"

@@ -166,7 +166,7 @@ def pack_data(
 
 @app.command()
 def calibrate(
-    model: Path = typer.Option(..., help="Model directory to calibrate (writes router.json), or an embedded model's name."),
+    model: Path = typer.Option(..., help="Model directory to calibrate (writes router.json; for a single model, e.g. an LDL baseline, only --tta/--precision), or an embedded model's name."),
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
     tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
@@ -200,6 +200,12 @@ def calibrate(
         _quantize(ens, va.images)  # the thresholds below are then fitted on int8 outputs
     if tta is not None or precision is not None:
         write_config(d, ens.config, ens.num_members, ens.meta)
+    if ens.num_members == 1:  # a single model (an LDL baseline): its epistemic part is always 0
+        if tta is None and precision is None:
+            _fail(f"{d} holds a single model: it has no epistemic uncertainty, so there are no routing "
+                  "thresholds to fit (UAR needs an ensemble of 2+ members); --tta and --precision still apply")
+        typer.echo(f"stored tta {ens.tta}, precision {ens.precision} in {d / 'config.json'}; a single model gets no routing thresholds")
+        return
     router = UncertaintyRouter(reject_rate=reject_rate, shift=shift).fit(ens.predict_proba(va.images, progress=True), va.disagreement)
     (d / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
     typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds} -> {d / 'router.json'}")

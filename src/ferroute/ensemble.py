@@ -492,6 +492,13 @@ class Ensemble(nn.Module):
         """Whether int8 activation scales have been fitted (:meth:`quantize`)."""
         return "int8" in self.meta.get("inference", {})
 
+    @property
+    def int8_tta(self) -> str | None:
+        """The test-time augmentation the int8 scales were fitted on (``None`` before
+        :meth:`quantize`; scales stored without it count as fitted on the current one)."""
+        int8 = self.meta.get("inference", {}).get("int8")
+        return None if int8 is None else int8.get("tta", self.tta)
+
     def quantize(self, faces: np.ndarray, max_faces: int = 1024, batch_size: int = 256) -> "Ensemble":
         """Fit the int8 activation scales on calibration faces ``(N, H, W)`` uint8 (FERPlus
         validation faces, say; no labels needed; at most ``max_faces`` of them, evenly spaced:
@@ -508,7 +515,8 @@ class Ensemble(nn.Module):
             graph.observe(preprocess(faces[s : s + batch_size], self.config))
         qparams = graph.activation_qparams()
         graph.finish()
-        self.meta.setdefault("inference", {})["int8"] = {"engine": "x86", "faces": int(len(faces)), "activations": qparams}
+        self.meta.setdefault("inference", {})["int8"] = {"engine": "x86", "faces": int(len(faces)), "tta": self.tta,
+                                                         "activations": qparams}
         self.set_precision("int8")
         self._graphs[self._graph_key("cpu")] = graph
         return self

@@ -1,6 +1,6 @@
 """Choose the test-time views and UAR's shift score on validation data only (never on test).
 
-    FERPLUS_DIR=... python scripts/select_shift_score.py MODEL_DIR [--n 1200] [--precision auto]
+    FERPLUS_DIR=... python scripts/select_shift_score.py MODEL_DIR [--n 1200] [--precision auto] [--drop-members K]
 
 Splits FERPlus valid in two halves: the first calibrates each candidate router, the second
 (clean, plus its 15 corruptions at severity 5 as OOD) measures accuracy, Spearman, epistemic
@@ -12,6 +12,7 @@ default model's settings.
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from ferroute.corruptions import CORRUPTIONS, corrupted_set
 from ferroute.data import load_split
 from ferroute.ensemble import TTA_VIEWS, Ensemble, preprocess, view
-from ferroute.evaluation import kept_at_rate
+from ferroute.evaluation import auroc, kept_at_rate
 from ferroute.routing import UncertaintyRouter
 from ferroute.uncertainty import decompose
 
@@ -42,10 +43,14 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--n", type=int, default=1200)
     ap.add_argument("--precision", default=None, help="fp32, bf16 or auto (default: the model's own)")
+    ap.add_argument("--drop-members", type=int, default=0,
+                    help="also measure every sub-ensemble with this many members left out (the model's own TTA, "
+                         "conditional shift score): what a smaller ensemble would cost")
     args = ap.parse_args()
     ens = Ensemble.load(args.model)
     if args.precision:
         ens.set_precision(args.precision)
+    own_tta = ens.tta
     ens.set_tta("none")  # each TTA setting below averages its own views
     va = load_split("valid")
     rng = np.random.default_rng(0)
@@ -79,6 +84,24 @@ def main() -> None:
             kept = {r: kept_at_rate(c[amb], o, r) for r in (0.5, 0.7, 0.9)}
             print(f"  {name:28s}", " ".join(f"r={r}: {k:.3f}" for r, k in kept.items()),
                   f"| ratio r=0.9: {kept[0.9] / max(single[0.9], 1e-9):.2f}")
+    if args.drop_members:
+        sel = [views.index(v) for v in TTA_VIEWS[own_tta]]
+        p = {k: v[sel].mean(0) for k, v in probs.items()}  # (N, M, C)
+        m = ens.num_members - args.drop_members
+        print(f"sub-ensembles of {m} of {ens.num_members} members, tta={own_tta}, UAR shift=conditional")
+        rows = []
+        for keep in itertools.combinations(range(ens.num_members), m):
+            d = {k: decompose(v[:, list(keep)]) for k, v in p.items()}
+            acc = float((p["ev"][:, list(keep)].mean(1).argmax(-1)[lab] == ev.labels[lab]).mean())
+            router = UncertaintyRouter(shift="conditional").fit(d["cal"], cal.disagreement)
+            kept = kept_at_rate(router.shift_score(d["ev"])[amb], router.shift_score(d["ood"]), 0.9)
+            rows.append((acc, spearmanr(d["ev"]["aleatoric"], dis)[0], auroc(d["ev"]["epistemic"], d["ood"]["epistemic"]),
+                         kept / max(kept_at_rate(d["ev"]["total"][amb], d["ood"]["total"], 0.9), 1e-9)))
+            print(f"  members {str(keep):16s} accuracy {rows[-1][0]:.3f}  Spearman {rows[-1][1]:.3f}  "
+                  f"epistemic AUROC {rows[-1][2]:.3f}  ratio r=0.9: {rows[-1][3]:.2f}")
+        lo, mean, hi = np.min(rows, 0), np.mean(rows, 0), np.max(rows, 0)
+        print("  mean (range)     " + "  ".join(f"{n} {a:.3f} ({b:.3f}-{c:.3f})" for n, a, b, c in
+                                             zip(("accuracy", "Spearman", "AUROC", "ratio"), mean, lo, hi)))
 
 
 if __name__ == "__main__":

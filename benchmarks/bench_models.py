@@ -1,7 +1,7 @@
 """Throughput of the embedded models (or any model folders) side by side, in interleaved rounds.
 
     FERPLUS_DIR=... python benchmarks/bench_models.py [default fast fast:int8 ...] [--faces 3545] [--rounds 5]
-        [--arch width=16 --arch width=32,stem_stride=2 ...]
+        [--arch width=16 --arch width=32,stem_stride=2,stage_convs=2-2-1:int8 ...]
 
 This machine is shared and its speed drifts by up to 2x between runs, so two models timed
 in separate runs cannot be compared; here each round runs every model once on the same
@@ -9,7 +9,8 @@ FERPlus test faces (``predict_proba`` with the model's own TTA and precision, co
 ``ferroute evaluate``), and the table gives the median and best round and each model's
 median relative to the first. ``--arch`` adds untrained 5-member ``cnn`` ensembles with
 those backbone options (speed does not depend on the weights), to size a model before
-training it. ``NAME:PRECISION`` runs a model in another arithmetic (``fast:int8``: int8
+training it (``a-b-c`` gives a list, ``:int8`` runs it in int8 with scales fitted on validation
+faces). ``NAME:PRECISION`` runs a model in another arithmetic (``fast:int8``: int8
 scales fitted on FERPlus validation faces first, as ``ferroute evaluate --precision int8`` does).
 """
 
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("models", nargs="*", default=["default", "fast"], help="model folders or embedded model names")
     ap.add_argument("--faces", type=int, default=3545, help="FERPlus test faces per call (3545: one corrupted set)")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--arch", action="append", default=[], help="untrained cnn options, e.g. width=32,stem_stride=2 (repeatable)")
+    ap.add_argument("--arch", action="append", default=[], help="untrained cnn options, e.g. width=32,stem_stride=2 or width=32,stage_convs=1-2-2:int8 (repeatable)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     faces = load_split("test").images[: args.faces]
@@ -45,9 +46,12 @@ def main() -> None:
         elif precision:
             ens.set_precision(precision)
     for arch in args.arch:
-        kwargs = {k: int(v) for k, v in (kv.split("=") for kv in arch.split(","))}
+        options, _, precision = arch.partition(":")
+        kwargs = {k: [int(n) for n in v.split("-")] if "-" in v else int(v) for k, v in (kv.split("=") for kv in options.split(","))}
         members = [create_backbone("cnn", **kwargs) for _ in range(5)]
-        models[f"cnn {arch}"] = Ensemble([m for m, _ in members], members[0][1], meta={"inference": {"tta": "hflip", "precision": "auto"}})
+        ens = models[f"cnn {arch}"] = Ensemble([m for m, _ in members], members[0][1], meta={"inference": {"tta": "hflip", "precision": "auto"}})
+        if precision == "int8":
+            ens.quantize(load_split("valid").images)
     for ens in models.values():
         ens.set_compile("on")
         ens.predict_proba(faces)  # compile and warm up outside the timing

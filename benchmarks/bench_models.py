@@ -17,6 +17,7 @@ scales fitted on FERPlus validation faces first, as ``ferroute evaluate --precis
 from __future__ import annotations
 
 import argparse
+import functools
 
 import numpy as np
 import torch
@@ -37,12 +38,13 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(2)
     faces = load_split("test").images[: args.faces]
+    calibration = functools.cache(lambda: load_split("valid").images)  # int8 scales, read once for all models
     models = {}
     for spec in args.models:
         name, _, precision = spec.partition(":")
         ens = models[spec] = Ensemble.load(resolve_model_dir(name))
         if precision == "int8":
-            ens.quantize(load_split("valid").images)
+            ens.quantize(calibration())
         elif precision:
             ens.set_precision(precision)
     for arch in args.arch:
@@ -51,7 +53,7 @@ def main() -> None:
         members = [create_backbone("cnn", **kwargs) for _ in range(5)]
         ens = models[f"cnn {arch}"] = Ensemble([m for m, _ in members], members[0][1], meta={"inference": {"tta": "hflip", "precision": "auto"}})
         if precision == "int8":
-            ens.quantize(load_split("valid").images)
+            ens.quantize(calibration())
     for ens in models.values():
         ens.set_compile("on")
         ens.predict_proba(faces)  # compile and warm up outside the timing

@@ -17,7 +17,6 @@ import itertools
 import numpy as np
 import torch
 from scipy.stats import spearmanr
-from sklearn.metrics import roc_auc_score
 
 from ferroute.corruptions import CORRUPTIONS, corrupted_set
 from ferroute.data import load_split
@@ -66,14 +65,15 @@ def main() -> None:
     print(f"validation: {len(cal)} faces calibrate, {len(ev)} clean + {len(ood_faces)} corrupted (severity 5) measure; "
           f"arithmetic {'bf16' if ens.uses_bf16('cpu') else 'fp32'}")
     print("kept = share of ambiguous clean faces (top third of disagreement) kept at matched OOD rejection r")
+    def measured(p: dict[str, np.ndarray]) -> tuple[dict, float, float, float]:
+        """Decompositions, accuracy, Spearman and epistemic AUROC of member probabilities ``{split: (N, M, C)}``."""
+        d = {k: decompose(v) for k, v in p.items()}
+        acc = float((p["ev"].mean(1).argmax(-1)[lab] == ev.labels[lab]).mean())
+        return d, acc, spearmanr(d["ev"]["aleatoric"], dis)[0], auroc(d["ev"]["epistemic"], d["ood"]["epistemic"])
+
     for tta, vs in TTA_VIEWS.items():
         sel = [views.index(v) for v in vs]
-        d = {k: decompose(p[sel].mean(0)) for k, p in probs.items()}
-        mean_p = probs["ev"][sel].mean(0).mean(1)
-        acc = float((mean_p.argmax(-1)[lab] == ev.labels[lab]).mean())
-        rho = spearmanr(d["ev"]["aleatoric"], dis)[0]
-        y = np.r_[np.zeros(len(ev)), np.ones(len(ood_faces))]
-        auc = roc_auc_score(y, np.r_[d["ev"]["epistemic"], d["ood"]["epistemic"]])
+        d, acc, rho, auc = measured({k: p[sel].mean(0) for k, p in probs.items()})
         print(f"tta={tta:12s} accuracy {acc:.3f}  Spearman {rho:.3f}  epistemic AUROC {auc:.3f}")
         candidates = {"total (single score)": (d["ev"]["total"], d["ood"]["total"])}
         for shift in UncertaintyRouter.SHIFT_SCORES:
@@ -91,12 +91,10 @@ def main() -> None:
         print(f"sub-ensembles of {m} of {ens.num_members} members, tta={own_tta}, UAR shift=conditional")
         rows = []
         for keep in itertools.combinations(range(ens.num_members), m):
-            d = {k: decompose(v[:, list(keep)]) for k, v in p.items()}
-            acc = float((p["ev"][:, list(keep)].mean(1).argmax(-1)[lab] == ev.labels[lab]).mean())
+            d, acc, rho, auc = measured({k: v[:, list(keep)] for k, v in p.items()})
             router = UncertaintyRouter(shift="conditional").fit(d["cal"], cal.disagreement)
             kept = kept_at_rate(router.shift_score(d["ev"])[amb], router.shift_score(d["ood"]), 0.9)
-            rows.append((acc, spearmanr(d["ev"]["aleatoric"], dis)[0], auroc(d["ev"]["epistemic"], d["ood"]["epistemic"]),
-                         kept / max(kept_at_rate(d["ev"]["total"][amb], d["ood"]["total"], 0.9), 1e-9)))
+            rows.append((acc, rho, auc, kept / max(kept_at_rate(d["ev"]["total"][amb], d["ood"]["total"], 0.9), 1e-9)))
             print(f"  members {str(keep):16s} accuracy {rows[-1][0]:.3f}  Spearman {rows[-1][1]:.3f}  "
                   f"epistemic AUROC {rows[-1][2]:.3f}  ratio r=0.9: {rows[-1][3]:.2f}")
         lo, mean, hi = np.min(rows, 0), np.mean(rows, 0), np.max(rows, 0)

@@ -192,6 +192,10 @@ def calibrate(
     if ens.precision == "int8" and ens.device.type != "cpu":
         _fail("this model runs in int8, a CPU arithmetic: calibrate it with --device cpu, so the thresholds "
               "are fitted on the outputs users get (or pick --precision auto to calibrate on the GPU)")
+    single = ens.num_members == 1  # a single model (an LDL baseline): its epistemic part is always 0
+    if single and tta is None and precision is None:
+        _fail(f"{d} holds a single model: it has no epistemic uncertainty, so there are no routing "
+              "thresholds to fit (UAR needs an ensemble of 2+ members); --tta and --precision still apply")
     try:
         va = load_split("valid", data)
     except DataError as exc:
@@ -200,10 +204,7 @@ def calibrate(
         _quantize(ens, va.images)  # the thresholds below are then fitted on int8 outputs
     if tta is not None or precision is not None:
         write_config(d, ens.config, ens.num_members, ens.meta)
-    if ens.num_members == 1:  # a single model (an LDL baseline): its epistemic part is always 0
-        if tta is None and precision is None:
-            _fail(f"{d} holds a single model: it has no epistemic uncertainty, so there are no routing "
-                  "thresholds to fit (UAR needs an ensemble of 2+ members); --tta and --precision still apply")
+    if single:
         typer.echo(f"stored tta {ens.tta}, precision {ens.precision} in {d / 'config.json'}; a single model gets no routing thresholds")
         return
     router = UncertaintyRouter(reject_rate=reject_rate, shift=shift).fit(ens.predict_proba(va.images, progress=True), va.disagreement)

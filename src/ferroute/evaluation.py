@@ -35,11 +35,11 @@ RATES = (0.5, 0.7, 0.9, 0.95)
 N_BOOT = 1000
 
 
-def _resampled_ranks(v: np.ndarray, i: np.ndarray) -> np.ndarray:
+def _resampled_ranks(code: np.ndarray, i: np.ndarray) -> np.ndarray:
     """Average ranks (scipy's ``rankdata``) of ``v[i]`` per row of ``i`` ``(b, n)``, by counting
-    each distinct value's draws instead of sorting every resample."""
-    u, code = np.unique(v, return_inverse=True)
-    b, k = len(i), len(u)
+    each distinct value's draws instead of sorting every resample. ``code``: each value's
+    index among the distinct values of ``v`` (``np.unique(v, return_inverse=True)[1]``)."""
+    b, k = len(i), int(code.max()) + 1
     drawn = np.bincount((code[i] + k * np.arange(b)[:, None]).ravel(), minlength=b * k).reshape(b, k)
     avg = np.cumsum(drawn, axis=1) - (drawn - 1) / 2  # ranks start+1 .. start+count average to this
     return np.take_along_axis(avg, code[i], axis=1)
@@ -49,12 +49,12 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, seed: int = 
     """Spearman rho of ``x`` vs ``y`` and its percentile-bootstrap 95 % CI."""
     rho = float(spearmanr(x, y).statistic)
     rng = np.random.default_rng(seed)
-    x, y = np.asarray(x), np.asarray(y)
-    n = len(x)
+    cx, cy = (np.unique(v, return_inverse=True)[1].ravel() for v in (x, y))
+    n = len(cx)
     boots = np.empty(n_boot)
     for start in range(0, n_boot, 100):  # 100 resamples at a time: Pearson's r of their ranks, as spearmanr
         i = np.stack([rng.integers(0, n, n) for _ in range(min(100, n_boot - start))])  # (b, n)
-        rx, ry = _resampled_ranks(x, i), _resampled_ranks(y, i)
+        rx, ry = _resampled_ranks(cx, i), _resampled_ranks(cy, i)
         rx -= rx.mean(axis=1, keepdims=True)
         ry -= ry.mean(axis=1, keepdims=True)
         with np.errstate(invalid="ignore", divide="ignore"):  # a resample with one distinct value: nan, as spearmanr

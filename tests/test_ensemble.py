@@ -270,6 +270,27 @@ def test_int8_needs_its_scales_then_tracks_fp32_and_persists(tmp_path):
     np.testing.assert_allclose(back.predict_proba(faces), ref, atol=1e-6)
 
 
+def test_int8_scales_know_their_views_and_warn_when_the_views_change(tmp_path):
+    ens = trained_like(tiny_ensemble(2, width=8))
+    ens.set_tta("hflip")
+    faces = np.random.default_rng(3).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    ens.quantize(faces)
+    ens.save(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    del cfg["meta"]["inference"]["int8"]["tta"]  # as stored before the record named its views
+    (tmp_path / "config.json").write_text(json.dumps(cfg))
+    back = Ensemble.load(tmp_path)
+    back.set_tta("none")
+    assert back.int8_tta == "hflip"  # the views in force when the scales were stored, not the current ones
+    with pytest.warns(UserWarning, match="fitted on test-time augmentation 'hflip'"):
+        back.predict_proba(faces)
+    back.quantize(faces)
+    assert back.int8_tta == "none"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Ensemble.load(tmp_path).predict_proba(faces)  # its own views: no warning
+
+
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_cpu_calls_run_chunks_on_threads_with_the_single_threaded_results(precision):
     ens = trained_like(tiny_ensemble(3, width=8))

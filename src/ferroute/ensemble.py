@@ -391,6 +391,9 @@ class Ensemble(nn.Module):
         self.config = config
         self.meta: dict[str, Any] = dict(meta or {})
         self.set_tta(str(self.meta.get("inference", {}).get("tta", "none")))
+        int8 = self.meta.get("inference", {}).get("int8")
+        if int8 is not None and "tta" not in int8:  # stored before the record named its views: the model's own
+            self.meta["inference"]["int8"] = {**int8, "tta": self.tta}
         self.set_precision(str(self.meta.get("inference", {}).get("precision", "fp32")))
         self._drop_copies()
         self.compile = "auto"
@@ -495,9 +498,9 @@ class Ensemble(nn.Module):
     @property
     def int8_tta(self) -> str | None:
         """The test-time augmentation the int8 scales were fitted on (``None`` before
-        :meth:`quantize`; scales stored without it count as fitted on the current one)."""
+        :meth:`quantize`; scales stored without it were fitted on the model's stored one)."""
         int8 = self.meta.get("inference", {}).get("int8")
-        return None if int8 is None else int8.get("tta", self.tta)
+        return None if int8 is None else int8["tta"]
 
     def quantize(self, faces: np.ndarray, max_faces: int = 1024, batch_size: int = 256) -> "Ensemble":
         """Fit the int8 activation scales on calibration faces ``(N, H, W)`` uint8 (FERPlus
@@ -562,6 +565,10 @@ class Ensemble(nn.Module):
                 if not int8:
                     raise ModelError("precision int8 needs activation scales fitted on calibration faces: call "
                                      "Ensemble.quantize(faces) or run `ferroute calibrate --precision int8`")
+                if int8["tta"] != self.tta:
+                    warnings.warn(f"int8 activation scales were fitted on test-time augmentation {int8['tta']!r}, not "
+                                  f"{self.tta!r}: outputs drift slightly; call Ensemble.quantize(faces) to refit them "
+                                  f"(ferroute calibrate --tta {self.tta} --precision int8 does)", stacklevel=3)
                 self._graphs[key] = QuantizedGraph(list(self.members), TTA_VIEWS[self.tta], int8["activations"])
             return self._graphs[key]
         if key not in self._graphs:

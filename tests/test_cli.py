@@ -65,6 +65,18 @@ def test_missing_data_is_a_clear_error(tmp_path, monkeypatch):
     assert res.exit_code == 2 and "nowhere" in res.output
 
 
+def test_distill_from_usage_errors_before_reading_data(tmp_path, monkeypatch):
+    monkeypatch.delenv("FERPLUS_DIR", raising=False)
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--distill-from", str(tmp_path / "nowhere")])
+    assert res.exit_code == 2 and "nowhere" in res.output and "config.json" in res.output
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--distill-from", "fast", "--backbone-arg", "width=8"])
+    assert res.exit_code == 2 and "teacher's architecture" in res.output
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--distill-from", "fast", "--members", "6"])
+    assert res.exit_code == 2 and "at most" in res.output
+    res = runner.invoke(app, ["train", "--out", str(tmp_path / "m"), "--distill-from", "fast"])
+    assert res.exit_code == 2 and "FERPLUS_DIR" in res.output  # the options were fine: only then the data
+
+
 @pytest.mark.data
 def test_train_calibrate_evaluate_on_real_ferplus(ferplus_dir, tmp_path):
     m = tmp_path / "m"

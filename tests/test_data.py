@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from ferroute.data import EMOTIONS, NO_LABEL, DataError, load_split, majority_label, vote_entropy
+from ferroute.data import (
+    EMOTIONS,
+    NO_LABEL,
+    DataError,
+    load_split,
+    majority_label,
+    vote_entropy,
+)
 
 
 def v(*counts):

@@ -6,7 +6,12 @@ import torch
 
 from ferroute.data import load_split
 from ferroute.ensemble import Ensemble
-from ferroute.training import TrainConfig, augment_batch, soft_cross_entropy, train_ensemble
+from ferroute.training import (
+    TrainConfig,
+    augment_batch,
+    soft_cross_entropy,
+    train_ensemble,
+)
 
 
 def test_soft_cross_entropy_is_minimised_by_the_target():
@@ -53,3 +58,57 @@ def test_precision_choice_resolves_and_rejects_typos():
     assert use_bf16("bf16", "cpu") and not use_bf16("fp32", "cpu")
     with pytest.raises(ValueError, match="precision"):
         use_bf16("half", "cpu")
+
+
+def _teacher(fake_ferplus, path, tta="hflip", members=2):
+    tr, va = load_split("train", fake_ferplus), load_split("valid", fake_ferplus)
+    tc = TrainConfig(epochs=1, batch_size=16, pretrained=False)
+    out = train_ensemble(tr, va, path, backbone_kwargs={"width": 4, "depth": 2}, members=members, tc=tc, progress=False)
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["meta"]["inference"] = {"tta": tta}
+    (out / "config.json").write_text(json.dumps(cfg))
+    return out, tr, va
+
+
+def test_teacher_targets_are_the_members_mean_over_its_views():
+    from ferroute.backbones import create_backbone
+    from ferroute.ensemble import TTA_VIEWS
+    from ferroute.training import Teacher
+
+    model, _ = create_backbone("cnn", width=4, depth=2)
+    t = Teacher(model.eval(), TTA_VIEWS["hflip"])
+    x = torch.rand(6, 1, 48, 48)
+    y = t.targets(x, bf16=False)
+    with torch.no_grad():
+        want = (model(x).softmax(-1) + model(x.flip(-1)).softmax(-1)) / 2
+    torch.testing.assert_close(y, want)
+    torch.testing.assert_close(t.targets(x.flip(-1), bf16=False), y)  # the mirror image has the same target
+
+
+def test_distilled_model_starts_from_its_teacher_and_needs_no_views(fake_ferplus, tmp_path):
+    teacher, tr, va = _teacher(fake_ferplus, tmp_path / "t")
+    tc = TrainConfig(epochs=1, batch_size=16, lr=1e-9, distill_from=str(teacher))
+    out = train_ensemble(tr, va, tmp_path / "s", members=2, tc=tc, progress=False)
+    student, t = Ensemble.load(out), Ensemble.load(teacher)
+    assert student.tta == "none" and student.config == t.config
+    assert json.loads((out / "config.json").read_text())["meta"]["distilled_from"]["tta"] == "hflip"
+    t.set_tta("none")
+    # a negligible learning rate: each member is still its teacher's copy (BatchNorm statistics aside)
+    s_w = student.members[1].state_dict()
+    for k, v in t.members[1].state_dict().items():
+        if "running" not in k and "num_batches" not in k:
+            torch.testing.assert_close(s_w[k], v, atol=1e-6, rtol=0)
+
+
+def test_distillation_refuses_what_it_cannot_do(fake_ferplus, tmp_path):
+    teacher, tr, va = _teacher(fake_ferplus, tmp_path / "t", tta="none")
+    with pytest.raises(ValueError, match="nothing to distil"):
+        train_ensemble(tr, va, tmp_path / "s", members=1, tc=TrainConfig(epochs=1, distill_from=str(teacher)), progress=False)
+    cfg = json.loads((teacher / "config.json").read_text())
+    cfg["meta"]["inference"] = {"tta": "hflip"}
+    (teacher / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="has 2 members"):
+        train_ensemble(tr, va, tmp_path / "s", members=3, tc=TrainConfig(epochs=1, distill_from=str(teacher)), progress=False)
+    with pytest.raises(ValueError, match="teacher's architecture"):
+        train_ensemble(tr, va, tmp_path / "s", backbone_kwargs={"width": 8}, members=1,
+                       tc=TrainConfig(epochs=1, distill_from=str(teacher)), progress=False)

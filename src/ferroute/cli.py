@@ -87,6 +87,7 @@ def train(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA and on CPUs with AMX), bf16 or fp32."),
+    distill_from: Optional[Path] = typer.Option(None, help="Trained model to distil: member k starts from its member k and learns that member's output averaged over its test-time views, so the result needs none (architecture taken from it)."),
 ) -> None:
     """Train a Deep Ensemble (or, with --ldl, the single LDL baseline) on FERPlus."""
     from .data import DataError, load_split
@@ -104,6 +105,22 @@ def train(
         _fail("--precision int8 is an inference mode: train in auto, bf16 or fp32, then `ferroute calibrate --precision int8`")
     if ldl:
         members, target = 1, "soft"
+    if distill_from is not None:
+        from .ensemble import Ensemble, ModelError
+        from .pipeline import resolve_model_dir
+
+        distill_from = resolve_model_dir(distill_from)
+        try:
+            teacher = Ensemble.load(distill_from)
+        except ModelError as exc:
+            _fail(f"--distill-from: {exc}")
+        if backbone_arg or backbone != teacher.config.name:
+            _fail(f"--distill-from keeps the teacher's architecture ({teacher.config.name}); leave out --backbone and --backbone-arg")
+        if members > teacher.num_members:
+            _fail(f"--distill-from {distill_from} has {teacher.num_members} member(s); ask for at most that many with --members")
+        if teacher.tta == "none":
+            _fail(f"--distill-from {distill_from} uses no test-time augmentation (tta none): there is nothing to distil")
+        backbone = teacher.config.name
     try:
         tr = load_split("train", data)
         va = load_split("valid", data)
@@ -111,7 +128,8 @@ def train(
         _fail(str(exc))
     if limit:
         tr = tr.subset(slice(0, limit))
-    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads, device=device, precision=precision)
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads, device=device, precision=precision,
+                     distill_from=None if distill_from is None else str(distill_from))
     command = _command_line(ctx)
     path = train_ensemble(tr, va, out, backbone=backbone, backbone_kwargs=_parse_kv(backbone_arg), members=members, tc=tc, command=command)
     typer.echo(f"wrote {path}")

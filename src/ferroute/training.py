@@ -2,6 +2,10 @@
 
 Members share architecture, data and schedule and differ only by their seed. Each
 finished member is written at once, so an interrupted run resumes at the next member.
+
+With ``TrainConfig.distill_from`` a trained model teaches a copy of itself: member k starts
+from the teacher's member k and learns that member's output averaged over the teacher's
+test-time views, so the result answers in one view what the teacher answers in several.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from torch import nn
 
 from .backbones import BackboneConfig, check_device, create_backbone, use_bf16
 from .data import FERPlusSplit
-from .ensemble import preprocess, save_member, write_config
+from .ensemble import TTA_VIEWS, Ensemble, preprocess, save_member, view, write_config
 
 
 @dataclass
@@ -38,6 +42,8 @@ class TrainConfig:
     threads: int | None = None
     device: str = "cpu"
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    #: teacher model directory: distil each of its members (see the module docstring)
+    distill_from: str | None = None
 
 
 def _targets(split: FERPlusSplit, target: str) -> tuple[np.ndarray, np.ndarray]:
@@ -82,6 +88,23 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.masked_fill(box.unsqueeze(1), 0.5)
 
 
+@dataclass
+class Teacher:
+    """One trained member and the test-time views whose mean output its student learns."""
+
+    model: nn.Module
+    views: tuple[tuple[bool, int, int], ...]
+
+    @torch.no_grad()
+    def targets(self, x: torch.Tensor, bf16: bool) -> torch.Tensor:
+        """Preprocessed batch ``(B, C, S, S)`` -> the member's probabilities ``(B, K)``, mean over the views."""
+        self.model.eval()
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = self.model(torch.cat([view(x, *v) for v in self.views]))
+        p = logits.float().softmax(-1)
+        return p.view(len(self.views), x.shape[0], -1).mean(0)
+
+
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Cross-entropy against target distributions ``(B, C)``; equals KL up to a constant."""
     return -(target * logits.log_softmax(-1)).sum(-1).mean()
@@ -108,8 +131,12 @@ def train_member(
     seed: int,
     progress: bool = True,
     desc: str = "member",
+    teacher: Teacher | None = None,
 ) -> tuple[nn.Module, BackboneConfig, dict[str, Any]]:
-    """Train one model from ``seed``; returns it, its config and a per-epoch log."""
+    """Train one model from ``seed``; returns it, its config and a per-epoch log.
+
+    With a ``teacher`` (same architecture) the model starts from the teacher's weights and
+    its targets are the teacher's outputs on each augmented batch instead of the votes."""
     if tc.precision == "int8":
         raise ValueError("precision int8 is for inference only; train in auto, bf16 or fp32")
     from tqdm.auto import tqdm
@@ -118,8 +145,11 @@ def train_member(
         torch.set_num_threads(tc.threads)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    model, cfg = create_backbone(backbone, pretrained=tc.pretrained, **backbone_kwargs)
+    model, cfg = create_backbone(backbone, pretrained=tc.pretrained and teacher is None, **backbone_kwargs)
     dev = check_device(tc.device)
+    if teacher is not None:
+        model.load_state_dict(teacher.model.state_dict())
+        teacher.model.to(dev, memory_format=torch.channels_last)
     model = model.to(dev, memory_format=torch.channels_last)
     idx, targets = _targets(train, tc.target)
     images = torch.from_numpy(train.images[idx]).to(dev)
@@ -141,7 +171,7 @@ def train_member(
             if tc.augment:
                 x = augment_batch(x, gen)
             x = preprocess((x.squeeze(1) * 255.0), cfg).contiguous(memory_format=torch.channels_last)
-            y = targets_t[j]
+            y = targets_t[j] if teacher is None else teacher.targets(x, bf16)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
                 logits = model(x)
             loss = soft_cross_entropy(logits.float(), y)
@@ -160,6 +190,8 @@ def train_member(
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"))
     log["seconds"] = time.time() - t0
+    if teacher is not None:
+        teacher.model.cpu()
     return model.cpu().eval(), cfg, log
 
 
@@ -174,9 +206,24 @@ def train_ensemble(
     progress: bool = True,
     command: str | None = None,
 ) -> Path:
-    """Train ``members`` seeds into ``out_dir``; members already on disk are kept (resume)."""
+    """Train ``members`` seeds into ``out_dir``; members already on disk are kept (resume).
+
+    With ``tc.distill_from`` the architecture is the teacher's (``backbone`` and
+    ``backbone_kwargs`` must agree with it or be left at their defaults) and the result
+    needs no test-time augmentation."""
     tc = tc or TrainConfig()
     backbone_kwargs = dict(backbone_kwargs or {})
+    teacher = None
+    if tc.distill_from:
+        teacher = Ensemble.load(tc.distill_from)
+        if backbone != teacher.config.name or (backbone_kwargs and backbone_kwargs != teacher.config.kwargs):
+            raise ValueError(f"a distilled model keeps its teacher's architecture ({teacher.config.name} "
+                             f"{json.dumps(teacher.config.kwargs)}); leave the backbone options out")
+        if members > teacher.num_members:
+            raise ValueError(f"the teacher {tc.distill_from} has {teacher.num_members} members; cannot distil {members}")
+        if teacher.tta == "none":
+            raise ValueError(f"the teacher {tc.distill_from} uses no test-time augmentation: there is nothing to distil")
+        backbone_kwargs = dict(teacher.config.kwargs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log_path = out / "train_log.json"
@@ -190,13 +237,17 @@ def train_ensemble(
             if progress:
                 print(f"member {k}: already trained, skipping ({path})")
             continue
-        model, cfg, mlog = train_member(train, valid, backbone, backbone_kwargs, tc, seed=tc.seed + k, progress=progress, desc=f"member {k + 1}/{members}")
+        teach = None if teacher is None else Teacher(teacher.members[k].float(), TTA_VIEWS[teacher.tta])
+        model, cfg, mlog = train_member(train, valid, backbone, backbone_kwargs, tc, seed=tc.seed + k, progress=progress,
+                                        desc=f"member {k + 1}/{members}", teacher=teach)
         save_member(model, path)
         log["members"][str(k)] = mlog
         log_path.write_text(json.dumps(log, indent=2) + "\n")
     if cfg is None:
         _, cfg = create_backbone(backbone, pretrained=False, **backbone_kwargs)
     meta = {"train": asdict(tc), "command": command, "train_size": len(train)}
+    if teacher is not None:
+        meta["distilled_from"] = {"model": str(tc.distill_from), "tta": teacher.tta, "command": teacher.meta.get("command")}
     write_config(out, cfg, members, meta)
     log_path.write_text(json.dumps(log, indent=2) + "\n")
     return out

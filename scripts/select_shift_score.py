@@ -45,6 +45,9 @@ def main() -> None:
     ap.add_argument("--drop-members", type=int, default=0,
                     help="also measure every sub-ensemble with this many members left out (the model's own TTA, "
                          "conditional shift score): what a smaller ensemble would cost")
+    ap.add_argument("--split-views", action="store_true",
+                    help="also measure one view per member: every way to show some members the face and the others its "
+                         "mirror image (one forward pass per member, like tta none)")
     args = ap.parse_args()
     ens = Ensemble.load(args.model)
     if args.precision:
@@ -84,6 +87,23 @@ def main() -> None:
             kept = {r: kept_at_rate(c[amb], o, r) for r in (0.5, 0.7, 0.9)}
             print(f"  {name:28s}", " ".join(f"r={r}: {k:.3f}" for r, k in kept.items()),
                   f"| ratio r=0.9: {kept[0.9] / max(single[0.9], 1e-9):.2f}")
+    if args.split_views:
+        m = ens.num_members
+        face, mirror = views.index((False, 0, 0)), views.index((True, 0, 0))
+        print("one view per member (mirrored members listed), UAR shift=conditional")
+        rows = []
+        for k in range(1, m // 2 + 1):  # a set and its complement differ only by mirroring every face
+            for flip in itertools.combinations(range(m), k):
+                f = np.isin(np.arange(m), flip)[None, :, None]
+                d, acc, rho, auc = measured({n: np.where(f, v[mirror], v[face]) for n, v in probs.items()})
+                router = UncertaintyRouter(shift="conditional").fit(d["cal"], cal.disagreement)
+                kept = kept_at_rate(router.shift_score(d["ev"])[amb], router.shift_score(d["ood"]), 0.9)
+                rows.append((acc, rho, auc, kept / max(kept_at_rate(d["ev"]["total"][amb], d["ood"]["total"], 0.9), 1e-9)))
+                print(f"  mirrored {str(flip):15s} accuracy {rows[-1][0]:.3f}  Spearman {rows[-1][1]:.3f}  "
+                      f"epistemic AUROC {rows[-1][2]:.3f}  ratio r=0.9: {rows[-1][3]:.2f}")
+        lo, mean, hi = np.min(rows, 0), np.mean(rows, 0), np.max(rows, 0)
+        print("  mean (range)     " + "  ".join(f"{n} {a:.3f} ({b:.3f}-{c:.3f})" for n, a, b, c in
+                                             zip(("accuracy", "Spearman", "AUROC", "ratio"), mean, lo, hi)))
     if args.drop_members:
         sel = [views.index(v) for v in TTA_VIEWS[own_tta]]
         p = {k: v[sel].mean(0) for k, v in probs.items()}  # (N, M, C)

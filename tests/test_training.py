@@ -107,7 +107,7 @@ def test_distillation_refuses_what_it_cannot_do(fake_ferplus, tmp_path):
     cfg = json.loads((teacher / "config.json").read_text())
     cfg["meta"]["inference"] = {"tta": "hflip"}
     (teacher / "config.json").write_text(json.dumps(cfg))
-    with pytest.raises(ValueError, match="has 2 members"):
+    with pytest.raises(ValueError, match="has 2 member"):
         train_ensemble(tr, va, tmp_path / "s", members=3, tc=TrainConfig(epochs=1, distill_from=str(teacher)), progress=False)
     with pytest.raises(ValueError, match="teacher's architecture"):
         train_ensemble(tr, va, tmp_path / "s", backbone_kwargs={"width": 8}, members=1,

@@ -105,22 +105,16 @@ def train(
         _fail("--precision int8 is an inference mode: train in auto, bf16 or fp32, then `ferroute calibrate --precision int8`")
     if ldl:
         members, target = 1, "soft"
-    if distill_from is not None:
-        from .ensemble import Ensemble, ModelError
+    if distill_from is not None:  # checked here, before the data is read
+        from .ensemble import ModelError
         from .pipeline import resolve_model_dir
+        from .training import load_teacher
 
         distill_from = resolve_model_dir(distill_from)
         try:
-            teacher = Ensemble.load(distill_from)
-        except ModelError as exc:
+            load_teacher(distill_from, members, backbone, _parse_kv(backbone_arg))
+        except (ModelError, ValueError) as exc:
             _fail(f"--distill-from: {exc}")
-        if backbone_arg or backbone != teacher.config.name:
-            _fail(f"--distill-from keeps the teacher's architecture ({teacher.config.name}); leave out --backbone and --backbone-arg")
-        if members > teacher.num_members:
-            _fail(f"--distill-from {distill_from} has {teacher.num_members} member(s); ask for at most that many with --members")
-        if teacher.tta == "none":
-            _fail(f"--distill-from {distill_from} uses no test-time augmentation (tta none): there is nothing to distil")
-        backbone = teacher.config.name
     try:
         tr = load_split("train", data)
         va = load_split("valid", data)

@@ -195,6 +195,22 @@ def train_member(
     return model.cpu().eval(), cfg, log
 
 
+def load_teacher(model_dir: str | Path, members: int, backbone: str = "cnn", backbone_kwargs: dict[str, Any] | None = None) -> Ensemble:
+    """The trained model to distil ``members`` members from, checked before any training:
+    the student keeps its architecture (``backbone``/``backbone_kwargs`` must agree or be
+    left at their defaults) and it must have test-time views to distil. ``ModelError`` for
+    an unreadable model directory, ``ValueError`` for the rest."""
+    teacher = Ensemble.load(model_dir)
+    if backbone != teacher.config.name or (backbone_kwargs and backbone_kwargs != teacher.config.kwargs):
+        raise ValueError(f"a distilled model keeps its teacher's architecture ({teacher.config.name} "
+                         f"{json.dumps(teacher.config.kwargs)}); leave the backbone options out")
+    if members > teacher.num_members:
+        raise ValueError(f"the teacher {model_dir} has {teacher.num_members} member(s); ask for at most that many members")
+    if teacher.tta == "none":
+        raise ValueError(f"the teacher {model_dir} uses no test-time augmentation (tta none): there is nothing to distil")
+    return teacher
+
+
 def train_ensemble(
     train: FERPlusSplit,
     valid: FERPlusSplit | None,
@@ -215,14 +231,7 @@ def train_ensemble(
     backbone_kwargs = dict(backbone_kwargs or {})
     teacher = None
     if tc.distill_from:
-        teacher = Ensemble.load(tc.distill_from)
-        if backbone != teacher.config.name or (backbone_kwargs and backbone_kwargs != teacher.config.kwargs):
-            raise ValueError(f"a distilled model keeps its teacher's architecture ({teacher.config.name} "
-                             f"{json.dumps(teacher.config.kwargs)}); leave the backbone options out")
-        if members > teacher.num_members:
-            raise ValueError(f"the teacher {tc.distill_from} has {teacher.num_members} members; cannot distil {members}")
-        if teacher.tta == "none":
-            raise ValueError(f"the teacher {tc.distill_from} uses no test-time augmentation: there is nothing to distil")
+        teacher = load_teacher(tc.distill_from, members, backbone, backbone_kwargs)
         backbone_kwargs = dict(teacher.config.kwargs)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -87,40 +87,35 @@ def main() -> None:
             kept = {r: kept_at_rate(c[amb], o, r) for r in (0.5, 0.7, 0.9)}
             print(f"  {name:28s}", " ".join(f"r={r}: {k:.3f}" for r, k in kept.items()),
                   f"| ratio r=0.9: {kept[0.9] / max(single[0.9], 1e-9):.2f}")
-    if args.split_views:
-        m = ens.num_members
-        face, mirror = views.index((False, 0, 0)), views.index((True, 0, 0))
-        print("one view per member (mirrored members listed), UAR shift=conditional")
+    def variants(title: str, cases: dict[str, dict[str, np.ndarray]]) -> None:
+        """One row per variant ``{label: {split: (N, M, C)}}`` (conditional shift score), then their mean and range."""
+        print(title)
         rows = []
-        for k in range(1, m // 2 + 1):  # a set and its complement differ only by mirroring every face
-            for flip in itertools.combinations(range(m), k):
-                f = np.isin(np.arange(m), flip)[None, :, None]
-                d, acc, rho, auc = measured({n: np.where(f, v[mirror], v[face]) for n, v in probs.items()})
-                router = UncertaintyRouter(shift="conditional").fit(d["cal"], cal.disagreement)
-                kept = kept_at_rate(router.shift_score(d["ev"])[amb], router.shift_score(d["ood"]), 0.9)
-                rows.append((acc, rho, auc, kept / max(kept_at_rate(d["ev"]["total"][amb], d["ood"]["total"], 0.9), 1e-9)))
-                print(f"  mirrored {str(flip):15s} accuracy {rows[-1][0]:.3f}  Spearman {rows[-1][1]:.3f}  "
-                      f"epistemic AUROC {rows[-1][2]:.3f}  ratio r=0.9: {rows[-1][3]:.2f}")
-        lo, mean, hi = np.min(rows, 0), np.mean(rows, 0), np.max(rows, 0)
-        print("  mean (range)     " + "  ".join(f"{n} {a:.3f} ({b:.3f}-{c:.3f})" for n, a, b, c in
-                                             zip(("accuracy", "Spearman", "AUROC", "ratio"), mean, lo, hi)))
-    if args.drop_members:
-        sel = [views.index(v) for v in TTA_VIEWS[own_tta]]
-        p = {k: v[sel].mean(0) for k, v in probs.items()}  # (N, M, C)
-        m = ens.num_members - args.drop_members
-        print(f"sub-ensembles of {m} of {ens.num_members} members, tta={own_tta}, UAR shift=conditional")
-        rows = []
-        for keep in itertools.combinations(range(ens.num_members), m):
-            d, acc, rho, auc = measured({k: v[:, list(keep)] for k, v in p.items()})
+        for label, p in cases.items():
+            d, acc, rho, auc = measured(p)
             router = UncertaintyRouter(shift="conditional").fit(d["cal"], cal.disagreement)
             kept = kept_at_rate(router.shift_score(d["ev"])[amb], router.shift_score(d["ood"]), 0.9)
             rows.append((acc, rho, auc, kept / max(kept_at_rate(d["ev"]["total"][amb], d["ood"]["total"], 0.9), 1e-9)))
-            print(f"  members {str(keep):16s} accuracy {rows[-1][0]:.3f}  Spearman {rows[-1][1]:.3f}  "
+            print(f"  {label:24s} accuracy {rows[-1][0]:.3f}  Spearman {rows[-1][1]:.3f}  "
                   f"epistemic AUROC {rows[-1][2]:.3f}  ratio r=0.9: {rows[-1][3]:.2f}")
         lo, mean, hi = np.min(rows, 0), np.mean(rows, 0), np.max(rows, 0)
         print("  mean (range)     " + "  ".join(f"{n} {a:.3f} ({b:.3f}-{c:.3f})" for n, a, b, c in
                                              zip(("accuracy", "Spearman", "AUROC", "ratio"), mean, lo, hi)))
 
+    m = ens.num_members
+    if args.split_views:
+        face, mirror = views.index((False, 0, 0)), views.index((True, 0, 0))
+        flips = [f for k in range(1, m // 2 + 1) for f in itertools.combinations(range(m), k)]  # a set and its complement
+        # differ only by mirroring every face
+        variants("one view per member (mirrored members listed), UAR shift=conditional",
+                 {f"mirrored {f}": {n: np.where(np.isin(np.arange(m), f)[None, :, None], v[mirror], v[face]) for n, v in probs.items()}
+                  for f in flips})
+    if args.drop_members:
+        sel = [views.index(v) for v in TTA_VIEWS[own_tta]]
+        p = {k: v[sel].mean(0) for k, v in probs.items()}  # (N, M, C)
+        keeps = itertools.combinations(range(m), m - args.drop_members)
+        variants(f"sub-ensembles of {m - args.drop_members} of {m} members, tta={own_tta}, UAR shift=conditional",
+                 {f"members {keep}": {k: v[:, list(keep)] for k, v in p.items()} for keep in keeps})
 
 if __name__ == "__main__":
     main()

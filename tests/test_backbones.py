@@ -100,6 +100,19 @@ def test_stage_convs_sets_the_blocks_per_stage_and_travels_with_the_config():
             create_backbone("cnn", depth=3, stage_convs=bad)
 
 
+def test_first_width_narrows_the_first_stage_only_and_travels_with_the_config():
+    m, cfg = create_backbone("cnn", width=8, depth=3, stem_stride=2, first_width=4)
+    convs = [mod for mod in m.features if isinstance(mod, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 4, 16, 16, 32, 32, 64]
+    assert convs[2].in_channels == 4 and m(torch.zeros(2, 1, 48, 48)).shape == (2, 8)
+    assert cfg.kwargs["first_width"] == 4
+    back = build_from_config(BackboneConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))))
+    assert [c.out_channels for c in back.features if isinstance(c, torch.nn.Conv2d)] == [4, 4, 16, 16, 32, 32, 64]
+    assert "first_width" not in create_backbone("cnn", width=8, first_width=8)[1].kwargs  # the default, left out
+    with pytest.raises(ValueError, match="first_width"):
+        create_backbone("cnn", first_width=0)
+
+
 def test_devices_are_checked_with_a_message_that_says_what_to_do():
     assert check_device("cpu") == torch.device("cpu")
     with pytest.raises(ValueError, match="cpu, cuda or cuda:N"):

@@ -150,20 +150,24 @@ class CompactCNN(nn.Module):
     whole corruption protocol quickly. ``stage_convs`` sets the number of blocks per stage
     (default two each); ``(1, 2, 2)`` with ``stem_stride=2`` leaves the first stage its stem
     alone, dropping the costliest layer to run (a full-width convolution at 24x24).
+    ``first_width`` narrows (or widens) the first stage alone; later stages keep
+    ``width * 2**stage``.
     """
 
     def __init__(self, width: int = 32, depth: int = 3, num_classes: int = 8, dropout: float = 0.3, in_chans: int = 1,
-                 stem_stride: int = 1, stage_convs: Sequence[int] | None = None):
+                 stem_stride: int = 1, stage_convs: Sequence[int] | None = None, first_width: int | None = None):
         super().__init__()
         if stem_stride not in (1, 2):
             raise ValueError(f"stem_stride must be 1 or 2, got {stem_stride}")
+        if first_width is not None and first_width < 1:
+            raise ValueError(f"first_width must be >= 1, got {first_width}")
         self.stage_convs = tuple(int(n) for n in stage_convs) if stage_convs is not None else (2,) * depth
         if len(self.stage_convs) != depth or any(n < 1 for n in self.stage_convs):
             raise ValueError(f"stage_convs must give one count >= 1 per stage ({depth} stages), got {stage_convs!r}")
         layers: list[nn.Module] = []
         c_in = in_chans
         for stage in range(depth):
-            c_out = width * 2**stage
+            c_out = first_width if stage == 0 and first_width else width * 2**stage
             for i in range(self.stage_convs[stage]):
                 if stage == 0 and i == 0 and stem_stride == 2:
                     conv = nn.Conv2d(c_in, c_out, 4, stride=2, padding=1, bias=False)
@@ -186,13 +190,15 @@ class CompactCNN(nn.Module):
 
 @register("cnn")
 def _cnn(pretrained: bool = False, width: int = 32, depth: int = 3, dropout: float = 0.3, input_size: int = 48,
-         stem_stride: int = 1, stage_convs: Sequence[int] | None = None) -> tuple[nn.Module, BackboneConfig]:
-    model = CompactCNN(width=width, depth=depth, dropout=dropout, stem_stride=stem_stride, stage_convs=stage_convs)
+         stem_stride: int = 1, stage_convs: Sequence[int] | None = None, first_width: int | None = None) -> tuple[nn.Module, BackboneConfig]:
+    model = CompactCNN(width=width, depth=depth, dropout=dropout, stem_stride=stem_stride, stage_convs=stage_convs, first_width=first_width)
     kwargs: dict[str, Any] = {"width": width, "depth": depth, "dropout": dropout, "input_size": input_size}
     if stem_stride != 1:  # older configs lack the key; keep them byte-identical
         kwargs["stem_stride"] = stem_stride
     if model.stage_convs != (2,) * depth:  # likewise: the default two per stage is left out
         kwargs["stage_convs"] = list(model.stage_convs)
+    if first_width is not None and first_width != width:
+        kwargs["first_width"] = first_width
     cfg = BackboneConfig("cnn", input_size, 1, (0.5,), (0.25,), kwargs=kwargs)
     return model, cfg
 

@@ -105,8 +105,8 @@ def main() -> None:
     m = ens.num_members
     if args.split_views:
         face, mirror = views.index((False, 0, 0)), views.index((True, 0, 0))
-        flips = [f for k in range(1, m // 2 + 1) for f in itertools.combinations(range(m), k)]  # a set and its complement
-        # differ only by mirroring every face
+        # up to half the members: a set and its complement differ only by mirroring every face
+        flips = [f for k in range(1, m // 2 + 1) for f in itertools.combinations(range(m), k)]
         variants("one view per member (mirrored members listed), UAR shift=conditional",
                  {f"mirrored {f}": {n: np.where(np.isin(np.arange(m), f)[None, :, None], v[mirror], v[face]) for n, v in probs.items()}
                   for f in flips})

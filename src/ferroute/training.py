@@ -24,7 +24,15 @@ from torch import nn
 
 from .backbones import BackboneConfig, check_device, create_backbone, use_bf16
 from .data import FERPlusSplit
-from .ensemble import TTA_VIEWS, Ensemble, preprocess, save_member, view, write_config
+from .ensemble import (
+    TTA_VIEWS,
+    Ensemble,
+    _over_views,
+    _softmax,
+    preprocess,
+    save_member,
+    write_config,
+)
 
 
 @dataclass
@@ -100,9 +108,7 @@ class Teacher:
         """Preprocessed batch ``(B, C, S, S)`` -> the member's probabilities ``(B, K)``, mean over the views."""
         self.model.eval()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
-            logits = self.model(torch.cat([view(x, *v) for v in self.views]))
-        p = logits.float().softmax(-1)
-        return p.view(len(self.views), x.shape[0], -1).mean(0)
+            return _over_views(lambda v: _softmax(self.model(v)), x, self.views)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,16 @@ def test_route_jsonl_and_csv_to_file(tiny_model_dir, photos, tmp_path):
     assert {r["source"].split("/")[-1] for r in rows} == {"a.png", "broken.png"}
 
 
+def test_route_reports_in_argument_order(tiny_model_dir, photos):
+    args = [str(photos / "sky.jpg"), str(photos / "gone.png"), str(photos / "broken.png"), str(photos / "sub"), str(photos / "a.png")]
+    res = runner.invoke(app, ["route", *args, "--model", str(tiny_model_dir), "--format", "jsonl"])
+    assert res.exit_code == 1, res.output
+    items = [json.loads(x) for x in res.stdout.splitlines() if x.strip()]
+    assert [Path(it["source"]).name for it in items] == ["sky.jpg", "gone.png", "broken.png", "b.jpg", "a.png"]
+    assert ["error" in it for it in items] == [False, True, True, False, False]
+    assert "file not found" in items[1]["error"] and "not found" not in items[2]["error"]
+
+
 def test_route_usage_errors(tiny_model_dir, tmp_path):
     assert runner.invoke(app, ["route", str(tmp_path), "--model", str(tiny_model_dir)]).exit_code == 2
     assert runner.invoke(app, ["route", "x.png", "--format", "xml"]).exit_code == 2

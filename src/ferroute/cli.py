@@ -308,23 +308,25 @@ def evaluate(
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-def expand_inputs(paths: list[str]) -> tuple[list[str], list[str]]:
-    """Files from paths, folders (recursive, image suffixes) and globs; also the ones that match nothing."""
+def expand_inputs(paths: list[str]) -> tuple[list[str], set[str]]:
+    """Files from paths, folders (recursive, image suffixes) and globs, in argument order, with
+    each path that matches nothing kept at its place; also the set of those unmatched paths."""
     import glob
 
-    files: list[str] = []
-    missing: list[str] = []
+    entries: list[str] = []
+    missing: set[str] = set()
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            files += sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            entries += sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
         elif path.exists():
-            files.append(str(path))
+            entries.append(str(path))
         elif any(c in p for c in "*?[") and (hits := sorted(h for h in glob.glob(p, recursive=True) if Path(h).is_file())):
-            files += hits
+            entries += hits
         else:
-            missing.append(p)
-    return files, missing
+            entries.append(p)
+            missing.add(p)
+    return entries, missing
 
 
 def _rows(items: list[dict]) -> list[dict]:
@@ -368,8 +370,9 @@ def route(
 
     if fmt not in ("table", "jsonl", "csv"):
         _fail("--format must be table, jsonl or csv")
-    files, missing = expand_inputs(paths)
-    if not files and not missing:
+    entries, missing = expand_inputs(paths)
+    files = [e for e in entries if e not in missing]
+    if not entries:
         _fail("no image files found in the given paths")
     try:
         router = FERRouter.load(model, backend=backend, device=device)
@@ -377,7 +380,7 @@ def route(
         _fail(str(exc))
     except ImportError:
         _fail("--backend onnx needs onnx and onnxruntime: pip install 'ferroute[onnx]'")
-    items: list[dict] = [{"source": m, "error": f"{m}: file not found (check the path)"} for m in missing]
+    routed: list[dict] = []
     chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
     bar = tqdm(total=len(files), desc="routing", unit="img", disable=len(files) <= 1, file=sys.stderr)
     # decode and crop the next chunk in a thread while the model works on this one
@@ -388,9 +391,11 @@ def route(
         for k, chunk in enumerate(chunks):
             prep = pending.result()
             pending = pool.submit(router.prepare, chunks[k + 1]) if k + 1 < len(chunks) else None
-            items += router.finish(prep)
+            routed += router.finish(prep)
             bar.update(len(chunk))
     bar.close()
+    done = iter(routed)  # one item per file, in order
+    items = [{"source": e, "error": f"{e}: file not found (check the path)"} if e in missing else next(done) for e in entries]
     rows = _rows(items)
     buf = io.StringIO()
     if fmt == "jsonl":

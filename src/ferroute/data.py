@@ -72,8 +72,8 @@ class FERPlusSplit:
         """``(N,)`` Shannon entropy (nats) of the raw 8-emotion vote distribution."""
         return vote_entropy(self.votes)
 
-    def subset(self, index: np.ndarray) -> "FERPlusSplit":
-        """The same split restricted to ``index`` (boolean mask or integer indices)."""
+    def subset(self, index: np.ndarray | slice) -> "FERPlusSplit":
+        """The same split restricted to ``index`` (boolean mask, integer indices or a slice)."""
         return FERPlusSplit(
             self.name,
             self.images[index],

@@ -396,7 +396,7 @@ class Ensemble(nn.Module):
             self.meta["inference"]["int8"] = {**int8, "tta": self.tta}
         self.set_precision(str(self.meta.get("inference", {}).get("precision", "fp32")))
         self._drop_copies()
-        self.compile = "auto"
+        self.compile_mode: str = "auto"  # see set_compile; nn.Module.compile stays torch's method
         self.eval()
 
     @property
@@ -534,7 +534,7 @@ class Ensemble(nn.Module):
             raise ValueError(f"compile must be 'auto', 'on' or 'off', got {mode!r}")
         if mode == "on" and not self._graph_path():
             raise ValueError("compile='on' needs the inference graph (fused 'auto', 'stacked' or 'loop'; not 'vmap')")
-        self.compile = mode
+        self.compile_mode = mode
 
     #: ``compile='auto'`` compiles for :meth:`predict_proba` calls with at least this many faces.
     compile_min_faces = 2048
@@ -621,7 +621,7 @@ class Ensemble(nn.Module):
         # the chunking answers a CPU allocator cost; a GPU takes each batch whole
         chunk = self.forward_chunk if dev.type == "cpu" else batch_size
         full: Any = self  # runs the full chunks
-        wants = self.compile == "on" or (self.compile == "auto" and len(faces) >= self.compile_min_faces and self._graph_path())
+        wants = self.compile_mode == "on" or (self.compile_mode == "auto" and len(faces) >= self.compile_min_faces and self._graph_path())
         if wants and not self.uses_int8(dev):  # torch.compile does not take the eager-quantized int8 graph
             full = self._compiled_step(chunk, dev)
         workers = self._cpu_workers(len(faces), chunk, dev) if full is self else 1
@@ -696,7 +696,7 @@ class Ensemble(nn.Module):
             return graph
         except Exception as exc:  # no C++ toolchain, unsupported platform, ...: eager still works
             warnings.warn(f"torch.compile of the ensemble failed, running eagerly ({type(exc).__name__}: {exc})", stacklevel=3)
-            self.compile = "off"
+            self.compile_mode = "off"
             self._compiled, self._warmed = {}, set()
             return self
 

@@ -29,7 +29,7 @@ from .data import FERPlusSplit
 from .ensemble import Ensemble, how_it_runs
 from .export import OnnxEnsemble
 from .routing import UncertaintyRouter
-from .uncertainty import decompose, entropy
+from .uncertainty import Decomposition, decompose, entropy
 
 RATES = (0.5, 0.7, 0.9, 0.95)
 N_BOOT = 1000
@@ -277,7 +277,7 @@ def evaluate(
     return report
 
 
-def _plots(out: Path, dt: dict, dis: np.ndarray, mean_auroc: dict, per: dict, clean: dict, ood: dict, amb: np.ndarray, methods: dict) -> None:
+def _plots(out: Path, dt: Decomposition, dis: np.ndarray, mean_auroc: dict, per: dict, clean: dict, ood: dict, amb: np.ndarray, methods: dict) -> None:
     import matplotlib
 
     matplotlib.use("Agg")

@@ -149,7 +149,8 @@ def create_app(
             raise HTTPException(400, {"code": "no_files", "message": "no images uploaded"})
         if len(files) > max_files:
             raise HTTPException(413, {"code": "too_many_files", "message": f"{len(files)} files sent; at most {max_files} per request"})
-        blobs, names = [], []
+        blobs: list[bytes] = []
+        names: list[str] = []
         for f in files:
             data = f.file.read(max_upload + 1)
             if len(data) > max_upload:

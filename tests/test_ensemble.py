@@ -271,6 +271,15 @@ def test_int8_needs_its_scales_then_tracks_fp32_and_persists(tmp_path):
     np.testing.assert_allclose(back.predict_proba(faces), ref, atol=1e-6)
 
 
+def test_the_callers_meta_is_left_as_given():
+    meta = {"inference": {"tta": "hflip", "int8": {"engine": "x86", "activations": {}}}}
+    ens = tiny_ensemble(2, meta=meta)
+    ens.set_tta("none")
+    ens.set_precision("fp32")
+    assert meta == {"inference": {"tta": "hflip", "int8": {"engine": "x86", "activations": {}}}}
+    assert ens.int8_tta == "hflip"
+
+
 def test_int8_scales_know_their_views_and_warn_when_the_views_change(tmp_path):
     ens = trained_like(tiny_ensemble(2, width=8))
     ens.set_tta("hflip")

@@ -389,7 +389,7 @@ class Ensemble(nn.Module):
         self.fused = fused
         self.members = nn.ModuleList(m.to(memory_format=torch.channels_last) for m in members)
         self.config = config
-        self.meta: dict[str, Any] = dict(meta or {})
+        self.meta: dict[str, Any] = copy.deepcopy(meta or {})  # set_tta & co. write into its nested dicts
         self.set_tta(str(self.meta.get("inference", {}).get("tta", "none")))
         int8 = self.meta.get("inference", {}).get("int8")
         if int8 is not None and "tta" not in int8:  # stored before the record named its views: the model's own

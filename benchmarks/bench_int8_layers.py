@@ -24,21 +24,28 @@ import torch
 from torch import nn
 
 
+def one_by_one(conv: nn.Module, codes: torch.Tensor, groups: int = 1) -> nn.Module:
+    """A quantized 1x1 conv-ReLU with ``conv``'s scales, bias and output quantization, on
+    weight ``codes`` ``(out, in_per_group, 1, 1)`` rearranged from ``conv``'s own."""
+    import torch.ao.nn.intrinsic.quantized as nniq
+
+    w = conv.weight()
+    wq = torch._make_per_channel_quantized_tensor(codes, w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0)
+    out = nniq.ConvReLU2d(groups * codes.shape[1], codes.shape[0], 1, groups=groups)
+    out.set_weight_bias(wq, conv.bias())
+    out.scale, out.zero_point = conv.scale, conv.zero_point
+    return out
+
+
 class PatchStem(nn.Module):
     """A quantized ``k x k`` stride-``s`` conv-ReLU on 1 channel (padding 1) as a 1x1 conv over patches."""
 
     def __init__(self, stem: nn.Module):
         super().__init__()
-        import torch.ao.nn.intrinsic.quantized as nniq
-
         w = stem.weight()
         out, _, k, _ = w.shape
         self.k, self.s = k, stem.stride[0]
-        codes = w.int_repr().reshape(out, k * k, 1, 1)
-        wq = torch._make_per_channel_quantized_tensor(codes, w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0)
-        self.conv = nniq.ConvReLU2d(k * k, out, 1)
-        self.conv.set_weight_bias(wq, stem.bias())
-        self.conv.scale, self.conv.zero_point = stem.scale, stem.zero_point
+        self.conv = one_by_one(stem, w.int_repr().reshape(out, k * k, 1, 1))
 
     def forward(self, xq: torch.Tensor) -> torch.Tensor:
         b, _, h, w = xq.shape
@@ -56,16 +63,11 @@ class GatheredConv(nn.Module):
 
     def __init__(self, conv: nn.Module):
         super().__init__()
-        import torch.ao.nn.intrinsic.quantized as nniq
-
         w = conv.weight()
         out, c, _, _ = w.shape
         self.groups, self.c = conv.groups, c
         codes = w.int_repr().permute(0, 2, 3, 1).reshape(out, 9 * c, 1, 1).contiguous()
-        wq = torch._make_per_channel_quantized_tensor(codes, w.q_per_channel_scales(), w.q_per_channel_zero_points(), 0)
-        self.conv = nniq.ConvReLU2d(self.groups * 9 * c, out, 1, groups=self.groups)
-        self.conv.set_weight_bias(wq, conv.bias())
-        self.conv.scale, self.conv.zero_point = conv.scale, conv.zero_point
+        self.conv = one_by_one(conv, codes, self.groups)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         b, ct, hh, ww = h.shape

@@ -1,6 +1,6 @@
 """Choose the test-time views and UAR's shift score on validation data only (never on test).
 
-    FERPLUS_DIR=... python scripts/select_shift_score.py MODEL_DIR [--n 1200] [--precision auto] [--drop-members K]
+    FERPLUS_DIR=... python scripts/select_shift_score.py MODEL_DIR [--n 1200] [--precision auto] [--drop-members K] [--split-views]
 
 Splits FERPlus valid in two halves: the first calibrates each candidate router, the second
 (clean, plus its 15 corruptions at severity 5 as OOD) measures accuracy, Spearman, epistemic

@@ -103,10 +103,12 @@ class Teacher:
     model: nn.Module
     views: tuple[tuple[bool, int, int], ...]
 
+    def __post_init__(self) -> None:
+        self.model.eval()  # once: nothing in training switches the teacher back
+
     @torch.no_grad()
     def targets(self, x: torch.Tensor, bf16: bool) -> torch.Tensor:
         """Preprocessed batch ``(B, C, S, S)`` -> the member's probabilities ``(B, K)``, mean over the views."""
-        self.model.eval()
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
             return _over_views(lambda v: _softmax(self.model(v)), x, self.views)
 

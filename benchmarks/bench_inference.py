@@ -238,7 +238,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
 def api_latency(model_dir: Path) -> dict:
     from PIL import Image
 
-    from ferroute.faces import load_image
+    from ferroute.images import load_image
 
     torch.set_num_threads(2)
     router = FERRouter.load(model_dir)

@@ -8,7 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ferroute.faces import FaceDetector, ImageError, load_image
+from ferroute.crops import square_crop
+from ferroute.faces import FaceDetector
+from ferroute.images import ImageError, load_image
 
 
 def png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -100,14 +102,17 @@ def test_huge_valid_photo_is_detected_on_a_downscaled_copy():
     assert det(rgb) == []
 
 
-def test_small_square_images_are_taken_as_face_crops():
+def test_48x48_images_are_taken_as_fer2013_crops():
     faces = FaceDetector()(np.zeros((48, 48, 3), np.uint8))
-    assert len(faces) == 1 and faces[0].crop.shape == (48, 48) and faces[0].box == (0, 0, 48, 48)
+    assert len(faces) == 1 and faces[0].crop.shape == (48, 48) and faces[0].box == (0, 0, 48, 48) and faces[0].score is None
 
 
-def test_crop_pads_at_the_border():
-    det = FaceDetector(margin=0.5)
-    crop = det.crop(np.full((100, 100), 7, np.uint8), (80, 80, 20, 20))
+def test_other_small_images_are_searched_not_taken_as_faces():
+    assert FaceDetector()(np.full((64, 64, 3), 120, np.uint8)) == []
+
+
+def test_square_crop_pads_at_the_border():
+    crop = square_crop(np.full((100, 100), 7, np.uint8), (80, 80, 20, 20), margin=0.5)
     assert crop.shape == (48, 48) and (crop == 7).all()
 
 

@@ -25,7 +25,7 @@ def test_load_routes_arrays_paths_and_pil(tiny_model_dir, tmp_path):
 def test_no_face_never_gets_an_emotion(tiny_model_dir):
     r = ferroute.load(tiny_model_dir)
     out = r.route(np.full((300, 400, 3), 90, np.uint8))
-    assert out == [{"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.", "emotion": None, "box": None}]
+    assert out == [{"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.", "emotion": None, "box": None, "score": None, "landmarks": None}]
 
 
 def test_batch_reports_bad_items_and_finishes_the_rest(tiny_model_dir, tmp_path):

@@ -3,23 +3,44 @@
 >>> import ferroute
 >>> router = ferroute.load()                 # embedded default ensemble, calibrated
 >>> router.route("photo.jpg")                # one JSON-able dict per face
+
+Names are imported on first use, so ``import ferroute`` (and ``ferroute --help``) does not
+load torch.
 """
 
-from .data import EMOTIONS
-from .faces import ImageError
-from .pipeline import FERRouter, load
-from .routing import NotCalibratedError, SingleScoreRouter, UncertaintyRouter
-from .uncertainty import decompose
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = [
-    "EMOTIONS",
-    "FERRouter",
-    "ImageError",
-    "NotCalibratedError",
-    "SingleScoreRouter",
-    "UncertaintyRouter",
-    "decompose",
-    "load",
-    "__version__",
-]
+
+#: public name -> module that defines it
+_EXPORTS = {
+    "EMOTIONS": "data",
+    "FERRouter": "pipeline",
+    "ImageError": "images",
+    "NotCalibratedError": "routing",
+    "SingleScoreRouter": "routing",
+    "UncertaintyRouter": "routing",
+    "annotate": "annotate",
+    "decompose": "uncertainty",
+    "load": "pipeline",
+}
+__all__ = [*sorted(_EXPORTS), "__version__"]
+
+if TYPE_CHECKING:
+    from .annotate import annotate
+    from .data import EMOTIONS
+    from .images import ImageError
+    from .pipeline import FERRouter, load
+    from .routing import NotCalibratedError, SingleScoreRouter, UncertaintyRouter
+    from .uncertainty import decompose
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ferroute' has no attribute {name!r}")

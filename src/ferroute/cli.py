@@ -309,16 +309,25 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], set[str]]:
-    """Files from paths, folders (recursive, image suffixes) and globs, in argument order, with
-    each path that matches nothing kept at its place; also the set of those unmatched paths."""
+    """Files from paths, folders (recursive: images and videos) and globs, in argument order, with
+    each path that matches nothing, or that a folder scan cannot use (a dangling link, a folder
+    named like an image), kept at its place; also the set of those paths."""
     import glob
 
+    from .video import VIDEO_SUFFIXES
+
+    suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     entries: list[str] = []
     missing: set[str] = set()
     for p in paths:
         path = Path(p)
         if path.is_dir():
-            entries += sorted(str(f) for f in path.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            for f in sorted(path.rglob("*")):
+                if f.suffix.lower() not in suffixes:
+                    continue
+                entries.append(str(f))
+                if not f.is_file():  # reported, not skipped
+                    missing.add(str(f))
         elif path.exists():
             entries.append(str(path))
         elif any(c in p for c in "*?[") and (hits := sorted(h for h in glob.glob(p, recursive=True) if Path(h).is_file())):
@@ -329,49 +338,57 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], set[str]]:
     return entries, missing
 
 
-def _rows(items: list[dict]) -> list[dict]:
+ROW_COLUMNS = ["source", "time", "track", "face", "box", "score", "decision", "emotion", "aleatoric", "epistemic", "reason"]
+
+
+def _rows(item: dict) -> list[dict]:
+    """Table/CSV rows of one routed item (one per face, left to right; one for an error)."""
+    base = {"source": item["source"], "time": item.get("time", ""), "track": "", "face": "", "box": "", "score": "",
+            "emotion": "", "aleatoric": "", "epistemic": ""}
+    if "error" in item:
+        return [{**base, "decision": "error", "reason": item["error"]}]
     rows = []
-    for it in items:
-        if "error" in it:
-            rows.append({"source": it["source"], "face": "", "decision": "error", "emotion": "", "aleatoric": "", "epistemic": "", "box": "", "reason": it["error"]})
-            continue
-        for k, f in enumerate(it["faces"]):
-            rows.append({
-                "source": it["source"], "face": k, "decision": f["decision"], "emotion": f.get("emotion") or "",
-                "aleatoric": f.get("aleatoric", ""), "epistemic": f.get("epistemic", ""),
-                "box": " ".join(map(str, f["box"])) if f.get("box") else "", "reason": f["reason"],
-            })
+    for k, f in enumerate(item["faces"]):
+        rows.append({
+            **base, "track": f.get("track", ""), "face": k if f.get("box") else "", "decision": f["decision"],
+            "emotion": f.get("emotion") or "", "aleatoric": f.get("aleatoric", ""), "epistemic": f.get("epistemic", ""),
+            "box": " ".join(map(str, f["box"])) if f.get("box") else "", "score": f.get("score") if f.get("score") is not None else "",
+            "reason": f["reason"],
+        })
     return rows
 
 
 @app.command()
 def route(
-    paths: list[str] = typer.Argument(..., help="Image files, folders (searched recursively) or globs."),
+    paths: list[str] = typer.Argument(..., help="Image or video files, folders (searched recursively) or globs."),
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     fmt: str = typer.Option("table", "--format", help="table, jsonl or csv."),
-    out: Optional[Path] = typer.Option(None, help="Write the results to this file instead of the screen."),
-    batch_size: int = typer.Option(64, help="Images decoded and routed per batch."),
+    out: Optional[Path] = typer.Option(None, help="Write the results to this file instead of the screen (jsonl and csv are written as they come)."),
+    annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write each input with its faces' boxes, decisions and emotions drawn on it to this folder (videos: one plot per face track)."),
+    fps: float = typer.Option(2.0, min=0.01, help="Frames per second sampled from videos."),
+    batch_size: int = typer.Option(64, min=1, help="Images decoded and routed per batch."),
+    workers: int = typer.Option(2, min=1, help="Threads that decode and detect faces while the ensemble runs."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
-    """Route every face in the given photos: accept, ambiguous, reject or no_face.
+    """Route every face in the given photos and videos: accept, ambiguous, reject or no_face.
 
-    Exit codes: 0 every input was routed; 1 some inputs could not be read (each is reported
-    on its own line, the rest are still routed); 2 usage error (bad option, no inputs, bad model).
+    Faces are listed left to right with their box. Exit codes: 0 every input was routed; 1 some
+    inputs could not be read (each is reported on its own line, the rest are still routed);
+    2 usage error (bad option, no inputs, bad model).
     """
     import csv
-    import io
 
     from tqdm.auto import tqdm
 
     from .ensemble import ModelError
     from .pipeline import FERRouter
     from .routing import NotCalibratedError
+    from .video import is_video
 
     if fmt not in ("table", "jsonl", "csv"):
         _fail("--format must be table, jsonl or csv")
     entries, missing = expand_inputs(paths)
-    files = [e for e in entries if e not in missing]
     if not entries:
         _fail("no image files found in the given paths")
     try:
@@ -380,50 +397,101 @@ def route(
         _fail(str(exc))
     except ImportError:
         _fail("--backend onnx needs onnx and onnxruntime: pip install 'ferroute[onnx]'")
-    routed: list[dict] = []
-    chunks = [files[i : i + batch_size] for i in range(0, len(files), batch_size)]
-    bar = tqdm(total=len(files), desc="routing", unit="img", disable=len(files) <= 1, file=sys.stderr)
-    # decode and crop the next chunk in a thread while the model works on this one
-    from concurrent.futures import ThreadPoolExecutor
+    import cv2
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(router.prepare, chunks[0]) if chunks else None
-        for k, chunk in enumerate(chunks):
-            prep = pending.result()
-            pending = pool.submit(router.prepare, chunks[k + 1]) if k + 1 < len(chunks) else None
-            routed += router.finish(prep)
-            bar.update(len(chunk))
-    bar.close()
-    done = iter(routed)  # one item per file, in order
-    items = [{"source": e, "error": f"{e}: file not found (check the path)"} if e in missing else next(done) for e in entries]
-    rows = _rows(items)
-    buf = io.StringIO()
-    if fmt == "jsonl":
-        for it in items:
-            buf.write(json.dumps(it) + "\n")
-    elif fmt == "csv":
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["source"])
-        w.writeheader()
-        w.writerows(rows)
-    else:
-        buf.write(_table(rows))
-    if out:
-        out.write_text(buf.getvalue())
-        typer.echo(f"wrote {len(rows)} rows to {out}", err=True)
-    else:
-        sys.stdout.write(buf.getvalue())
-    raise typer.Exit(EXIT_FAILED_ITEMS if any("error" in it for it in items) else EXIT_OK)
+    cv2.setNumThreads(1)  # the prepare threads are the parallelism; OpenCV's own pool would oversubscribe
+    sink = out.open("w", newline="") if out else sys.stdout
+    writer = csv.DictWriter(sink, fieldnames=ROW_COLUMNS) if fmt == "csv" else None
+    if writer:
+        writer.writeheader()
+    table_rows: list[dict] = []
+    n_rows, failed = 0, False
+
+    def emit(item: dict) -> None:
+        nonlocal n_rows, failed
+        failed |= "error" in item
+        rows = _rows(item)
+        n_rows += len(rows)
+        if fmt == "jsonl":
+            sink.write(json.dumps(item) + "\n")
+        elif writer:
+            writer.writerows(rows)
+        else:
+            table_rows.extend(rows)
+        if fmt != "table":
+            sink.flush()  # an interrupted run keeps what it routed
+        if annotate is not None and "faces" in item and "time" not in item:
+            _write_annotated(item, annotate)
+
+    photos = [e for e in entries if not is_video(e) or e in missing]
+    bar = tqdm(total=len(photos), desc="routing", unit="img", disable=len(photos) <= 1, file=sys.stderr)
+    try:
+        it_photos = iter(router.route_stream((e for e in photos if e not in missing), batch_size=batch_size, workers=workers))
+        for e in entries:
+            if e in missing:
+                emit({"source": e, "error": f"{e}: {'file not found' if not Path(e).exists() and not Path(e).is_symlink() else 'not a readable file (dangling link or a folder)'} (check the path)"})
+                bar.update(1)
+            elif is_video(e):
+                _route_video(router, e, fps, annotate, emit)
+            else:
+                emit(next(it_photos))
+                bar.update(1)
+    finally:
+        bar.close()
+        if fmt == "table":
+            sink.write(_table(table_rows))
+        if out:
+            sink.close()
+            typer.echo(f"wrote {n_rows} rows to {out}", err=True)
+    raise typer.Exit(EXIT_FAILED_ITEMS if failed else EXIT_OK)
+
+
+def _write_annotated(item: dict, folder: Path) -> None:
+    from .annotate import annotate
+    from .images import ImageError
+
+    folder.mkdir(parents=True, exist_ok=True)
+    src = Path(item["source"])
+    try:
+        annotate(src, item["faces"]).save(folder / f"{src.stem}.annotated.png")
+    except (ImageError, OSError) as exc:
+        typer.secho(f"warning: {src}: could not write the annotated picture ({exc})", fg=typer.colors.YELLOW, err=True)
+
+
+def _route_video(router, path: str, fps: float, annotate: Optional[Path], emit) -> None:
+    from tqdm.auto import tqdm
+
+    from .images import ImageError
+    from .video import frame_count, plot_tracks, route_video
+
+    items = []
+    bar = tqdm(total=frame_count(path, fps), desc=Path(path).name, unit="frame", file=sys.stderr)
+    try:
+        for item in route_video(router, path, fps=fps, progress=bar):
+            emit(item)
+            if annotate is not None:
+                items.append(item)
+    except ImageError as exc:
+        emit({"source": path, "error": str(exc)})
+    finally:
+        bar.close()
+    if annotate is not None and items:
+        for p in plot_tracks(items, annotate, router.labels):
+            typer.echo(f"wrote {p}", err=True)
 
 
 def _table(rows: list[dict]) -> str:
-    cols = ["source", "face", "decision", "emotion", "aleatoric", "epistemic", "reason"]
+    cols = [c for c in ROW_COLUMNS if c not in ("time", "track", "score") or any(r[c] != "" for r in rows)]
+    cols.remove("reason")
+
     def cell(r: dict, c: str) -> str:
         v = r[c]
-        return f"{v:.3f}" if isinstance(v, float) else str(v)
-    widths = {c: max([len(c)] + [len(cell(r, c)) for r in rows]) for c in cols[:-1]}
-    lines = ["  ".join(c.ljust(widths[c]) for c in cols[:-1]) + "  reason"]
+        return f"{v:.3f}" if isinstance(v, float) and c != "time" else str(v)
+
+    widths = {c: max([len(c)] + [len(cell(r, c)) for r in rows]) for c in cols}
+    lines = ["  ".join(c.ljust(widths[c]) for c in cols) + "  reason"]
     for r in rows:
-        lines.append("  ".join(cell(r, c).ljust(widths[c]) for c in cols[:-1]) + "  " + r["reason"])
+        lines.append("  ".join(cell(r, c).ljust(widths[c]) for c in cols) + "  " + r["reason"])
     return "\n".join(lines) + "\n"
 
 

@@ -6,14 +6,15 @@ import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 
 from .backbones import check_device
 from .ensemble import Ensemble, ModelError
 from .export import OnnxEnsemble, with_backend
-from .faces import MAX_PIXELS, FaceDetector, ImageError, ImageInput, load_image
+from .faces import Face, FaceDetector
+from .images import MAX_PIXELS, ImageError, ImageInput, decode_image
 from .routing import NotCalibratedError, UncertaintyRouter
 
 #: Models embedded in the package, by name: (ensemble folder, folder of its LDL baseline).
@@ -120,6 +121,38 @@ class FERRouter:
         """
         return self.finish(self.prepare(images, names, raise_errors), batch_size=batch_size, infer=infer)
 
+    def route_stream(
+        self,
+        images: Iterable[ImageInput],
+        names: Iterable[str] | None = None,
+        batch_size: int = 64,
+        workers: int = 2,
+    ) -> Iterator[dict[str, Any]]:
+        """Route images as a stream: one item per image, in input order, as soon as its batch is done.
+
+        ``workers`` threads decode and detect (OpenCV and Pillow release the GIL) while the
+        ensemble runs on the previous batch; at most two batches are in flight, so memory stays
+        flat however many images come.
+        """
+        import itertools
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        pairs = zip(images, names) if names is not None else ((img, None) for img in images)
+        pairs = ((img, nm if nm is not None else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")) for i, (img, nm) in enumerate(pairs))
+        pending: deque = deque()
+        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ferroute-prepare") as pool:
+            while True:
+                chunk = list(itertools.islice(pairs, batch_size))
+                if chunk:
+                    step = -(-len(chunk) // max(1, workers))
+                    parts = [chunk[k : k + step] for k in range(0, len(chunk), step)]
+                    pending.append([pool.submit(self.prepare, [c[0] for c in part], [c[1] for c in part]) for part in parts])
+                if pending and (len(pending) > 1 or not chunk):
+                    yield from self.finish(Prepared.concat([f.result() for f in pending.popleft()]))
+                if not chunk and not pending:
+                    return
+
     def prepare(
         self,
         images: Iterable[ImageInput],
@@ -131,23 +164,24 @@ class FERRouter:
         safe to run in another thread while the model works on the previous batch."""
         items: list[dict[str, Any]] = []
         crops: list[np.ndarray] = []
-        owners: list[tuple[int, tuple[int, int, int, int]]] = []
+        owners: list[tuple[int, Face]] = []
         errors: dict[int, ImageError] = {}
         for i, img in enumerate(images):
             src = names[i] if names and i < len(names) else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")
             try:
-                rgb = load_image(img, name=src, max_pixels=max_pixels)
-                faces = self.detector(rgb)
-            except ImageError as exc:
+                dec = decode_image(img, name=src, max_pixels=max_pixels, min_side=self.detector.detect_side)
+                faces = self.detector(dec.rgb, scale=dec.scale)
+            except Exception as exc:  # any failure is this item's, never the batch's
+                err = exc if isinstance(exc, ImageError) else ImageError(src, f"face detection failed ({type(exc).__name__}: {exc})", "check that the file is a normal photo")
                 if raise_errors:
-                    raise
-                errors[len(items)] = exc
-                items.append({"source": src, "error": str(exc)})
+                    raise err from None
+                errors[len(items)] = err
+                items.append({"source": src, "error": str(err)})
                 continue
-            items.append({"source": src, "faces": [], "size": [int(rgb.shape[1]), int(rgb.shape[0])]})
+            items.append({"source": src, "faces": [], "size": list(dec.size)})
             for f in faces:
                 crops.append(f.crop)
-                owners.append((len(items) - 1, f.box))
+                owners.append((len(items) - 1, f))
         return Prepared(items, crops, owners, errors)
 
     def finish(self, prep: "Prepared", batch_size: int = 256, infer: Callable[[np.ndarray], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
@@ -156,12 +190,14 @@ class FERRouter:
         if prep.crops:
             faces_arr = np.stack(prep.crops)
             reports = infer(faces_arr) if infer is not None else self.route_faces(faces_arr, batch_size=batch_size)
-            for (i, box), rep in zip(prep.owners, reports):
-                rep["box"] = list(box)
+            for (i, face), rep in zip(prep.owners, reports):
+                rep["box"] = list(face.box)
+                rep["score"] = face.score
+                rep["landmarks"] = [list(p) for p in face.landmarks] if face.landmarks else None
                 items[i]["faces"].append(rep)
         for it in items:
             if "faces" in it and not it["faces"]:
-                it["faces"] = [{"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.", "emotion": None, "box": None}]
+                it["faces"] = [{"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.", "emotion": None, "box": None, "score": None, "landmarks": None}]
         return items
 
 
@@ -172,8 +208,20 @@ class Prepared:
 
     items: list[dict[str, Any]]
     crops: list[np.ndarray]
-    owners: list[tuple[int, tuple[int, int, int, int]]]
+    owners: list[tuple[int, Face]]
     errors: dict[int, ImageError]
+
+    @staticmethod
+    def concat(parts: "list[Prepared]") -> "Prepared":
+        """One :class:`Prepared` from several, in order (indices shifted)."""
+        out = Prepared([], [], [], {})
+        for p in parts:
+            base = len(out.items)
+            out.items += p.items
+            out.crops += p.crops
+            out.owners += [(base + i, f) for i, f in p.owners]
+            out.errors.update({base + i: e for i, e in p.errors.items()})
+        return out
 
 
 def load(model_dir: str | Path | None = None, backend: str = "torch", device: str = "cpu") -> FERRouter:

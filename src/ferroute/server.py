@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 
 from . import __version__
 from .ensemble import how_it_runs
-from .faces import MAX_PIXELS
+from .images import MAX_PIXELS
 from .pipeline import FERRouter
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024

@@ -1,7 +1,10 @@
 """Bad and unusual inputs: every case is defined, tested and reported clearly."""
 
 import io
+import os
+from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -149,3 +152,110 @@ def test_fuzz_mutated_real_images(kind, w, h, cut):
         FaceDetector()(rgb)
     except ImageError:
         pass
+
+
+ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut_photo.jpg"
+
+
+def test_yunet_finds_the_astronaut_with_score_and_landmarks():
+    faces = FaceDetector()(load_image(ASTRONAUT))
+    assert len(faces) == 1
+    f = faces[0]
+    x, y, w, h = f.box
+    assert 150 < x < 220 and 40 < y < 100 and 70 < w < 130 and f.score > 0.8
+    (rx, ry), (lx, ly) = f.landmarks[:2]
+    assert x < rx < lx < x + w and y < ry < y + h  # eyes inside the box, image-left eye first
+
+
+@pytest.mark.parametrize("deg", [15, 30, 45, 90])
+def test_rotated_faces_are_found(deg):
+    turned = FaceDetector()(np.asarray(Image.open(ASTRONAUT).rotate(deg, expand=True, fillcolor=(127, 127, 127))))
+    assert len(turned) == 1 and turned[0].score > 0.7
+
+
+@pytest.mark.parametrize("deg", [90, -90])
+def test_a_sideways_face_gets_its_landmarks_from_the_upright_view(deg):
+    """YuNet finds a sideways face but places its landmarks as if upright; the upright check
+    turns them with the face, so the eye-to-eye vector turns by the same angle."""
+    f = FaceDetector()(np.asarray(Image.open(ASTRONAUT).rotate(deg, expand=True)))[0]
+    (rx, ry), (lx, ly) = f.landmarks[:2]
+    angle = np.degrees(np.arctan2(ly - ry, lx - rx))
+    assert abs(angle + deg) < 20, angle  # PIL turns counter-clockwise, image y points down
+    f0 = FaceDetector(upright_check=False)(np.asarray(Image.open(ASTRONAUT).rotate(deg, expand=True)))[0]
+    assert abs(np.degrees(np.arctan2(f0.landmarks[1][1] - f0.landmarks[0][1], f0.landmarks[1][0] - f0.landmarks[0][0]))) < 20  # the flaw it mends
+
+
+def test_a_face_filling_a_large_frame_is_found():
+    a = np.asarray(Image.open(ASTRONAUT).crop((170, 50, 280, 190)).resize((900, 1100)))
+    assert len(FaceDetector()(a)) == 1
+
+
+def test_a_tilted_face_is_levelled_by_its_landmarks():
+    det = FaceDetector()
+    rgb = load_image(ASTRONAUT)
+    f = det(rgb)[0]
+    gray = rgb.mean(2).astype(np.uint8)
+    # turn the photo by 10 degrees about the face and move the landmarks with it: the crop stays the same
+    from ferroute.crops import align_crop
+
+    cx, cy = np.mean(f.landmarks, 0)
+    m = cv2.getRotationMatrix2D((float(cx), float(cy)), 10, 1.0)
+    turned = cv2.warpAffine(gray, m, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+    pts = np.asarray(f.landmarks) @ m[:, :2].T + m[:, 2]
+    a, b = align_crop(gray, np.asarray(f.landmarks)).astype(float), align_crop(turned, pts).astype(float)
+    assert np.corrcoef(a.ravel(), b.ravel())[0, 1] > 0.97
+
+
+def test_crop_framing_matches_fer2013_measurement():
+    from ferroute.crops import fer2013_landmarks, similarity_to_fer2013
+
+    target = fer2013_landmarks()
+    # a face 4x larger, turned by 20 degrees and shifted, maps back onto the target points
+    a = np.radians(20)
+    rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    pts = (target - 24) @ rot.T * 4 + [300, 200]
+    m = similarity_to_fer2013(pts)
+    back = pts @ m[:, :2].T + m[:, 2]
+    assert np.allclose(back, target, atol=0.1)  # the target eyes are level to 0.1 px
+    assert abs(target[0, 1] - target[1, 1]) < 1 and 16 < target[1, 0] - target[0, 0] < 21  # measured: eyes level, ~18 px apart
+
+
+def test_faces_are_listed_left_to_right():
+    face = load_image(ASTRONAUT)[40:220, 140:310]
+    canvas = np.full((400, 900, 3), 200, np.uint8)
+    canvas[200:380, 600:770] = face
+    canvas[10:190, 50:220] = face
+    faces = FaceDetector()(canvas)
+    assert len(faces) == 2 and faces[0].box[0] < faces[1].box[0]
+
+
+@pytest.mark.parametrize("shape", [(30, 100000), (100000, 30), (1, 5000), (9, 9), (3, 3000)])
+def test_extreme_shapes_never_raise(shape):
+    assert FaceDetector()(np.zeros((*shape, 3), np.uint8)) == []
+
+
+def test_jpeg_decoded_at_reduced_scale_reports_original_pixels():
+    from ferroute.images import decode_image
+
+    big = Image.open(ASTRONAUT).resize((2048, 2048))
+    data = png(big, "JPEG", quality=90)
+    dec = decode_image(data, min_side=512)
+    assert dec.rgb.shape[0] < 2048 and dec.size == (2048, 2048) and dec.scale == 2048 / dec.rgb.shape[1]
+    f = FaceDetector()(dec.rgb, scale=dec.scale)[0]
+    assert 600 < f.box[0] < 900 and 280 < f.box[2] < 520  # the astronaut's box, in 2048 px
+
+
+def test_unreadable_file_is_an_image_error(tmp_path):
+    if os.geteuid() == 0:
+        pytest.skip("root reads any file")
+    p = tmp_path / "locked.png"
+    p.write_bytes(png(GRAY))
+    p.chmod(0)
+    with pytest.raises(ImageError, match="permission denied"):
+        load_image(p)
+
+
+def test_a_folder_named_like_an_image_is_an_image_error(tmp_path):
+    (tmp_path / "dir.jpg").mkdir()
+    with pytest.raises(ImageError, match="a folder"):
+        load_image(tmp_path / "dir.jpg")

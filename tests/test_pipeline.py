@@ -45,3 +45,44 @@ def test_uncalibrated_model_is_a_clear_error(tiny_model_dir, tmp_path):
     (d / "router.json").unlink()
     with pytest.raises(NotCalibratedError, match="ferroute calibrate"):
         ferroute.load(d)
+
+
+def test_a_bad_item_never_takes_its_neighbours_down(tiny_model_dir, tmp_path):
+    """Extreme shapes, a folder, a missing file and garbage beside a good face: each bad item is its own error."""
+    import io
+
+    from PIL import Image
+
+    def enc(img, fmt="PNG"):
+        buf = io.BytesIO()
+        img.save(buf, fmt)
+        return buf.getvalue()
+
+    good = enc(Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)))
+    (tmp_path / "folder.png").mkdir()
+    bad = [enc(Image.new("L", (100000, 30))), enc(Image.new("RGB", (30, 100000))), enc(Image.new("I;16", (7, 3000))),
+           str(tmp_path / "folder.png"), str(tmp_path / "missing.png"), b"GIF89a" + b"\x00" * 50]
+    r = ferroute.load(tiny_model_dir)
+    out = r.route_many([good, *bad, good])
+    assert out[0]["faces"][0]["decision"] in {"accept", "ambiguous", "reject"}
+    assert out[-1]["faces"][0]["decision"] in {"accept", "ambiguous", "reject"}
+    for item in out[1:-1]:
+        assert "error" in item or item["faces"][0]["decision"] == "no_face", item
+    assert "a folder" in out[4]["error"] and "file not found" in out[5]["error"]
+
+
+def test_route_stream_keeps_order_and_matches_route_many(tiny_model_dir):
+    rng = np.random.default_rng(1)
+    imgs = [rng.integers(0, 256, (48, 48), dtype=np.uint8) for _ in range(23)] + [b"junk"]
+    r = ferroute.load(tiny_model_dir)
+    streamed = list(r.route_stream(imgs, batch_size=5, workers=2))
+    assert [it["source"] for it in streamed] == [f"<input {i}>" for i in range(24)]
+    assert streamed == r.route_many(imgs)
+
+
+def test_import_ferroute_does_not_load_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, ferroute; assert 'torch' not in sys.modules; ferroute.__version__; import ferroute.cli; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

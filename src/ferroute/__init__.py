@@ -23,14 +23,14 @@ _EXPORTS = {
     "NotCalibratedError": "routing",
     "SingleScoreRouter": "routing",
     "UncertaintyRouter": "routing",
-    "annotate": "annotate",
+    "annotate": "draw",
     "decompose": "uncertainty",
     "load": "pipeline",
 }
 __all__ = [*sorted(_EXPORTS), "__version__"]
 
 if TYPE_CHECKING:
-    from .annotate import annotate
+    from .draw import annotate
     from .data import EMOTIONS
     from .images import ImageError
     from .pipeline import FERRouter, load

@@ -447,7 +447,7 @@ def route(
 
 
 def _write_annotated(item: dict, folder: Path) -> None:
-    from .annotate import annotate
+    from .draw import annotate
     from .images import ImageError
 
     folder.mkdir(parents=True, exist_ok=True)

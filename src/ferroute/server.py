@@ -1,4 +1,4 @@
-"""HTTP service: ``POST /v1/route``, ``GET /v1/model``, ``GET /healthz`` and the OpenAPI page.
+"""HTTP service: a web page at ``/``, ``POST /v1/route``, ``GET /v1/model``, ``GET /healthz`` and the OpenAPI page (offline).
 
 The model is loaded once per process; decoding and face detection run in the request
 threads, and the crops of concurrent requests are batched into one ensemble call by a
@@ -11,12 +11,14 @@ from __future__ import annotations
 import hmac
 import os
 import threading
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from . import __version__
 from .ensemble import how_it_runs
@@ -99,7 +101,8 @@ def create_app(
     max_upload = max_upload_bytes or int(os.environ.get("FERROUTE_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES))
     pixels = max_pixels or int(os.environ.get("FERROUTE_MAX_PIXELS", MAX_PIXELS))
     batcher = MicroBatcher(router.route_faces)
-    app = FastAPI(
+    # FastAPIOffline serves Swagger UI's and ReDoc's assets from the package: /docs works offline
+    app = FastAPIOffline(
         title="ferroute",
         version=__version__,
         description="Facial expression recognition that knows why it is unsure: accept, ambiguous, reject or no_face, with reasons.",
@@ -123,6 +126,13 @@ def create_app(
         got = request.headers.get("authorization", "")
         if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
             raise HTTPException(401, {"code": "unauthorized", "message": "missing or wrong bearer token (Authorization: Bearer <token>)"}, headers={"WWW-Authenticate": "Bearer"})
+
+    page = (resources.files("ferroute") / "assets" / "web" / "index.html").read_text()
+
+    @app.get("/", include_in_schema=False)
+    def index() -> HTMLResponse:
+        """The web page: drop photos, see each face's box, decision, reason and distribution."""
+        return HTMLResponse(page)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

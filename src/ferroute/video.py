@@ -144,7 +144,7 @@ def plot_tracks(items: list[dict[str, Any]], out_dir: str | Path, labels: tuple[
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .annotate import COLORS
+    from .draw import COLORS
 
     tracks: dict[int, list[tuple[float, dict[str, Any]]]] = {}
     for it in items:
@@ -167,8 +167,10 @@ def plot_tracks(items: list[dict[str, Any]], out_dir: str | Path, labels: tuple[
         a2.plot(t, [f["aleatoric"] for _, f in seq], "-o", ms=3, label="aleatoric (ambiguity)", color="tab:blue")
         a2.plot(t, [f["epistemic"] for _, f in seq], "-o", ms=3, label="epistemic (unfamiliarity)", color="tab:purple")
         top = max([f["aleatoric"] for _, f in seq] + [0.1])
+        half = float(np.median(np.diff(t))) / 2 if len(t) > 1 else 0.25
         for ti, (_, f) in zip(t, seq):
-            a2.axvspan(ti - 0.05, ti + 0.05, ymin=0.92, ymax=1.0, color=COLORS.get(f["decision"], COLORS["no_face"]))
+            rgb = COLORS.get(f["decision"], COLORS["no_face"])
+            a2.axvspan(ti - half, ti + half, ymin=0.92, ymax=1.0, color=tuple(c / 255 for c in rgb))
         a2.set_ylim(0, top * 1.25)
         a2.set_xlabel("time (s); bar on top: decision (green accept, amber ambiguous, red reject)")
         a2.set_ylabel("nats")

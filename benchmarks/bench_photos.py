@@ -181,6 +181,12 @@ def main() -> None:
             e2e[name] = {"wall_s": [round(w, 2) for w in walls], "photos_per_s": [round(len(files) / w, 1) for w in walls],
                          "main_face": main_face_decisions(out_csv)}
         res["route_end_to_end"] = e2e
+    starts = []
+    for _ in range(5):
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ferroute", "--help"], check=True, stdout=subprocess.DEVNULL)
+        starts.append(round(time.perf_counter() - t, 3))
+    res["help_s"] = starts  # `ferroute --help` imports neither torch nor OpenCV
     text = json.dumps(res, indent=1)
     print(text)
     args.out.write_text(f"# python benchmarks/bench_photos.py ({time.strftime('%Y-%m-%d %H:%M')})\n{text}\n")

@@ -378,12 +378,13 @@ def route(
     2 usage error (bad option, no inputs, bad model).
     """
     import csv
+    from concurrent.futures import ThreadPoolExecutor
 
+    import cv2
     from tqdm.auto import tqdm
 
-    from .ensemble import ModelError
-    from .pipeline import FERRouter
-    from .routing import NotCalibratedError
+    from .faces import FaceDetector
+    from .stream import route_stream
     from .video import is_video
 
     if fmt not in ("table", "jsonl", "csv"):
@@ -391,15 +392,10 @@ def route(
     entries, missing = expand_inputs(paths)
     if not entries:
         _fail("no image files found in the given paths")
-    try:
-        router = FERRouter.load(model, backend=backend, device=device)
-    except (ModelError, NotCalibratedError, ValueError) as exc:
-        _fail(str(exc))
-    except ImportError:
-        _fail("--backend onnx needs onnx and onnxruntime: pip install 'ferroute[onnx]'")
-    import cv2
-
-    cv2.setNumThreads(1)  # the prepare threads are the parallelism; OpenCV's own pool would oversubscribe
+    # the model (torch and all) loads in a thread while the first photos are decoded and searched
+    loading = ThreadPoolExecutor(max_workers=1).submit(_load_router, model, backend, device)
+    cv2.setNumThreads(1)  # the face threads are the parallelism; OpenCV's own pool would oversubscribe
+    detector = FaceDetector()
     sink = out.open("w", newline="") if out else sys.stdout
     writer = csv.DictWriter(sink, fieldnames=ROW_COLUMNS) if fmt == "csv" else None
     if writer:
@@ -425,25 +421,45 @@ def route(
 
     photos = [e for e in entries if not is_video(e) or e in missing]
     bar = tqdm(total=len(photos), desc="routing", unit="img", disable=len(photos) <= 1, file=sys.stderr)
+    usage_error = False
     try:
-        it_photos = iter(router.route_stream((e for e in photos if e not in missing), batch_size=batch_size, workers=workers))
+        it_photos = route_stream(loading, (e for e in photos if e not in missing), batch_size=batch_size, workers=workers, detector=detector)
         for e in entries:
             if e in missing:
                 emit({"source": e, "error": f"{e}: {'file not found' if not Path(e).exists() and not Path(e).is_symlink() else 'not a readable file (dangling link or a folder)'} (check the path)"})
                 bar.update(1)
             elif is_video(e):
-                _route_video(router, e, fps, annotate, emit)
+                _route_video(loading.result(), e, fps, annotate, emit)
             else:
                 emit(next(it_photos))
                 bar.update(1)
+        loading.result()  # a broken model is a usage error even when no photo needed it
+    except typer.Exit:  # the model could not be loaded: said already, nothing to write
+        usage_error = True
+        raise
     finally:
         bar.close()
-        if fmt == "table":
+        if fmt == "table" and not usage_error:
             sink.write(_table(table_rows))
         if out:
             sink.close()
-            typer.echo(f"wrote {n_rows} rows to {out}", err=True)
+            if not usage_error:
+                typer.echo(f"wrote {n_rows} rows to {out}", err=True)
     raise typer.Exit(EXIT_FAILED_ITEMS if failed else EXIT_OK)
+
+
+def _load_router(model: Optional[Path], backend: str, device: str):
+    """The router, or a usage error (exit 2) naming what is wrong with the model or options."""
+    from .ensemble import ModelError
+    from .pipeline import FERRouter
+    from .routing import NotCalibratedError
+
+    try:
+        return FERRouter.load(model, backend=backend, device=device)
+    except (ModelError, NotCalibratedError, ValueError) as exc:
+        _fail(str(exc))
+    except ImportError:
+        _fail("--backend onnx needs onnx and onnxruntime: pip install 'ferroute[onnx]'")
 
 
 def _write_annotated(item: dict, folder: Path) -> None:

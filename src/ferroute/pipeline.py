@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -13,9 +12,10 @@ import numpy as np
 from .backbones import check_device
 from .ensemble import Ensemble, ModelError
 from .export import OnnxEnsemble, with_backend
-from .faces import Face, FaceDetector
-from .images import MAX_PIXELS, ImageError, ImageInput, decode_image
+from .faces import FaceDetector, Prepared, find_faces
+from .images import MAX_PIXELS, ImageInput
 from .routing import NotCalibratedError, UncertaintyRouter
+from .stream import route_stream
 
 #: Models embedded in the package, by name: (ensemble folder, folder of its LDL baseline).
 #: ``default`` is the quality model; ``fast`` runs every stage at half resolution and in int8
@@ -128,30 +128,9 @@ class FERRouter:
         batch_size: int = 64,
         workers: int = 2,
     ) -> Iterator[dict[str, Any]]:
-        """Route images as a stream: one item per image, in input order, as soon as its batch is done.
-
-        ``workers`` threads decode and detect (OpenCV and Pillow release the GIL) while the
-        ensemble runs on the previous batch; at most two batches are in flight, so memory stays
-        flat however many images come.
-        """
-        import itertools
-        from collections import deque
-        from concurrent.futures import ThreadPoolExecutor
-
-        pairs = zip(images, names) if names is not None else ((img, None) for img in images)
-        pairs = ((img, nm if nm is not None else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")) for i, (img, nm) in enumerate(pairs))
-        pending: deque = deque()
-        with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ferroute-prepare") as pool:
-            while True:
-                chunk = list(itertools.islice(pairs, batch_size))
-                if chunk:
-                    step = -(-len(chunk) // max(1, workers))
-                    parts = [chunk[k : k + step] for k in range(0, len(chunk), step)]
-                    pending.append([pool.submit(self.prepare, [c[0] for c in part], [c[1] for c in part]) for part in parts])
-                if pending and (len(pending) > 1 or not chunk):
-                    yield from self.finish(Prepared.concat([f.result() for f in pending.popleft()]))
-                if not chunk and not pending:
-                    return
+        """Route images as a stream: one item per image, in input order, as soon as its batch is
+        done (see :func:`ferroute.stream.route_stream`); memory stays flat however many come."""
+        return route_stream(self, images, names, batch_size=batch_size, workers=workers, detector=self.detector)
 
     def prepare(
         self,
@@ -159,32 +138,12 @@ class FERRouter:
         names: list[str] | None = None,
         raise_errors: bool = False,
         max_pixels: int = MAX_PIXELS,
-    ) -> "Prepared":
+    ) -> Prepared:
         """Decode images and crop their faces (no model): the I/O half of :meth:`route_many`,
         safe to run in another thread while the model works on the previous batch."""
-        items: list[dict[str, Any]] = []
-        crops: list[np.ndarray] = []
-        owners: list[tuple[int, Face]] = []
-        errors: dict[int, ImageError] = {}
-        for i, img in enumerate(images):
-            src = names[i] if names and i < len(names) else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")
-            try:
-                dec = decode_image(img, name=src, max_pixels=max_pixels, min_side=self.detector.detect_side)
-                faces = self.detector(dec.rgb, scale=dec.scale)
-            except Exception as exc:  # any failure is this item's, never the batch's
-                err = exc if isinstance(exc, ImageError) else ImageError(src, f"face detection failed ({type(exc).__name__}: {exc})", "check that the file is a normal photo")
-                if raise_errors:
-                    raise err from None
-                errors[len(items)] = err
-                items.append({"source": src, "error": str(err)})
-                continue
-            items.append({"source": src, "faces": [], "size": list(dec.size)})
-            for f in faces:
-                crops.append(f.crop)
-                owners.append((len(items) - 1, f))
-        return Prepared(items, crops, owners, errors)
+        return find_faces(images, self.detector, names, raise_errors=raise_errors, max_pixels=max_pixels)
 
-    def finish(self, prep: "Prepared", batch_size: int = 256, infer: Callable[[np.ndarray], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
+    def finish(self, prep: Prepared, batch_size: int = 256, infer: Callable[[np.ndarray], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
         """Run the ensemble on prepared crops and fill in each image's faces."""
         items = prep.items
         if prep.crops:
@@ -199,29 +158,6 @@ class FERRouter:
             if "faces" in it and not it["faces"]:
                 it["faces"] = [{"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.", "emotion": None, "box": None, "score": None, "landmarks": None}]
         return items
-
-
-@dataclass
-class Prepared:
-    """Decoded images' report skeletons, their face crops, which image each crop came from,
-    and the decoding error of each image that failed (by its index in ``items``)."""
-
-    items: list[dict[str, Any]]
-    crops: list[np.ndarray]
-    owners: list[tuple[int, Face]]
-    errors: dict[int, ImageError]
-
-    @staticmethod
-    def concat(parts: "list[Prepared]") -> "Prepared":
-        """One :class:`Prepared` from several, in order (indices shifted)."""
-        out = Prepared([], [], [], {})
-        for p in parts:
-            base = len(out.items)
-            out.items += p.items
-            out.crops += p.crops
-            out.owners += [(base + i, f) for i, f in p.owners]
-            out.errors.update({base + i: e for i, e in p.errors.items()})
-        return out
 
 
 def load(model_dir: str | Path | None = None, backend: str = "torch", device: str = "cpu") -> FERRouter:

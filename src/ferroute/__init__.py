@@ -27,11 +27,12 @@ _EXPORTS = {
     "decompose": "uncertainty",
     "load": "pipeline",
 }
-__all__ = [*sorted(_EXPORTS), "__version__"]
+__all__ = ["EMOTIONS", "FERRouter", "ImageError", "NotCalibratedError", "SingleScoreRouter", "UncertaintyRouter", "annotate",
+           "decompose", "load", "__version__"]
 
 if TYPE_CHECKING:
-    from .draw import annotate
     from .data import EMOTIONS
+    from .draw import annotate
     from .images import ImageError
     from .pipeline import FERRouter, load
     from .routing import NotCalibratedError, SingleScoreRouter, UncertaintyRouter

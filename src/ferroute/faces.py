@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import threading
 from dataclasses import dataclass
-from typing import Any, Iterable
 from importlib import resources
 from pathlib import Path
+from typing import Any, Iterable
 
 import numpy as np
 

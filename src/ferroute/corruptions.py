@@ -24,13 +24,14 @@ import io
 import os
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from .data import cache_dir
+from . import cache
 
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -332,11 +333,9 @@ def corrupt(faces: np.ndarray, name: str, severity: int, seed: int = 0) -> np.nd
 
 
 def _job(args: tuple[np.ndarray, str, int, int, str]) -> tuple[str, int]:
-    faces, name, severity, seed, path = args
+    faces, name, severity, seed, stem = args
     out = corrupt(faces, name, severity, seed)
-    tmp = path + ".tmp.npy"
-    np.save(tmp, out)
-    os.replace(tmp, path)
+    cache.store(Path(stem), ".npy", lambda tmp: np.save(tmp, out))
     return name, severity
 
 
@@ -355,14 +354,12 @@ def corrupted_set(
     """
     names = list(names or CORRUPTIONS)
     key = hashlib.sha1(np.ascontiguousarray(faces).tobytes() + f"{seed}/{CACHE_VERSION}".encode()).hexdigest()[:16]
-    root = cache_dir("corruptions", key)
-    root.mkdir(parents=True, exist_ok=True)
+    root = cache.cache_dir("corruptions", key)
     todo = []
     for name in names:
         for sev in severities:
-            path = root / f"{name}-{sev}.npy"
-            if not path.is_file():
-                todo.append((faces, name, sev, seed, str(path)))
+            if cache.find(root / f"{name}-{sev}", ".npy") is None:  # missing or damaged (rebuilt)
+                todo.append((faces, name, sev, seed, str(root / f"{name}-{sev}")))
     if todo:
         from tqdm.auto import tqdm
 
@@ -377,4 +374,10 @@ def corrupted_set(
                 _job(job)
                 bar.update()
         bar.close()
-    return {(n, s): np.load(root / f"{n}-{s}.npy", mmap_mode="r") for n in names for s in severities}
+    out = {}
+    for n in names:
+        for s in severities:
+            hit = cache.find(root / f"{n}-{s}", ".npy")
+            # an unwritable cache (or a file damaged since): compute in memory instead
+            out[(n, s)] = np.load(hit, mmap_mode="r") if hit is not None else corrupt(faces, n, s, seed)
+    return out

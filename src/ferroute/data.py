@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .cache import cache_dir, find, store
+
 EMOTIONS: tuple[str, ...] = (
     "neutral",
     "happiness",
@@ -149,9 +151,15 @@ def read_label_csv(path: Path) -> list[tuple[str, np.ndarray]]:
     return rows
 
 
-def cache_dir(*parts: str) -> Path:
-    """ferroute's cache folder (``$FERROUTE_CACHE``, default ``~/.cache/ferroute``), or a sub-folder."""
-    return Path(os.environ.get("FERROUTE_CACHE", Path.home() / ".cache" / "ferroute")).joinpath(*parts)
+def _content_key(label_csv: Path, folder: Path, rows: list[tuple[str, np.ndarray]]) -> str:
+    """A key over the label file and every listed image's bytes: a replaced image is a new key."""
+    h = hashlib.sha256(label_csv.read_bytes())
+    for name, _ in rows:
+        try:
+            h.update((folder / name).read_bytes())
+        except OSError:
+            h.update(b"\0unreadable:" + name.encode())
+    return h.hexdigest()[:16]
 
 
 def load_split(
@@ -175,10 +183,10 @@ def load_split(
         raise DataError(f"{folder}: split folder not found (expected the official FERPlus layout)")
     label_csv = folder / "label.csv"
     rows = read_label_csv(label_csv)
-    key = hashlib.sha1(label_csv.read_bytes() + str(folder.resolve()).encode()).hexdigest()[:16]
-    cache_file = cache_dir() / f"ferplus-{split}-{key}.npz"
-    if cache and cache_file.is_file():
-        with np.load(cache_file, allow_pickle=False) as z:
+    stem = cache_dir() / f"ferplus-{split}-{_content_key(label_csv, folder, rows)}"
+    hit = find(stem, ".npz") if cache else None
+    if hit is not None:
+        with np.load(hit, allow_pickle=False) as z:
             return FERPlusSplit(split, z["images"], z["votes"], z["labels"], z["files"])
 
     images, votes, labels, files = [], [], [], []
@@ -209,15 +217,7 @@ def load_split(
         np.asarray(files, dtype=str),
     )
     if cache:
-        try:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp.npz")
-            np.savez_compressed(
-                tmp, images=out.images, votes=out.votes, labels=out.labels, files=out.files
-            )
-            tmp.replace(cache_file)
-        except OSError:
-            pass  # a read-only cache only costs speed
+        store(stem, ".npz", lambda tmp: np.savez_compressed(tmp, images=out.images, votes=out.votes, labels=out.labels, files=out.files))
     return out
 
 

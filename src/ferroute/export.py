@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from .backbones import BackboneConfig
-from .data import cache_dir
+from .cache import cache_dir
 from .ensemble import Ensemble, preprocess
 
 
@@ -100,15 +100,17 @@ def onnx_cache_dir() -> Path:
 def to_onnx_backend(ens: Ensemble, folder: str | Path, threads: int | None = None) -> OnnxEnsemble:
     """Export ``ens`` (with its current TTA) into ``folder`` and load it in onnxruntime."""
     import hashlib
-    import os
+
+    from . import cache
 
     key = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in ens.parameters()) + ens.tta.encode()).hexdigest()[:16]
-    path = Path(folder) / f"ensemble-{key}.onnx"
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        export_onnx(ens, tmp)
-        os.replace(tmp, path)
+    stem = Path(folder) / f"ensemble-{key}"
+    path = cache.find(stem, ".onnx") or cache.store(stem, ".onnx", lambda tmp: export_onnx(ens, tmp))
+    if path is None:  # the cache cannot be written: export to a private temporary folder
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="ferroute-onnx-")) / "ensemble.onnx"
+        export_onnx(ens, path)
     return OnnxEnsemble(path, threads=threads)
 
 

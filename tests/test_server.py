@@ -45,7 +45,7 @@ def test_errors_are_json_with_the_right_code(client):
     r = client.post("/v1/route", files=[("files", ("bad.jpg", b"text", "image/jpeg"))])
     assert r.status_code == 422 and r.json()["error"]["code"] == "bad_image"
     r = client.post("/v1/route", files=[("files", ("big.png", b"x" * 60_000, "image/png"))])
-    assert r.status_code == 413 and r.json()["error"]["code"] == "file_too_large"
+    assert r.status_code == 413 and r.json()["error"]["code"] == "too_large" and "upload limit" in r.json()["error"]["message"]
     bomb = png_bytes(np.zeros((1200, 1200), np.uint8))
     r = client.post("/v1/route", files=[("files", ("bomb.png", bomb, "image/png"))])
     assert r.status_code == 413 and "pixels" in r.json()["error"]["message"]

@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from .crops import FACE_SIZE, align_crop, square_crop
-from .images import MAX_PIXELS, ImageError, ImageInput, decode_image
+from .images import MAX_PIXELS, ImageError, ImageInput, MemoryBudget, decode_image
 
 YUNET_FILE = "face_detection_yunet_2026may.onnx"
 YUNET_SHA256 = "ebafce4e3c118d6554634be5c27ab333b4c047a9a8c3faf1d7cf93101c22f0f0"
@@ -236,14 +236,14 @@ class Prepared:
 
 
 def find_faces(images: Iterable[ImageInput], detector: FaceDetector, names: list[str] | None = None, raise_errors: bool = False,
-               max_pixels: int = MAX_PIXELS) -> Prepared:
+               max_pixels: int = MAX_PIXELS, budget: MemoryBudget | None = None) -> Prepared:
     """Decode each image and find its faces: image -> face -> crop for a batch. Any failure
     (decoding, detection, cropping) is that image's error, never the batch's."""
     out = Prepared([], [], [], {})
     for i, img in enumerate(images):
         src = names[i] if names and i < len(names) else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")
         try:
-            dec = decode_image(img, name=src, max_pixels=max_pixels, min_side=detector.detect_side)
+            dec = decode_image(img, name=src, max_pixels=max_pixels, min_side=detector.detect_side, budget=budget)
             faces = detector(dec.rgb, scale=dec.scale)
         except Exception as exc:
             err = exc if isinstance(exc, ImageError) else ImageError(src, f"face detection failed ({type(exc).__name__}: {exc})", "check that the file is a normal photo")

@@ -13,7 +13,7 @@ from .backbones import check_device
 from .ensemble import Ensemble, ModelError
 from .export import OnnxEnsemble, with_backend
 from .faces import FaceDetector, Prepared, find_faces
-from .images import MAX_PIXELS, ImageInput
+from .images import MAX_PIXELS, ImageInput, MemoryBudget
 from .routing import NotCalibratedError, UncertaintyRouter
 from .stream import route_stream
 
@@ -138,10 +138,11 @@ class FERRouter:
         names: list[str] | None = None,
         raise_errors: bool = False,
         max_pixels: int = MAX_PIXELS,
+        budget: MemoryBudget | None = None,
     ) -> Prepared:
         """Decode images and crop their faces (no model): the I/O half of :meth:`route_many`,
         safe to run in another thread while the model works on the previous batch."""
-        return find_faces(images, self.detector, names, raise_errors=raise_errors, max_pixels=max_pixels)
+        return find_faces(images, self.detector, names, raise_errors=raise_errors, max_pixels=max_pixels, budget=budget)
 
     def finish(self, prep: Prepared, batch_size: int = 256, infer: Callable[[np.ndarray], list[dict[str, Any]]] | None = None) -> list[dict[str, Any]]:
         """Run the ensemble on prepared crops and fill in each image's faces."""

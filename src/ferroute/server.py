@@ -8,25 +8,28 @@ with a 4xx code that says what went wrong.
 
 from __future__ import annotations
 
-import hmac
 import os
 import threading
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from fastapi import Depends, FastAPI, File, HTTPException, Request, UploadFile
+from fastapi import FastAPI, File, HTTPException, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi_offline import FastAPIOffline
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
 from .ensemble import how_it_runs
-from .images import MAX_PIXELS
+from .faces import Prepared
+from .images import MAX_PIXELS, ImageError, MemoryBudget
+from .limits import Guard, Limits, error_body, log
 from .pipeline import FERRouter
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_FILES = 32
+MAX_DECODE_BYTES = 1 << 30
 
 
 class MicroBatcher:
@@ -87,6 +90,20 @@ class MicroBatcher:
                 k += len(f)
 
 
+def limits_from_env(token: str | None = None) -> Limits:
+    """The service's bounds from ``$FERROUTE_*`` variables (``ferroute serve`` sets them from
+    its options, so worker processes see the same), with safe defaults."""
+    env = os.environ.get
+    return Limits(
+        max_body_bytes=int(env("FERROUTE_MAX_BODY_BYTES", Limits.max_body_bytes)),
+        body_timeout_s=float(env("FERROUTE_BODY_TIMEOUT_S", Limits.body_timeout_s)),
+        max_active=int(env("FERROUTE_MAX_ACTIVE", Limits.max_active)),
+        max_queued=int(env("FERROUTE_MAX_QUEUED", Limits.max_queued)),
+        queue_timeout_s=float(env("FERROUTE_QUEUE_TIMEOUT_S", Limits.queue_timeout_s)),
+        token=(token if token is not None else env("FERROUTE_API_TOKEN")) or None,
+    )
+
+
 def create_app(
     router: FERRouter | None = None,
     model_dir: str | Path | None = None,
@@ -94,38 +111,57 @@ def create_app(
     max_upload_bytes: int | None = None,
     max_pixels: int | None = None,
     max_files: int = MAX_FILES,
+    limits: Limits | None = None,
+    max_decode_bytes: int | None = None,
 ) -> FastAPI:
-    """Build the app. ``token`` (default ``$FERROUTE_API_TOKEN``) turns on bearer authentication."""
+    """Build the app. ``token`` (default ``$FERROUTE_API_TOKEN``) turns on bearer authentication;
+    ``limits`` (default :func:`limits_from_env`) bound bodies, slow clients and concurrent work;
+    ``max_decode_bytes`` (``$FERROUTE_MAX_DECODE_BYTES``, 1 GiB) bounds the memory that
+    concurrent image decodes hold."""
     router = router or FERRouter.load(model_dir)
-    token = (token if token is not None else os.environ.get("FERROUTE_API_TOKEN")) or None
+    limits = limits or limits_from_env(token)
+    if token is not None:
+        limits.token = token or None
     max_upload = max_upload_bytes or int(os.environ.get("FERROUTE_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES))
     pixels = max_pixels or int(os.environ.get("FERROUTE_MAX_PIXELS", MAX_PIXELS))
+    budget = MemoryBudget(max_decode_bytes or int(os.environ.get("FERROUTE_MAX_DECODE_BYTES", MAX_DECODE_BYTES)), wait_s=limits.queue_timeout_s)
     batcher = MicroBatcher(router.route_faces)
     # FastAPIOffline serves Swagger UI's and ReDoc's assets from the package: /docs works offline
     app = FastAPIOffline(
         title="ferroute",
         version=__version__,
-        description="Facial expression recognition that knows why it is unsure: accept, ambiguous, reject or no_face, with reasons.",
+        description="Facial expression recognition that knows why it is unsure: accept, ambiguous, reject or no_face, with reasons. "
+        "With FERROUTE_API_TOKEN set, /v1/ endpoints need 'Authorization: Bearer <token>'. "
+        'Every error answers {"error": {"code", "message", "request_id"}}.',
     )
+    app.add_middleware(Guard, limits=limits)
 
-    def error(status: int, code: str, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": {"code": code, "message": message}})
+    def rid(request: Request) -> str | None:
+        return request.scope.get("state", {}).get("request_id")
 
-    @app.exception_handler(HTTPException)
-    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, dict) else {"code": "http_error", "message": str(exc.detail)}
-        return JSONResponse(status_code=exc.status_code, content={"error": detail}, headers=getattr(exc, "headers", None))
+    def error(request: Request, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content=error_body(code, message, rid(request)), headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if isinstance(exc.detail, dict):
+            code, message = exc.detail.get("code", "http_error"), exc.detail.get("message", "")
+        else:
+            code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+            message = {404: f"no such endpoint: {request.url.path} (see /docs)",
+                       405: f"{request.method} is not allowed on {request.url.path} (see /docs)"}.get(exc.status_code, str(exc.detail))
+        return error(request, exc.status_code, code, message, getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error(422, "invalid_request", "send one or more images as multipart form field 'files' (e.g. curl -F files=@face.jpg)")
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error(request, 422, "invalid_request", "send one or more images as multipart form field 'files' (e.g. curl -F files=@face.jpg)")
 
-    def auth(request: Request) -> None:
-        if token is None:
-            return
-        got = request.headers.get("authorization", "")
-        if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), token.encode()):
-            raise HTTPException(401, {"code": "unauthorized", "message": "missing or wrong bearer token (Authorization: Bearer <token>)"}, headers={"WWW-Authenticate": "Bearer"})
+    @app.exception_handler(Exception)
+    async def _crash(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("request %s failed", rid(request))
+        # answered outside the Guard (Starlette's outermost error middleware): name the id here
+        return error(request, 500, "internal_error", f"the server failed on this request ({type(exc).__name__}); it is logged under request id {rid(request)}",
+                     headers={"X-Request-ID": str(rid(request))})
 
     page = (resources.files("ferroute") / "assets" / "web" / "index.html").read_text()
 
@@ -138,7 +174,7 @@ def create_app(
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/model", dependencies=[Depends(auth)])
+    @app.get("/v1/model")
     def model_info() -> dict[str, Any]:
         card = router.model_dir / "MODEL_CARD.md" if router.model_dir else None
         return {
@@ -150,45 +186,55 @@ def create_app(
             "reject_rate": router.router.reject_rate,
             "inference": how_it_runs(router.ensemble),
             "model_card": card.read_text() if card and card.is_file() else None,
-            "limits": {"max_upload_bytes": max_upload, "max_pixels": pixels, "max_files": max_files},
+            "limits": {"max_upload_bytes": max_upload, "max_pixels": pixels, "max_files": max_files, "max_body_bytes": limits.max_body_bytes,
+                       "max_active": limits.max_active, "max_queued": limits.max_queued, "max_decode_bytes": budget.total},
         }
 
-    @app.post("/v1/route", dependencies=[Depends(auth)])
+    @app.post("/v1/route")
     def route(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
         if not files:
             raise HTTPException(400, {"code": "no_files", "message": "no images uploaded"})
         if len(files) > max_files:
             raise HTTPException(413, {"code": "too_many_files", "message": f"{len(files)} files sent; at most {max_files} per request"})
-        blobs: list[bytes] = []
-        names: list[str] = []
-        for f in files:
+        parts: list[Prepared] = []
+        for k, f in enumerate(files):
+            name = f.filename or f"file{k}"
             data = f.file.read(max_upload + 1)
-            if len(data) > max_upload:
-                raise HTTPException(413, {"code": "file_too_large", "message": f"{f.filename}: over the upload limit of {max_upload:,} bytes"})
-            blobs.append(data)
-            names.append(f.filename or f"file{len(names)}")
-        prep = router.prepare(blobs, names, max_pixels=pixels)
+            if len(data) > max_upload:  # this item's error; the others are still routed
+                err = ImageError(name, f"over the upload limit of {max_upload:,} bytes", "downscale or recompress it", kind="too_large")
+                parts.append(Prepared([{"source": name, "error": str(err)}], [], [], {0: err}))
+            else:
+                parts.append(router.prepare([data], [name], max_pixels=pixels, budget=budget))
+        prep = Prepared.concat(parts)
+        blobs = files
         if len(prep.errors) == len(blobs):
             exc = prep.errors[0]
-            status = 413 if "pixels" in exc.problem else 422
-            raise HTTPException(status, {"code": "bad_image", "message": str(exc)})
+            if exc.kind == "busy":
+                raise HTTPException(503, {"code": "busy", "message": str(exc)}, headers={"Retry-After": "5"})
+            if exc.kind == "too_large":
+                raise HTTPException(413, {"code": "too_large", "message": str(exc)})
+            raise HTTPException(422, {"code": "bad_image", "message": str(exc)})
         return {"results": router.finish(prep, infer=batcher.submit)}
 
     return app
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | None = None, workers: int = 1,
-          backend: str = "torch", device: str = "cpu") -> None:
-    """Run the service with uvicorn (one model per worker process)."""
+          backend: str = "torch", device: str = "cpu", keep_alive_s: int = 5) -> None:
+    """Run the service with uvicorn (one model per worker process). Limits come from
+    ``$FERROUTE_*`` (see :func:`limits_from_env`); uvicorn itself refuses connections past
+    twice the admitted requests (503) and closes idle keep-alive connections after ``keep_alive_s``."""
     import uvicorn
 
+    lim = limits_from_env()
+    extra = {"limit_concurrency": 2 * (lim.max_active + lim.max_queued) + 8, "timeout_keep_alive": keep_alive_s}
     if workers > 1:
         os.environ["FERROUTE_MODEL_DIR"] = str(model_dir or "")
         os.environ["FERROUTE_BACKEND"] = backend
         os.environ["FERROUTE_DEVICE"] = device
-        uvicorn.run("ferroute.server:_factory", host=host, port=port, workers=workers, factory=True)
+        uvicorn.run("ferroute.server:_factory", host=host, port=port, workers=workers, factory=True, **extra)
     else:
-        uvicorn.run(create_app(FERRouter.load(model_dir, backend=backend, device=device)), host=host, port=port)
+        uvicorn.run(create_app(FERRouter.load(model_dir, backend=backend, device=device)), host=host, port=port, **extra)
 
 
 def _factory() -> FastAPI:

@@ -1,0 +1,160 @@
+"""What the HTTP service promises under hostile input and load, as one ASGI middleware.
+
+Before the app reads a byte of a request body, :class:`Guard`:
+
+* gives the request an id (``X-Request-ID``, also in every log line and error body);
+* checks the bearer token, so an unauthenticated upload is refused with 401 unread;
+* refuses a declared ``Content-Length`` over ``max_body_bytes`` with 413, and counts the
+  bytes as they arrive (a chunked or lying client is cut off at the limit plus one chunk);
+* gives the client ``body_timeout_s`` to send its body (408 for slow clients);
+* admits at most ``max_active`` routing requests at once and ``max_queued`` waiting, each
+  waiting at most ``queue_timeout_s``; past that it answers 503 with ``Retry-After``.
+
+Every error, from here or the app, has one shape: ``{"error": {"code", "message",
+"request_id"}}`` (see :func:`error_body`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+
+log = logging.getLogger("ferroute.server")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+def error_body(code: str, message: str, request_id: str | None) -> dict[str, Any]:
+    """The one error envelope of the service."""
+    return {"error": {"code": code, "message": message, "request_id": request_id}}
+
+
+@dataclass
+class Limits:
+    """The service's bounds; ``ferroute serve`` sets them from its options."""
+
+    max_body_bytes: int = 25 * 1024 * 1024
+    body_timeout_s: float = 30.0
+    max_active: int = 4
+    max_queued: int = 32
+    queue_timeout_s: float = 20.0
+    token: str | None = None
+    guarded_paths: tuple[str, ...] = ("/v1/route",)
+    protected_prefix: str = "/v1/"  # the token is asked on these; the page, docs and /healthz are public
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class Guard:
+    """ASGI middleware enforcing :class:`Limits` (see the module docstring)."""
+
+    def __init__(self, app: Any, limits: Limits):
+        self.app, self.limits = app, limits
+        self._active = 0
+        self._waiting = 0
+        self._slots: asyncio.Semaphore | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = uuid.uuid4().hex[:12]
+        scope.setdefault("state", {})["request_id"] = rid
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        path = scope.get("path", "")
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), (b"x-request-id", rid.encode())]}
+            await send(message)
+
+        lim = self.limits
+        if lim.token and path.startswith(lim.protected_prefix):
+            got = headers.get("authorization", "")
+            if not got.startswith("Bearer ") or not hmac.compare_digest(got[7:].encode(), lim.token.encode()):
+                await _respond(send_with_id, 401, error_body("unauthorized", "missing or wrong bearer token (Authorization: Bearer <token>)", rid),
+                               [(b"www-authenticate", b"Bearer")])
+                return
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > lim.max_body_bytes:
+            await _respond(send_with_id, 413, error_body("body_too_large", f"request body of {int(declared):,} bytes is over the limit of {lim.max_body_bytes:,}", rid),
+                           [(b"connection", b"close")])
+            return
+        if path not in lim.guarded_paths or scope.get("method") != "POST":
+            await self.app(scope, receive, send_with_id)
+            return
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(lim.max_active)
+        if self._waiting >= lim.max_queued and self._slots.locked():
+            await _respond(send_with_id, 503, error_body("busy", f"{lim.max_active} requests are being routed and {self._waiting} are waiting; try again shortly", rid),
+                           [(b"retry-after", b"2")])
+            return
+        self._waiting += 1
+        try:
+            await asyncio.wait_for(self._slots.acquire(), timeout=lim.queue_timeout_s)
+        except asyncio.TimeoutError:
+            await _respond(send_with_id, 503, error_body("busy", f"waited {lim.queue_timeout_s:.0f} s for a free slot; try again shortly", rid), [(b"retry-after", b"5")])
+            return
+        finally:
+            self._waiting -= 1
+        try:
+            try:
+                body = await asyncio.wait_for(self._read_body(receive), timeout=lim.body_timeout_s)
+            except _BodyTooLarge:
+                await _respond(send_with_id, 413, error_body("body_too_large", f"request body is over the limit of {lim.max_body_bytes:,} bytes", rid), [(b"connection", b"close")])
+                return
+            except asyncio.TimeoutError:
+                await _respond(send_with_id, 408, error_body("body_timeout", f"the request body did not arrive within {lim.body_timeout_s:.0f} s", rid), [(b"connection", b"close")])
+                return
+            await self.app(scope, _replay(body), send_with_id)
+        finally:
+            self._slots.release()
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        """The whole body, refusing it once it exceeds the limit (counted as it arrives)."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limits.max_body_bytes:
+                raise _BodyTooLarge()
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await asyncio.sleep(3600)  # the app never asks again for a finished body; disconnects are not replayed
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+async def _respond(send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    raw = json.dumps(body).encode()
+    log.info("request %s -> %d %s", body["error"]["request_id"], status, body["error"]["code"])
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(raw)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": raw})

@@ -75,9 +75,38 @@ def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> tuple
     return _REGISTRY[name](pretrained=pretrained, **kwargs)
 
 
+#: What a model folder's ``config.json`` may pass to each builder: numbers, and lists of
+#: integers. Nothing path-like (weights files, timm's ``checkpoint_path``) and nothing that
+#: reaches the network: a model folder is data, never code.
+SAFE_KWARGS: dict[str, dict[str, type]] = {
+    "cnn": {"width": int, "depth": int, "dropout": float, "input_size": int, "stem_stride": int, "stage_convs": list, "first_width": int},
+    "efficientnet_lite0": {"input_size": int, "drop_rate": float},
+    "dinov2_s14": {"input_size": int, "depth": int, "embed_dim": int, "num_heads": int, "mlp_ratio": float, "patch_size": int,
+                   "drop_rate": float, "drop_path_rate": float},
+}
+
+
+def check_config_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` of a stored config, refused with a ValueError naming the key where it is not
+    on :data:`SAFE_KWARGS`'s allow-list or not a plain number (list of integers)."""
+    if name not in SAFE_KWARGS:
+        raise ValueError(f"unknown backbone {name!r}; available: {', '.join(sorted(SAFE_KWARGS))}")
+    allowed = SAFE_KWARGS[name]
+    for key, value in kwargs.items():
+        if key not in allowed:
+            raise ValueError(f"backbone option {key!r} is not allowed in a model folder (allowed for {name}: {', '.join(sorted(allowed))})")
+        want = allowed[key]
+        ok = (isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)) if want is list else (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and (want is float or float(value).is_integer()))
+        if not ok:
+            raise ValueError(f"backbone option {key!r} must be {'a list of integers' if want is list else 'a number'}, got {value!r}")
+    return {k: (int(v) if allowed[k] is int else v) for k, v in kwargs.items()}
+
+
 def build_from_config(cfg: BackboneConfig) -> nn.Module:
-    """Rebuild the (untrained) architecture described by ``cfg``, without pretrained weights."""
-    model, _ = create_backbone(cfg.name, pretrained=False, **cfg.kwargs)
+    """Rebuild the (untrained) architecture described by ``cfg``, without pretrained weights;
+    its options are checked against :data:`SAFE_KWARGS` first."""
+    model, _ = create_backbone(cfg.name, pretrained=False, **check_config_kwargs(cfg.name, cfg.kwargs))
     return model
 
 

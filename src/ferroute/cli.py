@@ -514,19 +514,34 @@ def _table(rows: list[dict]) -> str:
 @app.command()
 def serve(
     host: str = typer.Option("127.0.0.1", help="Address to bind (use 0.0.0.0 to expose it)."),
-    port: int = typer.Option(8000),
+    port: int = typer.Option(8000, help="Port to listen on."),
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     workers: int = typer.Option(1, min=1, help="Worker processes, each with its own model copy."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
+    max_active: Optional[int] = typer.Option(None, min=1, help="Routing requests worked on at once, per worker [default: 4, or $FERROUTE_MAX_ACTIVE]."),
+    max_queued: Optional[int] = typer.Option(None, min=0, help="Routing requests waiting for a slot; past that: 503 with Retry-After [default: 32, or $FERROUTE_MAX_QUEUED]."),
+    queue_timeout: Optional[float] = typer.Option(None, min=0.1, help="Seconds a request may wait for a slot, then 503 [default: 20, or $FERROUTE_QUEUE_TIMEOUT_S]."),
+    body_timeout: Optional[float] = typer.Option(None, min=0.1, help="Seconds a client has to send its request body, then 408 [default: 30, or $FERROUTE_BODY_TIMEOUT_S]."),
+    max_body_mb: Optional[float] = typer.Option(None, min=0.01, help="Largest request body in MB, refused while reading (413) [default: 25, or $FERROUTE_MAX_BODY_BYTES]."),
+    max_upload_mb: Optional[float] = typer.Option(None, min=0.01, help="Largest single image in MB: that image's error [default: 10, or $FERROUTE_MAX_UPLOAD_BYTES]."),
+    max_decode_mb: Optional[float] = typer.Option(None, min=1, help="Memory concurrent image decodes may hold, MB per worker [default: 1024, or $FERROUTE_MAX_DECODE_BYTES]."),
 ) -> None:
-    """Serve the HTTP API (POST /v1/route, GET /v1/model, GET /healthz, docs at /docs).
+    """Serve the web page at /, the HTTP API (POST /v1/route, GET /v1/model, GET /healthz) and its docs at /docs.
 
-    Set FERROUTE_API_TOKEN to require 'Authorization: Bearer <token>'.
+    Set FERROUTE_API_TOKEN to require 'Authorization: Bearer <token>' on /v1/ endpoints.
+    The limits' defaults are safe for a 2-core, 24 GB machine (docs/bench_soak.txt).
     """
+    import os
+
     from .server import serve as run
 
     _device(device, backend)  # a usage error now, not a traceback in each worker
+    given = {"FERROUTE_MAX_ACTIVE": max_active, "FERROUTE_MAX_QUEUED": max_queued, "FERROUTE_QUEUE_TIMEOUT_S": queue_timeout,
+             "FERROUTE_BODY_TIMEOUT_S": body_timeout, "FERROUTE_MAX_BODY_BYTES": None if max_body_mb is None else int(max_body_mb * 2**20),
+             "FERROUTE_MAX_UPLOAD_BYTES": None if max_upload_mb is None else int(max_upload_mb * 2**20),
+             "FERROUTE_MAX_DECODE_BYTES": None if max_decode_mb is None else int(max_decode_mb * 2**20)}
+    os.environ.update({k: str(v) for k, v in given.items() if v is not None})  # worker processes read them too
     run(host=host, port=port, model_dir=model, workers=workers, backend=backend, device=device)
 
 

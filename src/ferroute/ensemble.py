@@ -713,27 +713,74 @@ class Ensemble(nn.Module):
 
     @classmethod
     def load(cls, directory: str | Path) -> "Ensemble":
-        """Rebuild an ensemble from a model directory (safetensors only, nothing unpickled)."""
+        """Rebuild an ensemble from a model directory (safetensors only, nothing unpickled).
+
+        Every way a folder can be broken is a :class:`ModelError` naming the file and what to
+        do: no or invalid ``config.json``, options off the allow-list, damaged or missing
+        weights, wrong shapes or keys, labels that do not match the outputs, and weights that
+        give every input the same answer (zeroed or untrained: see :func:`check_outputs`)."""
         d = Path(directory)
         cfg_path = d / "config.json"
         if not cfg_path.is_file():
             raise ModelError(f"{d}: not a ferroute model directory (no config.json)")
         try:
             raw = json.loads(cfg_path.read_text())
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise ModelError(f"{cfg_path}: invalid JSON ({exc})") from None
-        if raw.get("format") != FORMAT:
-            raise ModelError(f"{cfg_path}: format is {raw.get('format')!r}, expected {FORMAT!r}")
-        cfg = BackboneConfig.from_dict(raw["backbone"])
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            raise ModelError(f"{cfg_path}: format is {raw.get('format') if isinstance(raw, dict) else None!r}, expected {FORMAT!r}")
+        try:
+            cfg = BackboneConfig.from_dict(raw["backbone"])
+            n = int(raw["members"])
+            if not 1 <= n <= 64:
+                raise ValueError(f"members must be 1..64, got {n}")
+            meta = raw.get("meta", {})
+            if not isinstance(meta, dict):
+                raise ValueError("meta must be an object")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelError(f"{cfg_path}: {type(exc).__name__}: {exc} (re-save the model with ferroute train)") from None
         members = []
-        for k in range(int(raw["members"])):
+        for k in range(n):
             path = d / f"member_{k}.safetensors"
             if not path.is_file():
-                raise ModelError(f"{path}: member weights missing ({raw['members']} members declared)")
-            m = build_from_config(cfg)
-            m.load_state_dict(load_file(path))
+                raise ModelError(f"{path}: member weights missing ({n} members declared)")
+            try:
+                m = build_from_config(cfg)
+            except (TypeError, ValueError) as exc:
+                raise ModelError(f"{cfg_path}: {exc}") from None
+            try:
+                state = load_file(path)
+            except Exception as exc:  # safetensors raises its own error types on damaged files
+                raise ModelError(f"{path}: damaged weights file ({type(exc).__name__}: {exc}); copy the model folder again") from None
+            try:
+                m.load_state_dict(state)
+            except RuntimeError as exc:
+                first = str(exc).strip().splitlines()
+                raise ModelError(f"{path}: weights do not fit the architecture in config.json ({'; '.join(x.strip() for x in first[:3])})") from None
             members.append(m.eval())
-        return cls(members, cfg, meta=raw.get("meta", {}))
+        ens = cls(members, cfg, meta=meta)
+        check_outputs(ens, d)
+        return ens
+
+
+#: faces the loaded ensemble is asked about once, to catch weights that cannot be right
+_PROBE = np.stack([np.full((48, 48), 0, np.uint8), np.full((48, 48), 255, np.uint8),
+                   np.tile(np.arange(0, 240, 5, dtype=np.uint8), (48, 1)), np.tile(np.arange(0, 240, 5, dtype=np.uint8)[:, None], (1, 48)),
+                   np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)])
+
+
+def check_outputs(ens: "Ensemble", where: Path) -> None:
+    """Refuse an ensemble whose outputs cannot be right: not one probability per label,
+    not finite, or the same for every probe input in every member (zeroed weights)."""
+    with torch.no_grad():
+        x = preprocess(_PROBE, ens.config)
+        outs = torch.stack([m(x).float() for m in ens.members])  # (M, 5, C)
+    if outs.shape[-1] != len(ens.config.labels):
+        raise ModelError(f"{where}: the members give {outs.shape[-1]} outputs but config.json names {len(ens.config.labels)} labels")
+    if not torch.isfinite(outs).all():
+        raise ModelError(f"{where}: the weights give non-finite outputs (NaN or inf); the model folder is damaged")
+    if float((outs - outs[:, :1]).abs().max()) < 1e-6:
+        raise ModelError(f"{where}: every input gets the same output in every member: the weights are empty (zeroed) or untrained")
 
 
 def how_it_runs(model: Any) -> dict[str, Any]:

@@ -89,6 +89,7 @@ class Guard:
         if declared is not None and declared.isdigit() and int(declared) > lim.max_body_bytes:
             await _respond(send_with_id, 413, error_body("body_too_large", f"request body of {int(declared):,} bytes is over the limit of {lim.max_body_bytes:,}", rid),
                            [(b"connection", b"close")])
+            await _drain(receive)
             return
         if path not in lim.guarded_paths or scope.get("method") != "POST":
             await self.app(scope, receive, send_with_id)
@@ -112,6 +113,7 @@ class Guard:
                 body = await asyncio.wait_for(self._read_body(receive), timeout=lim.body_timeout_s)
             except _BodyTooLarge:
                 await _respond(send_with_id, 413, error_body("body_too_large", f"request body is over the limit of {lim.max_body_bytes:,} bytes", rid), [(b"connection", b"close")])
+                await _drain(receive)
                 return
             except asyncio.TimeoutError:
                 await _respond(send_with_id, 408, error_body("body_timeout", f"the request body did not arrive within {lim.body_timeout_s:.0f} s", rid), [(b"connection", b"close")])
@@ -136,6 +138,24 @@ class Guard:
             if not message.get("more_body", False):
                 break
         return b"".join(chunks)
+
+
+async def _drain(receive: Receive, max_bytes: int = 4 << 20, max_s: float = 1.0) -> None:
+    """Read and drop a little more of a refused body before the connection closes, so the
+    client reads the answer instead of a reset (closing on unread data sends TCP RST, which
+    can discard the answer in the client's buffer). Nothing is kept, nothing is written."""
+    async def read() -> None:
+        seen = 0
+        while seen < max_bytes:
+            message = await receive()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                return
+            seen += len(message.get("body", b""))
+
+    try:
+        await asyncio.wait_for(read(), timeout=max_s)
+    except (asyncio.TimeoutError, Exception):
+        pass
 
 
 def _replay(body: bytes) -> Receive:

@@ -58,7 +58,10 @@ def load_router(model_dir: str | Path) -> UncertaintyRouter:
     path = Path(model_dir) / "router.json"
     if not path.is_file():
         raise NotCalibratedError(f"{path}: no calibrated router; run `ferroute calibrate --model {model_dir}` first")
-    return UncertaintyRouter.from_dict(json.loads(path.read_text()))
+    try:
+        return UncertaintyRouter.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ModelError(f"{path}: damaged router ({type(exc).__name__}: {exc}); run `ferroute calibrate --model {model_dir}` again") from None
 
 
 class FERRouter:

@@ -212,3 +212,22 @@ def test_calibrate_a_single_model_stores_its_arithmetic_but_no_router(fake_ferpl
     assert ("int8" in stored) == (precision == "int8")
     loaded = Ensemble.load(m)
     assert loaded.tta == "hflip" and loaded.is_quantized == (precision == "int8")
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_route_resume_skips_what_is_done_and_repairs_a_cut_line(tiny_model_dir, photos, tmp_path, fmt):
+    out = tmp_path / f"rows.{fmt}"
+    first = runner.invoke(app, ["route", str(photos), "--model", str(tiny_model_dir), "--format", fmt, "--out", str(out)])
+    full = out.read_text()
+    lines = full.splitlines(keepends=True)
+    # an interrupted run: the first two inputs' lines, and half of the third's
+    keep = 3 if fmt == "csv" else 2
+    out.write_text("".join(lines[:keep]) + lines[keep][: len(lines[keep]) // 2])
+    res = runner.invoke(app, ["route", str(photos), "--model", str(tiny_model_dir), "--format", fmt, "--out", str(out), "--resume"])
+    assert first.exit_code == 1 and res.exit_code in (0, 1) and "resuming" in res.output  # broken.png was written as an error row: done
+    assert sorted(out.read_text().splitlines()) == sorted(full.splitlines())
+
+
+def test_resume_needs_a_file_to_append_to(tiny_model_dir, photos):
+    res = runner.invoke(app, ["route", str(photos), "--model", str(tiny_model_dir), "--resume"])
+    assert res.exit_code == 2 and "--resume needs --out" in res.output

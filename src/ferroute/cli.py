@@ -370,14 +370,18 @@ def route(
     workers: int = typer.Option(2, min=1, help="Threads that decode and detect faces while the ensemble runs."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
+    resume: bool = typer.Option(False, "--resume", help="Skip the inputs already in --out (jsonl or csv) and append the rest."),
 ) -> None:
     """Route every face in the given photos and videos: accept, ambiguous, reject or no_face.
 
-    Faces are listed left to right with their box. Exit codes: 0 every input was routed; 1 some
-    inputs could not be read (each is reported on its own line, the rest are still routed);
-    2 usage error (bad option, no inputs, bad model).
+    Faces are listed left to right with their box. With --out and jsonl or csv, each input's
+    rows are written (and flushed) as soon as it is routed, so an interrupted run keeps what
+    it did and --resume continues it. Exit codes: 0 every input was routed; 1 some inputs
+    could not be read (each is reported on its own line, the rest are still routed); 2 usage
+    error (bad option, no inputs, bad model); 130 interrupted.
     """
     import csv
+    import io
     from concurrent.futures import ThreadPoolExecutor
 
     import cv2
@@ -389,16 +393,23 @@ def route(
 
     if fmt not in ("table", "jsonl", "csv"):
         _fail("--format must be table, jsonl or csv")
+    if resume and (out is None or fmt == "table"):
+        _fail("--resume needs --out FILE with --format jsonl or csv")
     entries, missing = expand_inputs(paths)
     if not entries:
         _fail("no image files found in the given paths")
+    done = _done_sources(out, fmt) if resume and out is not None and out.is_file() else set()
+    if done:
+        entries = [e for e in entries if e not in done]
+        typer.echo(f"resuming: {len(done)} inputs already in {out}, {len(entries)} to go", err=True)
     # the model (torch and all) loads in a thread while the first photos are decoded and searched
     loading = ThreadPoolExecutor(max_workers=1).submit(_load_router, model, backend, device)
     cv2.setNumThreads(1)  # the face threads are the parallelism; OpenCV's own pool would oversubscribe
     detector = FaceDetector()
-    sink = out.open("w", newline="") if out else sys.stdout
+    appending = bool(done) or (resume and out is not None and out.is_file() and out.stat().st_size > 0)
+    sink = out.open("a" if appending else "w", newline="") if out else sys.stdout
     writer = csv.DictWriter(sink, fieldnames=ROW_COLUMNS) if fmt == "csv" else None
-    if writer:
+    if writer and not appending:
         writer.writeheader()
     table_rows: list[dict] = []
     n_rows, failed = 0, False
@@ -410,8 +421,10 @@ def route(
         n_rows += len(rows)
         if fmt == "jsonl":
             sink.write(json.dumps(item) + "\n")
-        elif writer:
-            writer.writerows(rows)
+        elif fmt == "csv":  # one write per input, so an interruption never splits an input's rows
+            buf = io.StringIO()
+            csv.DictWriter(buf, fieldnames=ROW_COLUMNS).writerows(rows)
+            sink.write(buf.getvalue())
         else:
             table_rows.extend(rows)
         if fmt != "table":
@@ -437,6 +450,9 @@ def route(
     except typer.Exit:  # the model could not be loaded: said already, nothing to write
         usage_error = True
         raise
+    except KeyboardInterrupt:
+        typer.secho(f"interrupted after {n_rows} rows" + (f"; `--resume` continues into {out}" if out and fmt != "table" else ""), fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
     finally:
         bar.close()
         if fmt == "table" and not usage_error:
@@ -446,6 +462,27 @@ def route(
             if not usage_error:
                 typer.echo(f"wrote {n_rows} rows to {out}", err=True)
     raise typer.Exit(EXIT_FAILED_ITEMS if failed else EXIT_OK)
+
+
+def _done_sources(out: Path, fmt: str) -> set[str]:
+    """Sources already written to ``out`` by an earlier run; a last line cut short by an
+    interruption is removed from the file first, so the rerun writes that input again."""
+    import csv
+
+    raw = out.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        out.write_bytes(raw)
+    text = raw.decode("utf-8", errors="replace")
+    if fmt == "jsonl":
+        done = set()
+        for line in text.splitlines():
+            try:
+                done.add(json.loads(line)["source"])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return done
+    return {r["source"] for r in csv.DictReader(text.splitlines()) if r.get("source")}
 
 
 def _load_router(model: Optional[Path], backend: str, device: str):

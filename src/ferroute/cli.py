@@ -362,15 +362,17 @@ def _rows(item: dict) -> list[dict]:
 def route(
     paths: list[str] = typer.Argument(..., help="Image or video files, folders (searched recursively) or globs."),
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
-    fmt: str = typer.Option("table", "--format", help="table, jsonl or csv."),
-    out: Optional[Path] = typer.Option(None, help="Write the results to this file instead of the screen (jsonl and csv are written as they come)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="table, jsonl, csv or parquet (a folder of parts; the default for --out NAME.parquet) [default: table]."),
+    out: Optional[Path] = typer.Option(None, help="Write the results to this file (folder for parquet) instead of the screen, as they come."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write each input with its faces' boxes, decisions and emotions drawn on it to this folder (videos: one plot per face track)."),
     fps: float = typer.Option(2.0, min=0.01, help="Frames per second sampled from videos."),
     batch_size: int = typer.Option(64, min=1, help="Images decoded and routed per batch."),
     workers: int = typer.Option(2, min=1, help="Threads that decode and detect faces while the ensemble runs."),
     backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
-    resume: bool = typer.Option(False, "--resume", help="Skip the inputs already in --out (jsonl or csv) and append the rest."),
+    resume: bool = typer.Option(False, "--resume", help="Skip the inputs already in --out (jsonl, csv or parquet) and add the rest."),
+    engine: str = typer.Option("local", help="local: this process; ray: a Ray Data job (pip install 'ferroute[ray]'), results to --out as Parquet."),
+    address: Optional[str] = typer.Option(None, help="--engine ray: join the Ray cluster at this address (default: start a local Ray for this command)."),
 ) -> None:
     """Route every face in the given photos and videos: accept, ambiguous, reject or no_face.
 
@@ -391,14 +393,29 @@ def route(
     from .stream import route_stream
     from .video import is_video
 
-    if fmt not in ("table", "jsonl", "csv"):
-        _fail("--format must be table, jsonl or csv")
+    fmt = fmt or ("parquet" if engine == "ray" or (out is not None and out.suffix == ".parquet") else "table")
+    if fmt not in ("table", "jsonl", "csv", "parquet"):
+        _fail("--format must be table, jsonl, csv or parquet")
+    if engine not in ("local", "ray"):
+        _fail("--engine must be local or ray")
     if resume and (out is None or fmt == "table"):
-        _fail("--resume needs --out FILE with --format jsonl or csv")
+        _fail("--resume needs --out with --format jsonl, csv or parquet")
+    if fmt == "parquet" and out is None:
+        _fail("--format parquet needs --out FOLDER")
+    if engine == "ray" and fmt != "parquet":
+        _fail("--engine ray writes Parquet: give --out FOLDER (e.g. results.parquet)")
     entries, missing = expand_inputs(paths)
     if not entries:
         _fail("no image files found in the given paths")
-    done = _done_sources(out, fmt) if resume and out is not None and out.is_file() else set()
+    if engine == "ray":
+        _route_on_ray(entries, missing, out, model, address, workers, resume)
+        return
+    if fmt == "parquet":
+        from .results import done_sources
+
+        done = done_sources(out) if resume else set()
+    else:
+        done = _done_sources(out, fmt) if resume and out is not None and out.is_file() else set()
     if done:
         entries = [e for e in entries if e not in done]
         typer.echo(f"resuming: {len(done)} inputs already in {out}, {len(entries)} to go", err=True)
@@ -407,7 +424,14 @@ def route(
     cv2.setNumThreads(1)  # the face threads are the parallelism; OpenCV's own pool would oversubscribe
     detector = FaceDetector()
     appending = bool(done) or (resume and out is not None and out.is_file() and out.stat().st_size > 0)
-    sink = out.open("a" if appending else "w", newline="") if out else sys.stdout
+    parts = None
+    if fmt == "parquet":
+        from .results import ParquetParts
+
+        parts = ParquetParts(out)
+        sink = io.StringIO()
+    else:
+        sink = out.open("a" if appending else "w", newline="") if out else sys.stdout
     writer = csv.DictWriter(sink, fieldnames=ROW_COLUMNS) if fmt == "csv" else None
     if writer and not appending:
         writer.writeheader()
@@ -419,7 +443,17 @@ def route(
         failed |= "error" in item
         rows = _rows(item)
         n_rows += len(rows)
-        if fmt == "jsonl":
+        if parts is not None:
+            from .results import result_rows
+
+            router = loading.result()
+            if not hasattr(emit, "identity"):
+                from .scale import model_identity
+
+                emit.identity = model_identity(router)  # type: ignore[attr-defined]
+            items = [item] if "time" not in item else [{**item, "source": f"{item['source']}#t={item['time']}"}]
+            parts.add(r for it in items for r in result_rows(it, *emit.identity))  # type: ignore[attr-defined]
+        elif fmt == "jsonl":
             sink.write(json.dumps(item) + "\n")
         elif fmt == "csv":  # one write per input, so an interruption never splits an input's rows
             buf = io.StringIO()
@@ -427,7 +461,7 @@ def route(
             sink.write(buf.getvalue())
         else:
             table_rows.extend(rows)
-        if fmt != "table":
+        if fmt in ("jsonl", "csv"):
             sink.flush()  # an interrupted run keeps what it routed
         if annotate is not None and "faces" in item and "time" not in item:
             _write_annotated(item, annotate)
@@ -457,11 +491,24 @@ def route(
         bar.close()
         if fmt == "table" and not usage_error:
             sink.write(_table(table_rows))
+        if parts is not None:
+            parts.flush()  # what was routed so far, also when interrupted
         if out:
             sink.close()
             if not usage_error:
                 typer.echo(f"wrote {n_rows} rows to {out}", err=True)
     raise typer.Exit(EXIT_FAILED_ITEMS if failed else EXIT_OK)
+
+
+def _route_on_ray(entries: list[str], missing: set[str], out: Path, model: Optional[Path], address: Optional[str], workers: int, resume: bool) -> None:
+    try:
+        from .scale import run
+    except ImportError:
+        _fail("--engine ray needs Ray Data: pip install 'ferroute[ray]'")
+    # paths that match nothing are still rows (errors), as in the local path
+    summary = run(entries, out, model=str(model) if model else None, address=address, workers=workers, resume=resume)
+    typer.echo(f"ray: routed {summary['routed']} inputs ({summary['skipped']} already in {out}) -> {out}", err=True)
+    raise typer.Exit(EXIT_FAILED_ITEMS if missing else EXIT_OK)
 
 
 def _done_sources(out: Path, fmt: str) -> set[str]:

@@ -23,6 +23,11 @@ from .stream import route_stream
 EMBEDDED_MODELS: dict[str, tuple[str, str]] = {"default": ("default", "ldl"), "fast": ("fast", "fast-ldl")}
 
 
+#: The report of an image without a face.
+NO_FACE: dict[str, Any] = {"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.",
+                           "emotion": None, "box": None, "score": None, "landmarks": None}
+
+
 def _models_root() -> Path:
     return Path(str(resources.files("ferroute") / "models"))
 
@@ -160,7 +165,7 @@ class FERRouter:
                 items[i]["faces"].append(rep)
         for it in items:
             if "faces" in it and not it["faces"]:
-                it["faces"] = [{"decision": "no_face", "reason": "No face was found in the image, so no emotion is reported.", "emotion": None, "box": None, "score": None, "landmarks": None}]
+                it["faces"] = [dict(NO_FACE)]
         return items
 
 

@@ -1,0 +1,178 @@
+"""Route millions of photos on Ray Data: files in, a Dataset of result rows out.
+
+Two stages, as Ray Data's batch inference is meant to be built:
+
+1. :func:`find_faces_batch`, plain CPU tasks: read each file (local path or any URI that
+   ``pyarrow.fs`` opens: s3://, gs://, hdfs://...), decode it and find its faces; one row per
+   face with its 48x48 crop, or one row per image without a face or with an error (a bad
+   file is an error row, never a failed job);
+2. :class:`RouteCrops`, an actor pool (``map_batches`` with a callable class) that loads
+   the model once per actor and routes the crops in batches, returning rows of the schema
+   in :mod:`ferroute.results` (the same as the local path's Parquet output).
+
+``route_dataset(ds)`` composes them on a Dataset with a ``path`` column, so users can put
+their own reading before and their own writing after.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .faces import FaceDetector, find_faces
+from .images import ImageError
+
+_DETECTOR: FaceDetector | None = None  # one per Ray worker process, built on first use
+
+
+def read_bytes(uri: str) -> bytes:
+    """A file's bytes from a local path or a URI ``pyarrow.fs`` can open; ImageError on failure."""
+    try:
+        if "://" in uri and not uri.startswith("file://"):
+            from pyarrow import fs
+
+            filesystem, path = fs.FileSystem.from_uri(uri)
+            with filesystem.open_input_stream(path) as f:
+                return f.read()
+        p = Path(uri.removeprefix("file://"))
+        if p.is_dir():
+            raise ImageError(uri, "a folder, not an image file", "check the path")
+        return p.read_bytes()
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError(uri, "file not found", "check the path") from None
+    except PermissionError:
+        raise ImageError(uri, "permission denied", "make the file readable") from None
+    except Exception as exc:
+        raise ImageError(uri, f"cannot read it ({type(exc).__name__}: {exc})", "check the path or URI") from None
+
+
+def find_faces_batch(batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
+    """Stage 1 (CPU task): ``{'path'[, 'source']}`` -> one row per face (``crop`` 2304 bytes) or per image
+    without a face or with an error (``crop`` empty), with the face's box, score and index."""
+    global _DETECTOR
+    if _DETECTOR is None:
+        import cv2
+
+        cv2.setNumThreads(1)  # Ray schedules one task per CPU
+        _DETECTOR = FaceDetector()
+    out: dict[str, list[Any]] = {"source": [], "face": [], "crop": [], "meta": []}
+    sources = batch["source"] if "source" in batch else batch["path"]
+    for where, source in zip(batch["path"], sources):
+        path = str(source)
+        try:
+            prep = find_faces([read_bytes(str(where))], _DETECTOR, [path])
+        except ImageError as exc:
+            prep = None
+            err = str(exc)
+        if prep is None or "error" in prep.items[0]:
+            rows = [(-1, b"", {"error": err if prep is None else prep.items[0]["error"]})]
+        elif not prep.crops:
+            rows = [(-1, b"", {})]  # no face
+        else:
+            rows = [(k, np.ascontiguousarray(crop, np.uint8).tobytes(), {"box": list(face.box), "score": face.score})
+                    for k, (crop, (_, face)) in enumerate(zip(prep.crops, prep.owners))]
+        for face_index, crop_bytes, meta in rows:
+            out["source"].append(path)
+            out["face"].append(face_index)
+            out["crop"].append(crop_bytes)
+            out["meta"].append(json.dumps(meta))
+    return out
+
+
+class RouteCrops:
+    """Stage 2 (actor): the model, loaded once per actor; routes a batch of stage-1 rows."""
+
+    def __init__(self, model: str | None = None, threads: int | None = None):
+        import torch
+
+        from .pipeline import FERRouter
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.router = FERRouter.load(model)
+        self.model, self.version = model_identity(self.router)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        import pyarrow as pa
+
+        from .pipeline import NO_FACE
+        from .results import result_rows, schema
+
+        crops = [np.frombuffer(c, np.uint8).reshape(48, 48) for c in batch["crop"] if len(c)]
+        reports = iter(self.router.route_faces(np.stack(crops)) if crops else [])
+        rows: list[dict[str, Any]] = []
+        for source, face, crop, meta in zip(batch["source"], batch["face"], batch["crop"], batch["meta"]):
+            info = json.loads(meta)
+            if "error" in info:
+                item: dict[str, Any] = {"source": str(source), "error": info["error"]}
+            elif not len(crop):
+                item = {"source": str(source), "faces": [dict(NO_FACE)]}
+            else:
+                rep = next(reports)
+                rep.update(box=info["box"], score=info["score"])
+                item = {"source": str(source), "faces": [rep]}
+            for row in result_rows(item, self.model, self.version):
+                if face >= 0:
+                    row["face"] = int(face)
+                rows.append(row)
+        return pa.Table.from_pylist(rows, schema=schema(self.router.labels))
+
+
+def model_identity(router: Any) -> tuple[str, str]:
+    """(model name, version): the model folder's name, and ferroute's version with the first
+    12 hex characters of the SHA-256 of the folder's config and weights."""
+    import hashlib
+
+    from . import __version__
+
+    d = Path(router.model_dir) if router.model_dir else None
+    if d is None:
+        return "unknown", __version__
+    h = hashlib.sha256()
+    for f in sorted(d.glob("*.json")) + sorted(d.glob("*.safetensors")):
+        h.update(f.name.encode() + f.read_bytes())
+    return d.name, f"ferroute {__version__}; {h.hexdigest()[:12]}"
+
+
+def route_dataset(ds: Any, model: str | None = None, workers: int = 1, batch_size: int = 32, actor_batch: int = 256,
+                  threads_per_worker: int = 1) -> Any:
+    """A Ray Dataset with a ``path`` column -> a Dataset of result rows (:mod:`ferroute.results`).
+
+    ``workers`` model actors (each loads the model once and uses ``threads_per_worker`` CPU
+    threads); faces are found by CPU tasks ahead of them."""
+    found = ds.map_batches(find_faces_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1)
+    return found.map_batches(RouteCrops, fn_constructor_kwargs={"model": model, "threads": threads_per_worker}, batch_size=actor_batch,
+                             batch_format="numpy", concurrency=workers, num_cpus=threads_per_worker)
+
+
+def run(paths: list[str], out: str | Path, model: str | None = None, address: str | None = None, workers: int = 1,
+        resume: bool = False) -> dict[str, Any]:
+    """``ferroute route --engine ray``: route ``paths`` (already expanded) into a folder of
+    Parquet parts at ``out``, skipping the sources already there with ``resume``. Starts a local
+    Ray (no dashboard) and stops it after, or joins the cluster at ``address``."""
+    import ray
+
+    from .results import done_sources
+
+    out = Path(out)
+    done = done_sources(out) if resume else set()
+    todo = [p for p in paths if p not in done]
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 **({} if address else {"num_cpus": None}))
+    try:
+        if todo:
+            # read by absolute path (Ray workers need not share the driver's folder); report as given
+            items = [{"path": p if "://" in p else str(Path(p).resolve()), "source": p} for p in todo]
+            ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(todo) // 32, 1000)))
+            route_dataset(ds, model=model, workers=workers).write_parquet(str(out.resolve()))
+    finally:
+        if started:
+            ray.shutdown()
+    return {"skipped": len(paths) - len(todo), "routed": len(todo), "out": str(out)}

@@ -63,6 +63,15 @@ def register(name: str) -> Callable[[Builder], Builder]:
     return deco
 
 
+def _timm() -> Any:
+    """timm, or an ImportError that says which extra brings it."""
+    try:
+        import timm
+    except ImportError:
+        raise ImportError("this backbone needs timm: pip install 'ferroute[train]'") from None
+    return timm
+
+
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone`."""
     return sorted(_REGISTRY)
@@ -282,7 +291,7 @@ def load_efficientnet_lite0_imagenet(model: nn.Module, path: Path | None = None)
 
 @register("efficientnet_lite0")
 def _efficientnet_lite0(pretrained: bool = False, input_size: int = 96, drop_rate: float = 0.2) -> tuple[nn.Module, BackboneConfig]:
-    import timm
+    timm = _timm()
 
     model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=len(EMOTIONS), drop_rate=drop_rate)
     if pretrained:
@@ -314,7 +323,7 @@ def _dinov2_s14(
     itself. Without weights it falls back to random init with a warning.
     ``vit_overrides`` (e.g. ``depth=1, embed_dim=48, num_heads=2``) shrink it for tests.
     """
-    import timm
+    timm = _timm()
 
     kwargs = dict(img_size=input_size, num_classes=len(EMOTIONS), **vit_overrides)
     model = None

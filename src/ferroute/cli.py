@@ -35,6 +35,15 @@ def _fail(msg: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
+def _need(extra: str, *modules: str) -> None:
+    """A usage error naming the extra to install where a command's optional dependency is missing."""
+    import importlib.util
+
+    lacking = [m for m in modules if importlib.util.find_spec(m) is None]
+    if lacking:
+        _fail(f"this needs {', '.join(lacking)}: pip install 'ferroute[{extra}]'")
+
+
 def _command_line(ctx: typer.Context) -> str:
     """The current command with every option spelled out, so a run can be repeated exactly."""
     parts = ["ferroute", ctx.info_name or ""]
@@ -90,6 +99,8 @@ def train(
     distill_from: Optional[Path] = typer.Option(None, help="Trained model to distil: member k starts from its member k and learns that member's output averaged over its test-time views, so the result needs none (architecture taken from it)."),
 ) -> None:
     """Train a Deep Ensemble (or, with --ldl, the single LDL baseline) on FERPlus."""
+    if backbone != "cnn":
+        _need("train", "timm")
     from .data import DataError, load_split
     from .training import TrainConfig, train_ensemble
 
@@ -240,6 +251,7 @@ def evaluate(
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
+    _need("train", "scipy", "matplotlib")
     from .corruptions import CORRUPTIONS
     from .data import DataError, load_split
     from .ensemble import Ensemble, ModelError
@@ -309,7 +321,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], set[str]]:
-    """Files from paths, folders (recursive: images and videos) and globs, in argument order, with
+    """Files from paths, folders (recursive: images and videos), globs and list files (``.txt``:
+    one path or URI a line), in argument order, with
     each path that matches nothing, or that a folder scan cannot use (a dangling link, a folder
     named like an image), kept at its place; also the set of those paths."""
     import glob
@@ -321,6 +334,11 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], set[str]]:
     missing: set[str] = set()
     for p in paths:
         path = Path(p)
+        if path.suffix.lower() in (".txt", ".lst") and path.is_file():  # a list of paths or URIs, one per line
+            listed = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            entries += listed
+            missing.update(x for x in listed if "://" not in x and not Path(x).is_file())
+            continue
         if path.is_dir():
             for f in sorted(path.rglob("*")):
                 if f.suffix.lower() not in suffixes:
@@ -404,6 +422,10 @@ def route(
         _fail("--format parquet needs --out FOLDER")
     if engine == "ray" and fmt != "parquet":
         _fail("--engine ray writes Parquet: give --out FOLDER (e.g. results.parquet)")
+    if engine == "ray":
+        _need("ray", "ray", "pyarrow")
+    elif fmt == "parquet":
+        _need("parquet", "pyarrow")
     entries, missing = expand_inputs(paths)
     if not entries:
         _fail("no image files found in the given paths")
@@ -576,7 +598,12 @@ def _route_video(router, path: str, fps: float, annotate: Optional[Path], emit) 
     finally:
         bar.close()
     if annotate is not None and items:
-        for p in plot_tracks(items, annotate, router.labels):
+        try:
+            written = plot_tracks(items, annotate, router.labels)
+        except ImportError:
+            typer.secho("warning: the per-track plots need matplotlib: pip install 'ferroute[plots]'", fg=typer.colors.YELLOW, err=True)
+            written = []
+        for p in written:
             typer.echo(f"wrote {p}", err=True)
 
 
@@ -618,6 +645,7 @@ def serve(
     """
     import os
 
+    _need("serve", "fastapi", "fastapi_offline", "uvicorn", "multipart")
     from .server import serve as run
 
     _device(device, backend)  # a usage error now, not a traceback in each worker

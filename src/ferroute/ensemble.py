@@ -746,7 +746,7 @@ class Ensemble(nn.Module):
                 raise ModelError(f"{path}: member weights missing ({n} members declared)")
             try:
                 m = build_from_config(cfg)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, ImportError) as exc:
                 raise ModelError(f"{cfg_path}: {exc}") from None
             try:
                 state = load_file(path)

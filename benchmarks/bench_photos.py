@@ -42,6 +42,8 @@ class Haar:
     """The front end ferroute shipped before YuNet (same settings), for the side-by-side rows."""
 
     def __init__(self) -> None:
+        if not hasattr(cv2, "data"):  # OpenCV 5 dropped the cascades
+            raise SystemExit("the Haar comparison needs OpenCV 4: pip install 'opencv-python-headless<5' for this benchmark")
         self.cascade = cv2.CascadeClassifier(str(Path(cv2.data.haarcascades) / "haarcascade_frontalface_default.xml"))
 
     def count(self, rgb: np.ndarray) -> int:

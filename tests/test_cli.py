@@ -231,3 +231,35 @@ def test_route_resume_skips_what_is_done_and_repairs_a_cut_line(tiny_model_dir, 
 def test_resume_needs_a_file_to_append_to(tiny_model_dir, photos):
     res = runner.invoke(app, ["route", str(photos), "--model", str(tiny_model_dir), "--resume"])
     assert res.exit_code == 2 and "--resume needs --out" in res.output
+
+
+def test_folder_scans_report_dangling_links_and_do_not_follow_loops(tiny_model_dir, tmp_path):
+    d = tmp_path / "scan"
+    (d / "a").mkdir(parents=True)
+    (d / "a" / "back").symlink_to(d)  # a loop
+    (d / "a" / "gone.jpg").symlink_to(tmp_path / "nothing.jpg")
+    (d / "a" / "dir.png").mkdir()
+    Image.fromarray(np.zeros((48, 48), np.uint8)).save(d / "a" / "face.png")
+    res = runner.invoke(app, ["route", str(d), "--model", str(tiny_model_dir), "--format", "csv"])
+    assert res.exit_code == 1
+    rows = {r["source"].split("/")[-1]: r for r in csv.DictReader(io.StringIO(res.stdout))}
+    assert set(rows) == {"face.png", "gone.jpg", "dir.png"}
+    assert rows["gone.jpg"]["decision"] == "error" and rows["dir.png"]["decision"] == "error"
+
+
+def test_two_evaluate_runs_sharing_one_cache_give_identical_reports(tiny_model_dir, fake_ferplus, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, FERROUTE_CACHE=str(tmp_path / "cache"))
+    cmd = [sys.executable, "-m", "ferroute", "evaluate", "--model", str(tiny_model_dir), "--ldl", str(tiny_model_dir), "--data", str(fake_ferplus),
+           "--corruptions", "gaussian_noise,glass_blur,contrast", "--bootstrap", "50", "--workers", "1", "--backend", "torch"]
+    procs = [subprocess.Popen(cmd + ["--out", str(tmp_path / f"r{k}")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    reports = [json.loads((tmp_path / f"r{k}" / "report.json").read_text()) for k in range(2)]
+    for r in reports:
+        r.pop("timings", None)
+        r.pop("machine", None)
+    assert reports[0] == reports[1]

@@ -212,3 +212,16 @@ def test_a_slow_client_is_timed_out(live):
     t = time.monotonic()
     status, _, _ = raw_request(live, head, [b"--b\r\n"])
     assert status == 408 and time.monotonic() - t < 8
+
+
+def test_openapi_names_the_response_and_error_schemas(client):
+    doc = client.get("/openapi.json").json()
+    route = doc["paths"]["/v1/route"]["post"]["responses"]
+    assert route["200"]["content"]["application/json"]["schema"]["$ref"].endswith("/RouteResponse")
+    for code in ("401", "413", "422", "503", "500"):
+        assert route[code]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse"), code
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert set(schemas["Decision"]["enum"]) == {"accept", "ambiguous", "reject", "no_face"}
+    dist = schemas["FaceReport"]["properties"]["distribution"]["anyOf"][0]
+    assert dist["propertyNames"]["$ref"].endswith("/Emotion") and len(schemas["Emotion"]["enum"]) == 8

@@ -71,6 +71,7 @@ class FaceDetector:
                  upright_check: bool = True):
         import cv2
 
+        _quiet_opencv(cv2)
         self._cv2 = cv2
         self.model = str(yunet_path())
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
@@ -179,6 +180,16 @@ class FaceDetector:
             box = tuple(int(round(v * scale)) for v in (x0, y0, x1 - x0, y1 - y0))
             faces.append(Face(box, crop, round(float(r[14]), 4), tuple((round(float(x * scale), 1), round(float(y * scale), 1)) for x, y in pts)))  # type: ignore[arg-type]
         return faces
+
+
+def _quiet_opencv(cv2: Any) -> None:
+    """OpenCV 5's DNN engine warns on every detector it builds that it ignores the (default)
+    target; show OpenCV's errors only, unless the user set OPENCV_LOG_LEVEL."""
+    import os
+
+    logging = getattr(getattr(cv2, "utils", None), "logging", None)
+    if logging is not None and "OPENCV_LOG_LEVEL" not in os.environ:
+        logging.setLogLevel(logging.LOG_LEVEL_ERROR)
 
 
 def _squeezed(row: np.ndarray) -> bool:

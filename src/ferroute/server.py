@@ -25,6 +25,7 @@ from .ensemble import how_it_runs
 from .faces import Prepared
 from .images import MAX_PIXELS, ImageError, MemoryBudget
 from .limits import Guard, Limits, error_body, log
+from .schemas import ERROR_RESPONSES, ModelInfo, RouteResponse
 from .pipeline import FERRouter
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
@@ -170,11 +171,11 @@ def create_app(
         """The web page: drop photos, see each face's box, decision, reason and distribution."""
         return HTMLResponse(page)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses={500: ERROR_RESPONSES[500]})
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/model")
+    @app.get("/v1/model", response_model=ModelInfo, responses=ERROR_RESPONSES)
     def model_info() -> dict[str, Any]:
         card = router.model_dir / "MODEL_CARD.md" if router.model_dir else None
         return {
@@ -190,8 +191,11 @@ def create_app(
                        "max_active": limits.max_active, "max_queued": limits.max_queued, "max_decode_bytes": budget.total},
         }
 
-    @app.post("/v1/route")
+    @app.post("/v1/route", response_model=RouteResponse, responses=ERROR_RESPONSES)
     def route(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
+        """Route every face in each uploaded image: accept, ambiguous (with the distribution),
+        reject (unfamiliar input) or no_face, each with its reason. A bad image is its own
+        item's error; the others are still routed."""
         if not files:
             raise HTTPException(400, {"code": "no_files", "message": "no images uploaded"})
         if len(files) > max_files:

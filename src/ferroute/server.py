@@ -25,8 +25,8 @@ from .ensemble import how_it_runs
 from .faces import Prepared
 from .images import MAX_PIXELS, ImageError, MemoryBudget
 from .limits import Guard, Limits, error_body, log
-from .schemas import ERROR_RESPONSES, ModelInfo, RouteResponse
 from .pipeline import FERRouter
+from .schemas import ERROR_RESPONSES, ModelInfo, RouteResponse
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_FILES = 32

@@ -111,7 +111,7 @@ def test_train_calibrate_evaluate_on_real_ferplus(ferplus_dir, tmp_path):
     assert r["model"]["precision"] == "bf16"
     assert r["model"]["compiled"] is False  # 150 faces per call: below the compile threshold
     res = runner.invoke(app, ["evaluate", "--data", str(ferplus_dir), "--model", str(m), "--out", str(rep), "--compile", "yes"])
-    assert res.exit_code == 2 and "compile must be 'auto', 'on' or 'off'" in res.output
+    assert res.exit_code == 2 and "Invalid value for '--compile'" in res.output
 
     # int8: for one run (scales fitted on the validation faces, router refitted), or stored by calibrate
     args = ["evaluate", "--data", str(ferplus_dir), "--model", str(m), "--ldl", str(tmp_path / "ldl"), "--out", str(rep),
@@ -263,3 +263,18 @@ def test_two_evaluate_runs_sharing_one_cache_give_identical_reports(tiny_model_d
         r.pop("timings", None)
         r.pop("machine", None)
     assert reports[0] == reports[1]
+
+
+def test_choices_are_enums_in_help_and_the_replay_command_keeps_plain_values():
+    import typer.main
+
+    from ferroute.cli import _command_line
+
+    res = runner.invoke(app, ["route", "--help"], env={"COLUMNS": "200"})
+    assert "table" in res.output and "parquet" in res.output and "local" in res.output
+    cmd = typer.main.get_command(app)
+    ctx = cmd.make_context("ferroute", ["train", "--out", "x", "--target", "majority", "--precision", "fp32"])
+    sub = ctx.command.get_command(ctx, "train")
+    sctx = sub.make_context("train", ["--out", "x", "--target", "majority", "--precision", "fp32"], parent=ctx)
+    line = _command_line(sctx)
+    assert "--target majority" in line and "--precision fp32" in line and "Target." not in line

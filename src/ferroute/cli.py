@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +14,67 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expression recognition that knows why it is unsure.")
 
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE = 0, 1, 2
+
+
+class Format(str, Enum):
+    table = "table"
+    jsonl = "jsonl"
+    csv = "csv"
+    parquet = "parquet"
+
+
+class Backend(str, Enum):
+    torch = "torch"
+    onnx = "onnx"
+
+
+class EvalBackend(str, Enum):
+    auto = "auto"
+    torch = "torch"
+    onnx = "onnx"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class Tta(str, Enum):
+    none = "none"
+    hflip = "hflip"
+    hflip_shift = "hflip-shift"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    bf16 = "bf16"
+    fp32 = "fp32"
+    int8 = "int8"
+
+
+class Shift(str, Enum):
+    conditional = "conditional"
+    epistemic = "epistemic"
+
+
+class Target(str, Enum):
+    soft = "soft"
+    majority = "majority"
+
+
+class Compile(str, Enum):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+class ExportFormat(str, Enum):
+    onnx = "onnx"
+
+
+def _v(x: Optional[Enum]) -> Optional[str]:
+    """An option's plain string (Enum members print as 'Class.member' in f-strings)."""
+    return None if x is None else str(x.value)
 MODEL_HELP = "Model directory, or an embedded model: default, fast (default: default)."
 DEVICE_HELP = "Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."
 
@@ -49,6 +111,7 @@ def _command_line(ctx: typer.Context) -> str:
     parts = ["ferroute", ctx.info_name or ""]
     for p in ctx.command.params:
         v = ctx.params.get(p.name)
+        v = v.value if isinstance(v, Enum) else v
         if v is None or v == [] or v is False or not p.opts:
             continue
         flag = max(p.opts, key=len)
@@ -84,29 +147,27 @@ def train(
     backbone: str = typer.Option("cnn", help="Backbone name: cnn, efficientnet_lite0, dinov2_s14."),
     backbone_arg: list[str] = typer.Option([], "--backbone-arg", help="Backbone option KEY=VALUE, repeatable (e.g. width=16)."),
     members: int = typer.Option(5, min=1, help="Ensemble members (they differ only by seed)."),
-    epochs: int = typer.Option(12, min=1),
-    batch_size: int = typer.Option(128, min=1),
-    lr: float = typer.Option(3e-3),
-    target: str = typer.Option("soft", help="soft: vote distributions; majority: FERPlus majority labels."),
+    epochs: int = typer.Option(12, min=1, help="Passes over the training faces, per member."),
+    batch_size: int = typer.Option(128, min=1, help="Faces per training step."),
+    lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, one-cycle schedule)."),
+    target: Target = typer.Option(Target.soft, help="soft: vote distributions; majority: FERPlus majority labels."),
     seed: int = typer.Option(0, help="Seed of the first member; member k uses seed+k."),
     ldl: bool = typer.Option(False, "--ldl", help="Train the single label-distribution-learning baseline instead."),
-    no_augment: bool = typer.Option(False, "--no-augment"),
+    no_augment: bool = typer.Option(False, "--no-augment", help="Train on the faces as they are (no flips, crops or photometric changes)."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random init even where weights exist."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N training faces (smoke runs)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
-    precision: str = typer.Option("auto", help="auto (bf16 autocast on CUDA and on CPUs with AMX), bf16 or fp32."),
+    precision: Precision = typer.Option(Precision.auto, help="auto (bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16), bf16 or fp32 (int8 is an inference mode)."),
     distill_from: Optional[Path] = typer.Option(None, help="Trained model to distil: member k starts from its member k and learns that member's output averaged over its test-time views, so the result needs none (architecture taken from it)."),
 ) -> None:
     """Train a Deep Ensemble (or, with --ldl, the single LDL baseline) on FERPlus."""
+    target, precision = _v(target), _v(precision)  # type: ignore[assignment]
     if backbone != "cnn":
         _need("train", "timm")
+    from .backbones import use_bf16
     from .data import DataError, load_split
     from .training import TrainConfig, train_ensemble
-
-    if target not in ("soft", "majority"):
-        _fail("--target must be 'soft' or 'majority'")
-    from .backbones import use_bf16
 
     try:
         use_bf16(precision, "cpu")  # validates the choice before any data is read
@@ -192,12 +253,13 @@ def calibrate(
     model: Path = typer.Option(..., help="Model directory to calibrate (writes router.json; for a single model, e.g. an LDL baseline, only --tta/--precision), or an embedded model's name."),
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
-    tta: Optional[str] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
-    shift: str = typer.Option("conditional", help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
-    precision: Optional[str] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
+    tta: Optional[Tta] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
+    shift: Shift = typer.Option(Shift.conditional, help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
+    precision: Optional[Precision] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX/AVX512-BF16 CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
+    tta, shift, precision = _v(tta), _v(shift), _v(precision)  # type: ignore[assignment]
     from .data import DataError, load_split
     from .ensemble import write_config
     from .routing import UncertaintyRouter
@@ -210,8 +272,6 @@ def calibrate(
             ens.set_precision(precision)
     except ValueError as exc:
         _fail(str(exc))
-    if shift not in UncertaintyRouter.SHIFT_SCORES:
-        _fail(f"--shift must be one of {UncertaintyRouter.SHIFT_SCORES}")
     if ens.precision == "int8" and ens.device.type != "cpu":
         _fail("this model runs in int8, a CPU arithmetic: calibrate it with --device cpu, so the thresholds "
               "are fitted on the outputs users get (or pick --precision auto to calibrate on the GPU)")
@@ -245,12 +305,13 @@ def evaluate(
     limit: Optional[int] = typer.Option(None, help="Evaluate only the first N test faces (smoke runs)."),
     workers: Optional[int] = typer.Option(None, help="Processes for corruption generation (default: all cores)."),
     bootstrap: int = typer.Option(1000, help="Bootstrap resamples for the confidence intervals."),
-    backend: str = typer.Option("auto", help="Inference backend: torch, onnx (onnxruntime, CPU), or auto: torch when the model runs in bf16 (AMX CPU) or int8 here, else onnx when installed (faster in float32)."),
-    compile: str = typer.Option("auto", "--compile", help="torch backend: run the ensemble through torch.compile (auto: for calls of 2048+ faces, i.e. every corrupted set; on; off)."),
-    precision: Optional[str] = typer.Option(None, help="Run in this arithmetic instead of the model's own (fp32, bf16, auto, int8); the router's thresholds are then refitted on the validation faces, and int8 scales fitted there too."),
+    backend: EvalBackend = typer.Option(EvalBackend.auto, help="Inference backend: torch, onnx (onnxruntime, CPU), or auto: torch when the model runs in bf16 or int8 here, else onnx when installed (faster in float32)."),
+    compile: Compile = typer.Option(Compile.auto, "--compile", help="torch backend: run the ensemble through torch.compile (auto: for calls of 2048+ faces, i.e. every corrupted set; on; off)."),
+    precision: Optional[Precision] = typer.Option(None, help="Run in this arithmetic instead of the model's own (fp32, bf16, auto, int8); the router's thresholds are then refitted on the validation faces, and int8 scales fitted there too."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
+    backend, compile, precision = _v(backend), _v(compile), _v(precision)  # type: ignore[assignment]
     _need("train", "scipy", "matplotlib")
     from .corruptions import CORRUPTIONS
     from .data import DataError, load_split
@@ -290,8 +351,6 @@ def evaluate(
         _fail(f"unknown corruption(s) {bad}; choose from {', '.join(CORRUPTIONS)}")
     if limit:
         te = te.subset(slice(0, limit))
-    if backend not in ("torch", "onnx", "auto"):
-        _fail("--backend must be torch, onnx or auto")
     for m in (ens, ldl_model):
         try:
             if m is not None:
@@ -380,16 +439,16 @@ def _rows(item: dict) -> list[dict]:
 def route(
     paths: list[str] = typer.Argument(..., help="Image or video files, folders (searched recursively) or globs."),
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
-    fmt: Optional[str] = typer.Option(None, "--format", help="table, jsonl, csv or parquet (a folder of parts; the default for --out NAME.parquet) [default: table]."),
+    fmt: Optional[Format] = typer.Option(None, "--format", help="table, jsonl, csv or parquet (a folder of parts; the default for --out NAME.parquet and --engine ray) [default: table]."),
     out: Optional[Path] = typer.Option(None, help="Write the results to this file (folder for parquet) instead of the screen, as they come."),
     annotate: Optional[Path] = typer.Option(None, "--annotate", help="Write each input with its faces' boxes, decisions and emotions drawn on it to this folder (videos: one plot per face track)."),
     fps: float = typer.Option(2.0, min=0.01, help="Frames per second sampled from videos."),
     batch_size: int = typer.Option(64, min=1, help="Images decoded and routed per batch."),
     workers: int = typer.Option(2, min=1, help="Threads that decode and detect faces while the ensemble runs."),
-    backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
+    backend: Backend = typer.Option(Backend.torch, help="Inference backend: torch or onnx (onnxruntime, CPU)."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Skip the inputs already in --out (jsonl, csv or parquet) and add the rest."),
-    engine: str = typer.Option("local", help="local: this process; ray: a Ray Data job (pip install 'ferroute[ray]'), results to --out as Parquet."),
+    engine: Engine = typer.Option(Engine.local, help="local: this process; ray: a Ray Data job (pip install 'ferroute[ray]'), results to --out as Parquet."),
     address: Optional[str] = typer.Option(None, help="--engine ray: join the Ray cluster at this address (default: start a local Ray for this command)."),
 ) -> None:
     """Route every face in the given photos and videos: accept, ambiguous, reject or no_face.
@@ -411,11 +470,8 @@ def route(
     from .stream import route_stream
     from .video import is_video
 
+    fmt, engine, backend = _v(fmt), _v(engine), _v(backend)  # type: ignore[assignment]
     fmt = fmt or ("parquet" if engine == "ray" or (out is not None and out.suffix == ".parquet") else "table")
-    if fmt not in ("table", "jsonl", "csv", "parquet"):
-        _fail("--format must be table, jsonl, csv or parquet")
-    if engine not in ("local", "ray"):
-        _fail("--engine must be local or ray")
     if resume and (out is None or fmt == "table"):
         _fail("--resume needs --out with --format jsonl, csv or parquet")
     if fmt == "parquet" and out is None:
@@ -628,7 +684,7 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     workers: int = typer.Option(1, min=1, help="Worker processes, each with its own model copy."),
-    backend: str = typer.Option("torch", help="Inference backend: torch or onnx (onnxruntime, CPU)."),
+    backend: Backend = typer.Option(Backend.torch, help="Inference backend: torch or onnx (onnxruntime, CPU)."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
     max_active: Optional[int] = typer.Option(None, min=1, help="Routing requests worked on at once, per worker [default: 4, or $FERROUTE_MAX_ACTIVE]."),
     max_queued: Optional[int] = typer.Option(None, min=0, help="Routing requests waiting for a slot; past that: 503 with Retry-After [default: 32, or $FERROUTE_MAX_QUEUED]."),
@@ -645,6 +701,7 @@ def serve(
     """
     import os
 
+    backend = _v(backend)  # type: ignore[assignment]
     _need("serve", "fastapi", "fastapi_offline", "uvicorn", "multipart")
     from .server import serve as run
 
@@ -661,11 +718,9 @@ def serve(
 def export(
     model_dir: Path = typer.Argument(..., help="Model directory to export, or an embedded model: default, fast."),
     out: Path = typer.Argument(..., help="Output file (.onnx)."),
-    fmt: str = typer.Option("onnx", "--format", help="Export format (onnx)."),
+    fmt: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format (onnx)."),
 ) -> None:
     """Export all members as one ONNX graph with (B, M, C) probability output."""
-    if fmt != "onnx":
-        _fail("only --format onnx is supported")
     from .export import export_onnx
 
     ens, _ = _load_model(model_dir)

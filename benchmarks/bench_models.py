@@ -18,10 +18,22 @@ from __future__ import annotations
 
 import argparse
 import functools
+import time
 
 import numpy as np
 import torch
-from bench_variants import rounds  # the interleaved timing loop, shared
+
+
+def rounds(variants: dict, n_faces: int, n_rounds: int) -> dict[str, list[float]]:
+    """Faces/s of each variant, measured in interleaved rounds (so drift hits all alike)."""
+    speed: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(n_rounds):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            speed[name].append(n_faces / (time.perf_counter() - t0))
+    return speed
+
 
 from ferroute.backbones import create_backbone
 from ferroute.data import load_split

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .backbones import BackboneConfig, build_from_config, int8_supported, use_bf16
 
@@ -152,11 +153,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     while i < len(layers):
         conv, bn = layers[i], layers[i + 1] if i + 1 < len(layers) else None
         if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and conv.groups == 1:
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,
-                            padding=conv.padding, bias=True).to(conv.weight)
-            new.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
-            new.bias.copy_((conv.bias if conv.bias is not None else 0) * scale + bn.bias - bn.running_mean * scale)
+            new = fuse_conv_bn_eval(conv, bn)  # torch's own folding: w * g / sqrt(v + eps), b' = (b - m) * scale + beta
             merged.append(new.requires_grad_(False))
             i += 2
         else:

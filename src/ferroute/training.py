@@ -114,8 +114,9 @@ class Teacher:
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against target distributions ``(B, C)``; equals KL up to a constant."""
-    return -(target * logits.log_softmax(-1)).sum(-1).mean()
+    """Cross-entropy against target distributions ``(B, C)`` (torch's, which takes
+    probabilities as targets); equals KL up to a constant."""
+    return F.cross_entropy(logits, target)
 
 
 @torch.inference_mode()

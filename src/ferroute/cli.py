@@ -16,60 +16,21 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expre
 EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE = 0, 1, 2
 
 
-class Format(str, Enum):
-    table = "table"
-    jsonl = "jsonl"
-    csv = "csv"
-    parquet = "parquet"
+def _choices(name: str, *values: str) -> type[Enum]:
+    """A str Enum of an option's allowed values: Typer lists them in --help and refuses others."""
+    return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)  # type: ignore[return-value]
 
 
-class Backend(str, Enum):
-    torch = "torch"
-    onnx = "onnx"
-
-
-class EvalBackend(str, Enum):
-    auto = "auto"
-    torch = "torch"
-    onnx = "onnx"
-
-
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
-
-
-class Tta(str, Enum):
-    none = "none"
-    hflip = "hflip"
-    hflip_shift = "hflip-shift"
-
-
-class Precision(str, Enum):
-    auto = "auto"
-    bf16 = "bf16"
-    fp32 = "fp32"
-    int8 = "int8"
-
-
-class Shift(str, Enum):
-    conditional = "conditional"
-    epistemic = "epistemic"
-
-
-class Target(str, Enum):
-    soft = "soft"
-    majority = "majority"
-
-
-class Compile(str, Enum):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class ExportFormat(str, Enum):
-    onnx = "onnx"
+Format = _choices("Format", "table", "jsonl", "csv", "parquet")
+Backend = _choices("Backend", "torch", "onnx")
+EvalBackend = _choices("EvalBackend", "auto", "torch", "onnx")
+Engine = _choices("Engine", "local", "ray")
+Tta = _choices("Tta", "none", "hflip", "hflip-shift")
+Precision = _choices("Precision", "auto", "bf16", "fp32", "int8")
+Shift = _choices("Shift", "conditional", "epistemic")
+Target = _choices("Target", "soft", "majority")
+Compile = _choices("Compile", "auto", "on", "off")
+ExportFormat = _choices("ExportFormat", "onnx")
 
 
 def _v(x: Optional[Enum]) -> Optional[str]:

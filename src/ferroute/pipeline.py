@@ -102,8 +102,16 @@ class FERRouter:
         return self.ensemble.config.labels
 
     def route_faces(self, faces: np.ndarray, batch_size: int = 256) -> list[dict[str, Any]]:
-        """Route already-cropped gray faces ``(N, 48, 48)`` uint8; one report per face."""
-        probs = self.ensemble.predict_proba(np.asarray(faces, dtype=np.uint8), batch_size=batch_size)
+        """Route already-cropped gray faces ``(N, 48, 48)`` uint8; one report per face.
+
+        Batches are padded to a multiple of 32 faces: a stream of batches of every size would
+        grow the kernels' per-shape caches (and the process's memory) with every new size."""
+        faces = np.asarray(faces, dtype=np.uint8)
+        n = len(faces)
+        padded = -(-n // 32) * 32 if n > 32 else n
+        if padded > n:
+            faces = np.concatenate([faces, np.zeros((padded - n, *faces.shape[1:]), np.uint8)])
+        probs = self.ensemble.predict_proba(faces, batch_size=batch_size)[:n]
         return self.router.route(probs, self.labels)
 
     def route(self, image: ImageInput, name: str | None = None) -> list[dict[str, Any]]:

@@ -259,3 +259,17 @@ def test_a_folder_named_like_an_image_is_an_image_error(tmp_path):
     (tmp_path / "dir.jpg").mkdir()
     with pytest.raises(ImageError, match="a folder"):
         load_image(tmp_path / "dir.jpg")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_exif_orientation_survives_downscaling_a_large_image(fmt):
+    from ferroute.images import decode_image
+
+    img = Image.new("RGB", (3000, 1000), (200, 30, 30))
+    exif = img.getexif()
+    exif[0x0112] = 6  # shown turned by 90 degrees
+    data = png(img, fmt, exif=exif.tobytes())
+    dec = decode_image(data, min_side=256)
+    assert dec.size == (1000, 3000)  # the original's size, upright
+    assert dec.rgb.shape[0] > dec.rgb.shape[1]  # the decoded copy is upright too
+    assert abs(dec.scale - 1000 / dec.rgb.shape[1]) < 1e-9

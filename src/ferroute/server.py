@@ -210,8 +210,7 @@ def create_app(
             else:
                 parts.append(router.prepare([data], [name], max_pixels=pixels, budget=budget))
         prep = Prepared.concat(parts)
-        blobs = files
-        if len(prep.errors) == len(blobs):
+        if len(prep.errors) == len(files):  # nothing usable: the request's error
             exc = prep.errors[0]
             if exc.kind == "busy":
                 raise HTTPException(503, {"code": "busy", "message": str(exc)}, headers={"Retry-After": "5"})

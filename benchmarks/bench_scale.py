@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,9 @@ import time
 from pathlib import Path
 
 import psutil
+from bench_photos import (
+    machine,  # CPU model, cores and the instruction sets, as bench_photos states them
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -103,7 +105,7 @@ def main() -> None:
     # second node and the job read the token the head wrote to ~/.ray/auth_token
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="token")
     os.environ.update(env)
-    res: dict = {"machine": f"{platform.machine()}, {os.cpu_count()} cores", "photos": n}
+    res: dict = {"machine": machine(), "photos": n}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         ten = tmp / "ten"

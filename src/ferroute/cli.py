@@ -476,22 +476,20 @@ def route(
         writer.writeheader()
     table_rows: list[dict] = []
     n_rows, failed = 0, False
+    identity: tuple[str, str] | None = None  # Parquet's model and model_version columns, once the model is loaded
 
     def emit(item: dict) -> None:
-        nonlocal n_rows, failed
+        nonlocal n_rows, failed, identity
         failed |= "error" in item
         rows = _rows(item)
         n_rows += len(rows)
         if parts is not None:
-            from .results import result_rows
+            from .results import model_identity, result_rows
 
-            router = loading.result()
-            if not hasattr(emit, "identity"):
-                from .scale import model_identity
-
-                emit.identity = model_identity(router)  # type: ignore[attr-defined]
-            items = [item] if "time" not in item else [{**item, "source": f"{item['source']}#t={item['time']}"}]
-            parts.add(r for it in items for r in result_rows(it, *emit.identity))  # type: ignore[attr-defined]
+            identity = identity or model_identity(loading.result())
+            if "time" in item:  # a video frame: its time goes into the source
+                item = {**item, "source": f"{item['source']}#t={item['time']}"}
+            parts.add(result_rows(item, *identity))
         elif fmt == "jsonl":
             sink.write(json.dumps(item) + "\n")
         elif fmt == "csv":  # one write per input, so an interruption never splits an input's rows
@@ -540,10 +538,9 @@ def route(
 
 
 def _route_on_ray(entries: list[str], missing: set[str], out: Path, model: Optional[Path], address: Optional[str], workers: int, resume: bool) -> None:
-    try:
-        from .scale import run
-    except ImportError:
-        _fail("--engine ray needs Ray Data: pip install 'ferroute[ray]'")
+    from .scale import (
+        run,  # Ray itself was checked for (_need) before the inputs were expanded
+    )
     # paths that match nothing are still rows (errors), as in the local path
     summary = run(entries, out, model=str(model) if model else None, address=address, workers=workers, resume=resume)
     typer.echo(f"ray: routed {summary['routed']} inputs ({summary['skipped']} already in {out}) -> {out}", err=True)

@@ -332,11 +332,11 @@ def corrupt(faces: np.ndarray, name: str, severity: int, seed: int = 0) -> np.nd
     return _to_uint8(np.clip(CORRUPTIONS[name](x, severity, rng), 0, 1))
 
 
-def _job(args: tuple[np.ndarray, str, int, int, str]) -> tuple[str, int]:
+def _job(args: tuple[np.ndarray, str, int, int, str]) -> tuple[str, int, Path | None]:
+    """Compute one set and store it; returns where it went (None: the cache cannot be written)."""
     faces, name, severity, seed, stem = args
     out = corrupt(faces, name, severity, seed)
-    cache.store(Path(stem), ".npy", lambda tmp: np.save(tmp, out))
-    return name, severity
+    return name, severity, cache.store(Path(stem), ".npy", lambda tmp: np.save(tmp, out))
 
 
 def corrupted_set(
@@ -355,11 +355,9 @@ def corrupted_set(
     names = list(names or CORRUPTIONS)
     key = hashlib.sha1(np.ascontiguousarray(faces).tobytes() + f"{seed}/{CACHE_VERSION}".encode()).hexdigest()[:16]
     root = cache.cache_dir("corruptions", key)
-    todo = []
-    for name in names:
-        for sev in severities:
-            if cache.find(root / f"{name}-{sev}", ".npy") is None:  # missing or damaged (rebuilt)
-                todo.append((faces, name, sev, seed, str(root / f"{name}-{sev}")))
+    # each entry is verified (hashed) once: here, or when it is stored below
+    hits = {(n, s): cache.find(root / f"{n}-{s}", ".npy") for n in names for s in severities}
+    todo = [(faces, n, s, seed, str(root / f"{n}-{s}")) for (n, s), hit in hits.items() if hit is None]  # missing or damaged
     if todo:
         from tqdm.auto import tqdm
 
@@ -367,17 +365,14 @@ def corrupted_set(
         bar = tqdm(total=len(todo), desc="corruptions", unit="set", disable=not progress)
         if workers > 1:
             with ProcessPoolExecutor(max_workers=workers) as pool:
-                for _ in pool.map(_job, todo):
+                for n, s, path in pool.map(_job, todo):
+                    hits[(n, s)] = path
                     bar.update()
         else:
             for job in todo:
-                _job(job)
+                n, s, path = _job(job)
+                hits[(n, s)] = path
                 bar.update()
         bar.close()
-    out = {}
-    for n in names:
-        for s in severities:
-            hit = cache.find(root / f"{n}-{s}", ".npy")
-            # an unwritable cache (or a file damaged since): compute in memory instead
-            out[(n, s)] = np.load(hit, mmap_mode="r") if hit is not None else corrupt(faces, n, s, seed)
-    return out
+    # an unwritable cache: compute in memory instead
+    return {(n, s): np.load(hit, mmap_mode="r") if hit is not None else corrupt(faces, n, s, seed) for (n, s), hit in hits.items()}

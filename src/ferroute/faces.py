@@ -246,13 +246,18 @@ class Prepared:
         return out
 
 
+def input_name(img: ImageInput, index: int) -> str:
+    """How the ``index``-th input of a batch is named in reports when no name is given."""
+    return str(img) if isinstance(img, (str, Path)) else f"<input {index}>"
+
+
 def find_faces(images: Iterable[ImageInput], detector: FaceDetector, names: list[str] | None = None, raise_errors: bool = False,
                max_pixels: int = MAX_PIXELS, budget: MemoryBudget | None = None) -> Prepared:
     """Decode each image and find its faces: image -> face -> crop for a batch. Any failure
     (decoding, detection, cropping) is that image's error, never the batch's."""
     out = Prepared([], [], [], {})
     for i, img in enumerate(images):
-        src = names[i] if names and i < len(names) else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")
+        src = names[i] if names and i < len(names) else input_name(img, i)
         try:
             dec = decode_image(img, name=src, max_pixels=max_pixels, min_side=detector.detect_side, budget=budget)
             faces = detector(dec.rgb, scale=dec.scale)

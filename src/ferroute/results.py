@@ -53,6 +53,22 @@ def result_rows(item: dict[str, Any], model: str, model_version: str) -> list[di
     return rows
 
 
+def model_identity(router: Any) -> tuple[str, str]:
+    """(model name, version): the model folder's name, and ferroute's version with the first
+    12 hex characters of the SHA-256 of the folder's config and weights."""
+    import hashlib
+
+    from . import __version__
+
+    d = Path(router.model_dir) if router.model_dir else None
+    if d is None:
+        return "unknown", __version__
+    h = hashlib.sha256()
+    for f in sorted(d.glob("*.json")) + sorted(d.glob("*.safetensors")):
+        h.update(f.name.encode() + f.read_bytes())
+    return d.name, f"ferroute {__version__}; {h.hexdigest()[:12]}"
+
+
 def done_sources(folder: Path) -> set[str]:
     """Sources already in a Parquet result folder (for ``--resume``); unreadable parts are ignored."""
     import pyarrow.parquet as pq

@@ -3,7 +3,7 @@
 Two stages, as Ray Data's batch inference is meant to be built:
 
 1. :func:`find_faces_batch`, plain CPU tasks: read each file (local path or any URI that
-   ``pyarrow.fs`` opens: s3://, gs://, hdfs://...), decode it and find its faces; one row per
+   ``pyarrow.fs`` opens, :func:`read_input`), decode it and find its faces; one row per
    face with its 48x48 crop, or one row per image without a face or with an error (a bad
    file is an error row, never a failed job);
 2. :class:`RouteCrops`, an actor pool (``map_batches`` with a callable class) that loads
@@ -22,33 +22,26 @@ from typing import Any
 
 import numpy as np
 
-from .faces import FaceDetector, find_faces
-from .images import ImageError
+from .faces import Face, FaceDetector, Prepared, find_faces
+from .images import ImageError, ImageInput
 
 _DETECTOR: FaceDetector | None = None  # one per Ray worker process, built on first use
 
 
-def read_bytes(uri: str) -> bytes:
-    """A file's bytes from a local path or a URI ``pyarrow.fs`` can open; ImageError on failure."""
+def read_input(where: str, source: str) -> ImageInput:
+    """What stage 1 decodes: a local path as it is (decoding reads it and names what is wrong
+    with it, as on the local path), or a URI's bytes through ``pyarrow.fs`` (s3://, gs://,
+    hdfs://...); ImageError where the URI cannot be read."""
+    if "://" not in where or where.startswith("file://"):
+        return Path(where.removeprefix("file://"))
     try:
-        if "://" in uri and not uri.startswith("file://"):
-            from pyarrow import fs
+        from pyarrow import fs
 
-            filesystem, path = fs.FileSystem.from_uri(uri)
-            with filesystem.open_input_stream(path) as f:
-                return f.read()
-        p = Path(uri.removeprefix("file://"))
-        if p.is_dir():
-            raise ImageError(uri, "a folder, not an image file", "check the path")
-        return p.read_bytes()
-    except ImageError:
-        raise
-    except FileNotFoundError:
-        raise ImageError(uri, "file not found", "check the path") from None
-    except PermissionError:
-        raise ImageError(uri, "permission denied", "make the file readable") from None
-    except Exception as exc:
-        raise ImageError(uri, f"cannot read it ({type(exc).__name__}: {exc})", "check the path or URI") from None
+        filesystem, path = fs.FileSystem.from_uri(where)
+        with filesystem.open_input_stream(path) as f:
+            return f.read()
+    except Exception as exc:  # pyarrow raises its own types (and OSError) by file system
+        raise ImageError(source, f"cannot read it ({type(exc).__name__}: {exc})", "check the URI and its credentials") from None
 
 
 def find_faces_batch(batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
@@ -65,8 +58,8 @@ def find_faces_batch(batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     for where, source in zip(batch["path"], sources):
         path = str(source)
         try:
-            prep = find_faces([read_bytes(str(where))], _DETECTOR, [path])
-        except ImageError as exc:
+            prep = find_faces([read_input(str(where), path)], _DETECTOR, [path])
+        except ImageError as exc:  # a URI that could not be read
             prep = None
             err = str(exc)
         if prep is None or "error" in prep.items[0]:
@@ -91,6 +84,7 @@ class RouteCrops:
         import torch
 
         from .pipeline import FERRouter
+        from .results import model_identity
 
         if threads:
             torch.set_num_threads(threads)
@@ -98,45 +92,28 @@ class RouteCrops:
         self.model, self.version = model_identity(self.router)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:
+        """Stage-1 rows -> result rows, through the router's own ``finish`` (as on the local path)."""
         import pyarrow as pa
 
-        from .pipeline import NO_FACE
         from .results import result_rows, schema
 
-        crops = [np.frombuffer(c, np.uint8).reshape(48, 48) for c in batch["crop"] if len(c)]
-        reports = iter(self.router.route_faces(np.stack(crops)) if crops else [])
-        rows: list[dict[str, Any]] = []
-        for source, face, crop, meta in zip(batch["source"], batch["face"], batch["crop"], batch["meta"]):
+        prep = Prepared([], [], [], {})
+        for source, crop, meta in zip(batch["source"], batch["crop"], batch["meta"]):
             info = json.loads(meta)
             if "error" in info:
-                item: dict[str, Any] = {"source": str(source), "error": info["error"]}
-            elif not len(crop):
-                item = {"source": str(source), "faces": [dict(NO_FACE)]}
-            else:
-                rep = next(reports)
-                rep.update(box=info["box"], score=info["score"])
-                item = {"source": str(source), "faces": [rep]}
+                prep.items.append({"source": str(source), "error": info["error"]})
+                continue
+            prep.items.append({"source": str(source), "faces": []})  # no crop: finish reports no_face
+            if len(crop):
+                prep.crops.append(np.frombuffer(crop, np.uint8).reshape(48, 48))
+                prep.owners.append((len(prep.items) - 1, Face(tuple(info["box"]), prep.crops[-1], info["score"])))
+        rows: list[dict[str, Any]] = []
+        for face, item in zip(batch["face"], self.router.finish(prep)):
             for row in result_rows(item, self.model, self.version):
                 if face >= 0:
                     row["face"] = int(face)
                 rows.append(row)
         return pa.Table.from_pylist(rows, schema=schema(self.router.labels))
-
-
-def model_identity(router: Any) -> tuple[str, str]:
-    """(model name, version): the model folder's name, and ferroute's version with the first
-    12 hex characters of the SHA-256 of the folder's config and weights."""
-    import hashlib
-
-    from . import __version__
-
-    d = Path(router.model_dir) if router.model_dir else None
-    if d is None:
-        return "unknown", __version__
-    h = hashlib.sha256()
-    for f in sorted(d.glob("*.json")) + sorted(d.glob("*.safetensors")):
-        h.update(f.name.encode() + f.read_bytes())
-    return d.name, f"ferroute {__version__}; {h.hexdigest()[:12]}"
 
 
 def route_dataset(ds: Any, model: str | None = None, workers: int = 1, batch_size: int = 32, actor_batch: int = 256,

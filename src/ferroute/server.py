@@ -8,6 +8,7 @@ with a 4xx code that says what went wrong.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from importlib import resources
@@ -121,8 +122,8 @@ def create_app(
     concurrent image decodes hold."""
     router = router or FERRouter.load(model_dir)
     limits = limits or limits_from_env(token)
-    if token is not None:
-        limits.token = token or None
+    if token is not None:  # an explicit token wins over the one in `limits` (the caller's object is left as given)
+        limits = dataclasses.replace(limits, token=token or None)
     max_upload = max_upload_bytes or int(os.environ.get("FERROUTE_MAX_UPLOAD_BYTES", MAX_UPLOAD_BYTES))
     pixels = max_pixels or int(os.environ.get("FERROUTE_MAX_PIXELS", MAX_PIXELS))
     budget = MemoryBudget(max_decode_bytes or int(os.environ.get("FERROUTE_MAX_DECODE_BYTES", MAX_DECODE_BYTES)), wait_s=limits.queue_timeout_s)

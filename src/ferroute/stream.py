@@ -9,10 +9,9 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Union
 
-from .faces import FaceDetector, Prepared, find_faces
+from .faces import FaceDetector, Prepared, find_faces, input_name
 from .images import ImageInput
 
 #: batches whose faces may be found ahead while the model is still loading (crops only: small)
@@ -39,7 +38,7 @@ def route_stream(
     """
     detector = detector or (router.detector if not isinstance(router, Future) else FaceDetector())
     pairs: Iterable[tuple[Any, Any]] = zip(images, names) if names is not None else ((img, None) for img in images)
-    named = ((img, nm if nm is not None else (str(img) if isinstance(img, (str, Path)) else f"<input {i}>")) for i, (img, nm) in enumerate(pairs))
+    named = ((img, nm if nm is not None else input_name(img, i)) for i, (img, nm) in enumerate(pairs))
     pending: deque[list[Future[Prepared]]] = deque()
     with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="ferroute-faces") as pool:
         while True:

@@ -8,6 +8,7 @@ works for faces that do not jump between samples).
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
@@ -114,17 +115,7 @@ def route_video(router: "FERRouter", path: str | Path, fps: float = 2.0, batch_f
     ``track``. ``progress`` (a tqdm bar) is advanced by one per frame."""
     tracker = IoUTracker()
     frames = sample_frames(path, fps)
-    done = False
-    while not done:
-        batch: list[tuple[float, int, np.ndarray]] = []
-        for item in frames:
-            batch.append(item)
-            if len(batch) == batch_frames:
-                break
-        else:
-            done = True
-        if not batch:
-            return
+    while batch := list(itertools.islice(frames, batch_frames)):
         items = router.route_many([f[2] for f in batch], names=[str(path)] * len(batch))
         for (t, index, _), it in zip(batch, items):
             faces = it.get("faces", [])

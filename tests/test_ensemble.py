@@ -9,16 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ferroute.backbones import create_backbone
-from ferroute.ensemble import (
-    TTA_VIEWS,
-    Ensemble,
-    ModelError,
-    PatchLinear,
-    fold_batchnorm,
-    inference_copy,
-    preprocess,
-    view,
-)
+from ferroute.ensemble import TTA_VIEWS, Ensemble, ModelError, preprocess, view
+from ferroute.runtime import PatchLinear, fold_batchnorm, inference_copy
 
 
 def tiny_ensemble(m=3, width=4, stem_stride=1, stage_convs=None, **kw):
@@ -339,7 +331,7 @@ def test_cpu_calls_run_chunks_on_threads_with_the_single_threaded_results(precis
 
 
 def test_quieting_quantization_notices_is_thread_safe():
-    from ferroute.ensemble import _quiet_quantization
+    from ferroute.runtime import _quiet_quantization
 
     inside = threading.Barrier(4)
     counts = []
@@ -450,3 +442,17 @@ def test_vit_ensembles_compile_with_the_eager_results():
         got = ens.predict_proba(faces)
     assert not _compile_failures(record) and ens.is_compiled
     np.testing.assert_allclose(got, eager, atol=1e-5)
+
+
+def test_embed_gives_the_members_probabilities_features_and_logits():
+    ens = tiny_ensemble(3)
+    ens.set_tta("hflip")
+    faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48), dtype=np.uint8)
+    em = ens.embed(faces, batch_size=4)
+    assert em.probs.shape == (10, 3, 8) and em.logits.shape == (10, 3, 8) and em.features.shape[:2] == (10, 3)
+    np.testing.assert_allclose(em.probs, ens.predict_proba(faces), atol=2e-2)  # bf16 here and there on some CPUs
+    with torch.no_grad():  # one view: the logits are the member's own
+        ens.set_tta("none")
+        x = preprocess(faces[:2], ens.config)
+        one = ens.embed(faces[:2])
+        np.testing.assert_allclose(one.logits[:, 0], ens.members[0].eval()(x).numpy(), atol=5e-2)

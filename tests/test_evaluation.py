@@ -87,7 +87,11 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
     from tests.test_ensemble import tiny_ensemble
 
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
-    rep = evaluate(tiny_ensemble(3), va, te, tmp_path / "rep", ldl=tiny_ensemble(1), corruptions=["fog", "contrast"], severities=(1, 5), progress=False, n_boot=50)
+    from ferroute.data import LabelledFaces
+
+    ck = LabelledFaces(te.images[:30], np.arange(30) % 8, np.arange(30) // 3)
+    rep = evaluate(tiny_ensemble(3), va, te, tmp_path / "rep", ldl=tiny_ensemble(1), corruptions=["fog", "contrast"], severities=(1, 5),
+                   progress=False, n_boot=50, ckplus=ck)
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
     for key in ("accuracy", "n_test"):
         assert key in saved
@@ -96,6 +100,19 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
     assert set(saved["shift"]["per_corruption"]["epistemic"]["5"]) == {"fog", "contrast"}
     assert set(saved["routing"]["kept_ratio"]) == {"0.5", "0.7", "0.9", "0.95"}
     assert "0.9" in saved["routing"]["kept_ratio_ci95"]
+    ro = saved["routing"]
+    assert set(saved["shift"]["auroc_shipped"]) == {"1", "5"} and saved["shift"]["shipped_score"] == "conditional"
+    assert set(ro["paper"]) >= {"kept_ratio", "kept_ratio_ci95", "kept_ambiguous_uar", "kept_clean"}
+    for r in ("0.5", "0.7", "0.9", "0.95"):  # dominance is exactly the clean-faces comparison
+        assert ro["dominates"][r] == (ro["kept_clean"]["uar"][r] >= ro["kept_clean"]["single"][r])
+    de = ro["deployed"]
+    assert set(de["ood_rejected_per_corruption"]) == {"fog", "contrast"}
+    assert de["ood_rejected"] == pytest.approx(np.mean(list(de["ood_rejected_per_corruption"].values())))
+    assert sum(de["clean_shares"].values()) == pytest.approx(1.0) and de["clean_shares"]["reject"] == de["clean_rejected"]
+    assert de["guarantee"]["kind"] == "split-conformal"
+    g = saved["generalization"]
+    assert g["n_nonface"] == 600 and sum(g["nonface_shares"].values()) == pytest.approx(1.0)
+    assert g["n_ckplus"] == 30 and g["n_ckplus_subjects"] == 10 and 0 <= g["ckplus_accuracy"] <= 1
     assert set(saved["ldl"]) >= {"spearman", "auroc", "kept_ratio"}
     for png in ("aleatoric_vs_disagreement.png", "auroc_vs_severity.png", "kept_ambiguous_vs_rejection.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000

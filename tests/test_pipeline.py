@@ -86,3 +86,11 @@ def test_import_ferroute_does_not_load_torch():
 
     code = "import sys, ferroute; assert 'torch' not in sys.modules; ferroute.__version__; import ferroute.cli; assert 'torch' not in sys.modules"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_batches_are_padded_to_few_shapes():
+    from ferroute.pipeline import batch_shape
+
+    sizes = {batch_shape(n) for n in range(1, 257)}
+    assert sizes == {1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256}
+    assert all(batch_shape(n) >= n for n in range(300)) and batch_shape(0) == 0

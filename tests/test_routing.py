@@ -86,3 +86,65 @@ def test_plain_epistemic_shift_score():
     assert UncertaintyRouter.from_dict(r.to_dict()).shift == "epistemic"
     with pytest.raises(ValueError, match="shift"):
         UncertaintyRouter(shift="magic")
+
+
+def test_conformal_threshold_promise_holds_on_fresh_in_distribution_faces():
+    """Split-conformal: over many calibration draws, a fresh exchangeable face is rejected at
+    most reject_rate of the time, and the 95 % bound covers the realised rate in >= 95 % of draws."""
+    from ferroute.routing import conformal_rank
+
+    rng = np.random.default_rng(0)
+    alpha, n = 0.05, 400
+    realised, covered = [], 0
+    for _ in range(300):
+        cal = rng.normal(size=n)
+        k = conformal_rank(n, alpha)
+        t = np.sort(cal)[k - 1]
+        rate = float(np.mean(rng.normal(size=20000) > t))
+        realised.append(rate)
+        from ferroute.routing import beta_ppf
+
+        covered += rate <= beta_ppf(0.95, n + 1 - k, k)
+    assert np.mean(realised) <= alpha + 0.002
+    assert covered / 300 >= 0.93
+
+
+def test_beta_ppf_matches_scipy():
+    from scipy.stats import beta
+
+    from ferroute.routing import beta_ppf
+
+    for q, a, b in [(0.95, 180, 3400), (0.5, 3, 7), (0.05, 1, 1), (0.99, 20, 400)]:
+        assert abs(beta_ppf(q, a, b) - beta.ppf(q, a, b)) < 1e-9
+
+
+def test_router_states_its_guarantee():
+    rng = np.random.default_rng(1)
+    p = rng.dirichlet(np.ones(8), size=(600, 5))
+    r = UncertaintyRouter(shift="epistemic").fit(p, rng.random(600))
+    g = r.guarantee()
+    assert g["kind"] == "split-conformal" and g["n_calibration"] == 600
+    assert g["reject_rate_expected"] <= 0.05 < g["reject_rate_upper_95"] < 0.08
+    assert np.mean(r.decide(p) == "reject") <= 0.05
+    assert UncertaintyRouter.from_dict(r.to_dict()).guarantee() == g
+    # a learned score (the conditional z) learns on one half and sets its threshold on the other
+    assert UncertaintyRouter(shift="conditional").fit(p, rng.random(600)).guarantee()["n_calibration"] == 300
+
+
+def test_union_rejects_when_either_part_is_unusual():
+    rng = np.random.default_rng(2)
+    p = rng.dirichlet(np.ones(8) * 3, size=(800, 5))
+    d = {**decompose(p), "pixels": rng.normal(size=800)}
+    r = UncertaintyRouter(shift="epistemic+pixels").fit(d, rng.random(800))
+    assert r.needs == ("pixels",)
+    with pytest.raises(ValueError, match="pixels"):
+        r.decide(p)  # the pixel signal is missing
+    base = r.shift_score(d)
+    assert np.all((base >= 0) & (base <= 1))
+    odd = dict(d, pixels=d["pixels"] + np.where(np.arange(800) < 10, 50.0, 0.0))  # ten crops with strange pixels
+    assert np.all(r.decide(odd)[:10] == "reject")
+    reps = r.route(p[:10], [f"c{i}" for i in range(8)], signals={"pixels": odd["pixels"][:10]})
+    assert all(x["decision"] == "reject" and "image itself is unlike" in x["reason"] for x in reps)
+    assert 0.0 < np.mean(r.decide(d) == "reject") <= 0.08
+    r2 = UncertaintyRouter.from_dict(r.to_dict())
+    np.testing.assert_array_equal(r2.decide(odd), r.decide(odd))

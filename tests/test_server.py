@@ -28,6 +28,7 @@ def test_health_model_and_openapi(client):
     assert client.get("/healthz").json() == {"status": "ok"}
     m = client.get("/v1/model").json()
     assert m["members"] == 3 and "shift_z" in m["thresholds"] and m["model_card"].startswith("# tiny")
+    assert m["guarantee"]["kind"] == "split-conformal" and "at most 5%" in m["guarantee"]["statement"]
     assert m["inference"] == {"tta": "none", "device": "cpu", "precision": "fp32", "backend": "Ensemble", "compiled": False}
     assert "/v1/route" in client.get("/openapi.json").json()["paths"]
 

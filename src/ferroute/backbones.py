@@ -19,6 +19,10 @@ from torch import nn
 from .data import EMOTIONS
 
 
+class ModelError(ValueError):
+    """A model directory is missing, incomplete or inconsistent."""
+
+
 @dataclass
 class BackboneConfig:
     """What a backbone needs to be rebuilt and fed: architecture, input and labels."""
@@ -227,6 +231,18 @@ class CompactCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, in_chans, 48, 48)`` -> logits ``(B, num_classes)``."""
         return self.head(self.dropout(self.pool(self.features(x)).flatten(1)))
+
+
+def features_and_logits(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate features ``(B, D)`` and logits ``(B, C)`` of one member in one pass: the
+    pooled features for :class:`CompactCNN`, timm's pre-logits for timm models."""
+    if isinstance(model, CompactCNN):
+        f = model.pool(model.features(x)).flatten(1)
+        return f, model.head(f)
+    if hasattr(model, "forward_head"):
+        f = model.forward_head(model.forward_features(x), pre_logits=True)
+        return f, model.get_classifier()(f)
+    raise TypeError(f"{type(model).__name__}: no penultimate features (neither CompactCNN nor a timm model)")
 
 
 @register("cnn")

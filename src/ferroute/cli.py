@@ -18,7 +18,7 @@ EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE = 0, 1, 2
 
 def _choices(name: str, *values: str) -> type[Enum]:
     """A str Enum of an option's allowed values: Typer lists them in --help and refuses others."""
-    return Enum(name, {v.replace("-", "_"): v for v in values}, type=str)  # type: ignore[return-value]
+    return Enum(name, {v.replace("-", "_").replace("+", "_and_"): v for v in values}, type=str)  # type: ignore[return-value]
 
 
 Format = _choices("Format", "table", "jsonl", "csv", "parquet")
@@ -27,7 +27,7 @@ EvalBackend = _choices("EvalBackend", "auto", "torch", "onnx")
 Engine = _choices("Engine", "local", "ray")
 Tta = _choices("Tta", "none", "hflip", "hflip-shift")
 Precision = _choices("Precision", "auto", "bf16", "fp32", "int8")
-Shift = _choices("Shift", "conditional", "epistemic")
+Shift = _choices("Shift", "epistemic+pixels", "epistemic", "conditional", "pixels", "conditional+pixels")
 Target = _choices("Target", "soft", "majority")
 Compile = _choices("Compile", "auto", "on", "off")
 ExportFormat = _choices("ExportFormat", "onnx")
@@ -215,7 +215,7 @@ def calibrate(
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
     tta: Optional[Tta] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
-    shift: Shift = typer.Option(Shift.conditional, help="Reject on 'epistemic' itself or on its ambiguity-'conditional' z score."),
+    shift: Shift = typer.Option(Shift.epistemic_and_pixels, help="Reject score: 'epistemic' (the paper's), its ambiguity-'conditional' z, 'pixels' (how unusual the crop's image statistics are, fitted on training faces), or a union that rejects when either part is unusual (the default, chosen on held-out corruptions: docs/shift_score_selection.txt)."),
     precision: Optional[Precision] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX/AVX512-BF16 CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
@@ -251,7 +251,20 @@ def calibrate(
     if single:
         typer.echo(f"stored tta {ens.tta}, precision {ens.precision} in {d / 'config.json'}; a single model gets no routing thresholds")
         return
-    router = UncertaintyRouter(reject_rate=reject_rate, shift=shift).fit(ens.predict_proba(va.images, progress=True), va.disagreement)
+    from .shift import fit_signals, load_signals, save_signals
+    from .uncertainty import decompose
+
+    router = UncertaintyRouter(reject_rate=reject_rate, shift=shift)
+    try:
+        signals = load_signals(d)
+    except ValueError as exc:
+        _fail(str(exc))
+    if any(k not in signals for k in router.needs):
+        tr = load_split("train", data)
+        signals = fit_signals(router.needs, tr.images, tr.labels)
+        save_signals(d, signals, note="fitted on 12000 FERPlus training faces (ferroute.shift.training_subset)")
+    sig = {k: signals[k].score(va.images) for k in router.needs}
+    router.fit({**decompose(ens.predict_proba(va.images, progress=True)), **sig}, va.disagreement)
     (d / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
     typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds} -> {d / 'router.json'}")
 
@@ -270,6 +283,7 @@ def evaluate(
     compile: Compile = typer.Option(Compile.auto, "--compile", help="torch backend: run the ensemble through torch.compile (auto: for calls of 2048+ faces, i.e. every corrupted set; on; off)."),
     precision: Optional[Precision] = typer.Option(None, help="Run in this arithmetic instead of the model's own (fp32, bf16, auto, int8); the router's thresholds are then refitted on the validation faces, and int8 scales fitted there too."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
+    ckplus: Optional[Path] = typer.Option(None, help="CK+ 48x48 folder for the generalization section (default: ckplus48 beside the FERPlus folder, when there)."),
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     backend, compile, precision = _v(backend), _v(compile), _v(precision)  # type: ignore[assignment]
@@ -329,10 +343,28 @@ def evaluate(
         ldl_model.set_tta(ens.tta)  # before any export: the graph bakes the TTA in
         ldl_model = with_backend(ldl_model, backend)
     ens = with_backend(ens, backend)
-    rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap)
+    from .shift import load_signals
+
+    try:
+        signals = load_signals(model_dir)
+    except ValueError as exc:
+        _fail(str(exc))
+    if router is not None and any(k not in signals for k in router.needs):
+        _fail(f"{model_dir}: the router rejects on {router.shift!r} but shift.json lacks {list(router.needs)}; run `ferroute calibrate --model {model_dir}`")
+    from .data import load_ckplus, resolve_data_dir
+
+    ck_dir = ckplus or resolve_data_dir(data).parent / "ckplus48"
+    try:
+        ck = load_ckplus(ck_dir) if ckplus is not None or (ck_dir / "labels.csv").is_file() else None
+    except DataError as exc:
+        _fail(str(exc))
+    if ck is None:
+        typer.secho(f"no CK+ at {ck_dir}; the generalization section holds the non-face crops only", fg=typer.colors.YELLOW, err=True)
+    rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap, signals=signals, ckplus=ck)
     typer.echo(
         f"accuracy {rep['accuracy']:.3f} | Spearman {rep['ambiguity']['spearman_aleatoric']:.3f} "
-        f"| epistemic AUROC sev5 {rep['shift']['auroc_epistemic']['5']:.3f} "
+        f"| epistemic AUROC sev5 {rep['shift']['auroc_epistemic']['5']:.3f} | shipped AUROC sev5 {rep['shift']['auroc_shipped']['5']:.3f} "
+        f"| deployed: clean rejected {rep['routing']['deployed']['clean_rejected']:.3f}, OOD rejected {rep['routing']['deployed']['ood_rejected']:.3f} "
         f"| kept ratio r=0.9 {rep['routing']['kept_ratio']['0.9'] or float('nan'):.2f} | {rep['timings']['total_s']:.0f} s -> {out}/report.md"
     )
 

@@ -230,3 +230,37 @@ def pack_splits(out_dir: str | os.PathLike[str], data_dir: str | os.PathLike[str
         s = load_split(split, data_dir)
         np.savez_compressed(out / f"{split}.npz", images=s.images, votes=s.votes, labels=s.labels, files=s.files)
     return out
+
+
+@dataclass
+class LabelledFaces:
+    """Faces from another data set, for checking generalization: ``images (N, 48, 48)`` uint8,
+    ``labels (N,)`` indices into :data:`EMOTIONS`, ``groups (N,)`` (e.g. the subject)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    groups: np.ndarray
+
+
+def load_ckplus(root: str | os.PathLike[str]) -> LabelledFaces:
+    """The 48x48 CK+ crops at ``root`` (``labels.csv``: file, label, subject; images under
+    ``images/``). A check, never training data."""
+    root = Path(root)
+    table = root / "labels.csv"
+    if not table.is_file():
+        raise DataError(f"{table}: not found; point --ckplus at the ckplus48 folder (labels.csv and images/)")
+    images, labels, groups = [], [], []
+    with table.open(newline="") as fh:
+        for n, row in enumerate(csv.DictReader(fh), start=2):
+            try:
+                label = EMOTIONS.index(row["label"])
+                with Image.open(root / "images" / row["file"]) as im:
+                    img = np.asarray(im.convert("L"))
+            except (KeyError, ValueError, OSError) as exc:
+                raise DataError(f"{table}, line {n}: {type(exc).__name__}: {exc}") from None
+            if img.shape != (48, 48):
+                raise DataError(f"{root / 'images' / row['file']}: {img.shape[1]}x{img.shape[0]}, expected 48x48")
+            images.append(img)
+            labels.append(label)
+            groups.append(row["subject"])
+    return LabelledFaces(np.stack(images), np.asarray(labels), np.asarray(groups))

@@ -11,7 +11,17 @@ Definitions (fixed; see README):
   the top third; *OOD* are the test faces under all 15 corruptions at severity 5. At a
   rate ``r`` each router's reject threshold is set so that exactly the fraction ``r`` of
   OOD inputs is rejected; the kept ratio is (ambiguous faces UAR keeps) / (ambiguous faces
-  the single-score router keeps).
+  the single-score router keeps). Its cost is reported beside it: the share of *all* clean
+  faces each router keeps at the same rate (``routing.kept_clean``, ``routing.dominates``).
+  UAR is measured twice: with the reject score the router ships (``routing``) and with
+  plain epistemic uncertainty, the paper's method (``routing.paper``);
+* deployed: the shipped router at its calibrated (split-conformal) thresholds, on clean
+  test faces and on every corrupted set: what a user who relies on ``reject`` gets.
+
+Corruptions are applied at the native 48x48 as the reference implementation does (see
+:mod:`ferroute.corruptions`). Nothing here chooses anything: scores, thresholds and models
+are chosen on validation faces under the four held-out corruptions
+(``scripts/select_shift_score.py``); the report copies that choice from the router.
 """
 
 from __future__ import annotations
@@ -25,10 +35,11 @@ import numpy as np
 from scipy.stats import rankdata, spearmanr
 
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupted_set
-from .data import FERPlusSplit
+from .data import FERPlusSplit, LabelledFaces
 from .ensemble import Ensemble, how_it_runs
 from .export import OnnxEnsemble
 from .routing import UncertaintyRouter
+from .shift import PixelStats
 from .uncertainty import Decomposition, decompose, entropy
 
 RATES = (0.5, 0.7, 0.9, 0.95)
@@ -142,8 +153,15 @@ def evaluate(
     progress: bool = True,
     n_boot: int = N_BOOT,
     workers: int | None = None,
+    signals: "dict[str, PixelStats] | None" = None,
+    ckplus: LabelledFaces | None = None,
 ) -> dict[str, Any]:
-    """Run the protocol; write ``report.json``, ``report.md`` and PNG plots into ``out_dir``."""
+    """Run the protocol; write ``report.json``, ``report.md`` and PNG plots into ``out_dir``.
+
+    ``signals``: the fitted input signals the router's shift score needs (the model folder's
+    ``shift.json``, :func:`ferroute.shift.load_signals`). ``ckplus``: a second data set
+    (:func:`ferroute.data.load_ckplus`) for the ``generalization`` section, which always
+    holds the non-face crops of :mod:`ferroute.nonface`."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -165,13 +183,19 @@ def evaluate(
     def infer(model: "Ensemble | OnnxEnsemble", faces: np.ndarray) -> np.ndarray:
         return model.predict_proba(np.asarray(faces), batch_size=batch_size)
 
+    sig = signals or {}
+
+    def decomposed(probs: np.ndarray, faces: np.ndarray) -> dict[str, np.ndarray]:
+        """The decomposition and every fitted input signal of ``faces``."""
+        return {**decompose(probs), **{k: v.score(np.asarray(faces)) for k, v in sig.items()}}
+
     # ---- calibration on clean validation faces
     if router is None or not router.is_fitted:
-        router = (router or UncertaintyRouter()).fit(infer(ensemble, valid.images), valid.disagreement)
+        router = (router or UncertaintyRouter()).fit(decomposed(infer(ensemble, valid.images), valid.images), valid.disagreement)
 
     # ---- clean test
     pt = infer(ensemble, test.images)
-    dt = decompose(pt)
+    dt = decomposed(pt, test.images)
     mean_t = pt.mean(axis=1)
     labelled = test.labels >= 0
     accuracy = float(np.mean(mean_t[labelled].argmax(-1) == test.labels[labelled]))
@@ -182,7 +206,7 @@ def evaluate(
         "spearman_aleatoric_ci95": ci_a,
         "spearman_total": float(spearmanr(dt["total"], dis).statistic),
         "spearman_epistemic": float(spearmanr(dt["epistemic"], dis).statistic),
-        "spearman_shift_score": float(spearmanr(router.shift_score(dt), dis).statistic),
+        "spearman_shift_score": float(spearmanr(router.shift_score(dt), dis).statistic),  # the shipped reject score
         "n": int(len(dis)),
     }
     z_clean = router.shift_score(dt)
@@ -198,10 +222,12 @@ def evaluate(
     timings["corruptions_s"] = time.time() - t1
     t1 = time.time()
     scores: dict[tuple[str, int], dict[str, np.ndarray]] = {}
+    rejected: dict[tuple[str, int], float] = {}
     for key in tqdm(list(sets), desc="shift inference", unit="set", disable=not progress):
         p = infer(ensemble, sets[key])
-        d = decompose(p)
+        d = decomposed(p, sets[key])
         s = {"epistemic": d["epistemic"], "aleatoric": d["aleatoric"], "total": d["total"], "uar": router.shift_score(d)}
+        rejected[key] = float(np.mean(router.decide(d) == "reject"))
         if ldl is not None:
             s["ldl"] = entropy(infer(ldl, sets[key])[:, 0])
         scores[key] = s
@@ -217,34 +243,62 @@ def evaluate(
             per[k][str(sev)][name] = auroc(clean_scores[k], s[k])
     mean_auroc = {k: {sv: float(np.mean(list(v.values()))) for sv, v in per[k].items()} for k in per}
     shift = {
+        "shipped_score": router.shift,
+        "auroc_shipped": mean_auroc["uar"],
         "auroc_epistemic": mean_auroc["epistemic"],
         "auroc_aleatoric": mean_auroc["aleatoric"],
         "auroc_total": mean_auroc["total"],
-        "auroc_uar_shift_score": mean_auroc["uar"],
-        "per_corruption": {k: per[k] for k in ("epistemic", "aleatoric", "total", "uar")},
+        "per_corruption": {("shipped" if k == "uar" else k): per[k] for k in ("epistemic", "aleatoric", "total", "uar")},
         "corruptions": names,
-        "resolution": "native 48x48, before any resizing, identical for every model",
+        "resolution": "native 48x48, before any resizing, identical for every model; corrupted as imagecorruptions corrupts a 48x48 image",
     }
 
-    # ---- routing at matched OOD rejection
+    # ---- routing at matched OOD rejection: the shipped score, the paper's (plain epistemic), the single score
     amb = dis >= np.quantile(dis, 2 / 3)
     sev_max = max(severities)
     ood = {k: np.stack([scores[(nm, sev_max)][k] for nm in names]) for k in clean_scores}  # (K, N)
-    methods = {"uar": "uar", "single": "total"}
+    methods = {"uar": "uar", "paper": "epistemic", "single": "total"}
     if ldl is not None:
         methods["ldl"] = "ldl"
     table = routing_table({m: (clean_scores[k], ood[k].ravel()) for m, k in methods.items()}, amb)
-    kept_ratio = {str(r): _ratio(table["kept_ambiguous_uar"][str(r)], table["kept_ambiguous_single"][str(r)]) for r in RATES}
+
+    def ratio_of(m: str) -> dict[str, float | None]:
+        return {str(r): _ratio(table[f"kept_ambiguous_{m}"][str(r)], table["kept_ambiguous_single"][str(r)]) for r in RATES}
+
+    paper = {
+        "reject_score": "epistemic (mutual information), thresholded alone",
+        "kept_ratio": ratio_of("paper"),
+        "kept_ratio_ci95": {"0.9": kept_ratio_ci(dt["epistemic"], ood["epistemic"], dt["total"], ood["total"], amb, 0.9, n_boot)},
+        "kept_ambiguous_uar": table["kept_ambiguous_paper"],
+        "kept_clean": table["kept_clean_paper"],
+    }
+    decisions = router.decide(dt)
+    guarantee = router.guarantee()
+    clean_rejected = float(np.mean(decisions == "reject"))
+    deployed = {
+        "thresholds": router.thresholds,
+        "guarantee": guarantee,
+        "clean_rejected": clean_rejected,
+        "clean_rejected_within_promise": clean_rejected <= guarantee.get("reject_rate_upper_95", router.reject_rate),
+        "clean_shares": {k: float(np.mean(decisions == k)) for k in ("accept", "ambiguous", "reject")},
+        "ood_rejected": float(np.mean([rejected[(nm, sev_max)] for nm in names])),
+        "ood_rejected_per_corruption": {nm: rejected[(nm, sev_max)] for nm in names},
+        "ood_rejected_by_severity": {str(sv): float(np.mean([rejected[(nm, sv)] for nm in names])) for sv in severities},
+    }
     routing = {
-        "kept_ratio": kept_ratio,
+        "reject_score": router.shift,
+        "kept_ratio": ratio_of("uar"),
         "kept_ratio_ci95": {"0.9": kept_ratio_ci(z_clean, ood["uar"], dt["total"], ood["total"], amb, 0.9, n_boot)},
         "kept_ambiguous_uar": table["kept_ambiguous_uar"],
         "kept_ambiguous_single": table["kept_ambiguous_single"],
-        "kept_clean": {"uar": table["kept_clean_uar"], "single": table["kept_clean_single"]},
+        "kept_clean": {"uar": table["kept_clean_uar"], "paper": table["kept_clean_paper"], "single": table["kept_clean_single"]},
+        "dominates": {str(r): table["kept_clean_uar"][str(r)] >= table["kept_clean_single"][str(r)] for r in RATES},
+        "paper": paper,
+        "deployed": deployed,
         "n_ambiguous": int(amb.sum()),
         "n_ood": int(ood["total"].size),
         "thresholds": router.thresholds,
-        "decisions_clean_test": {k: int(v) for k, v in zip(*np.unique(router.decide(dt), return_counts=True))},
+        "decisions_clean_test": {k: int(v) for k, v in zip(*np.unique(decisions, return_counts=True))},
     }
     report: dict[str, Any] = {
         "accuracy": accuracy,
@@ -255,6 +309,12 @@ def evaluate(
         "routing": routing,
         "model": {"members": ensemble.num_members, "backbone": ensemble.config.to_dict(), **how_it_runs(ensemble), "shift_score": router.shift},
     }
+    if router.selection is not None:
+        report["selection"] = router.selection
+    t1 = time.time()
+    report["generalization"] = _generalization(lambda f: router.decide(decomposed(infer(ensemble, f), f)),
+                                               lambda f: infer(ensemble, f).mean(1), ckplus)
+    timings["generalization_s"] = time.time() - t1
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)
         report["ldl"] = {
@@ -275,6 +335,40 @@ def evaluate(
     _plots(out, dt, dis, mean_auroc, per, clean_scores, ood, amb, methods)
     (out / "report.md").write_text(render_markdown(report))
     return report
+
+
+def _shares(decisions: np.ndarray) -> dict[str, float]:
+    return {k: float(np.mean(decisions == k)) for k in ("accept", "ambiguous", "reject")}
+
+
+def _generalization(decide: Any, mean_probs: Any, ckplus: LabelledFaces | None) -> dict[str, Any]:
+    """Beyond FERPlus: what the router does with 48x48 non-face crops, and, with CK+, accuracy
+    (per image and per subject, averaged over subjects) and decision shares."""
+    from .nonface import nonface_crops
+
+    crops, kinds = nonface_crops()
+    dec = decide(crops)
+    kinds_arr = np.asarray(kinds)
+    out: dict[str, Any] = {
+        "nonface_rejected": float(np.mean(dec == "reject")),
+        "nonface_shares": _shares(dec),
+        "nonface_rejected_by_kind": {k: float(np.mean(dec[kinds_arr == k] == "reject")) for k in dict.fromkeys(kinds)},
+        "n_nonface": len(crops),
+    }
+    if ckplus is not None:
+        pred = mean_probs(ckplus.images).argmax(-1)
+        right = pred == ckplus.labels
+        dec = decide(ckplus.images)
+        kept = dec != "reject"
+        out.update({
+            "ckplus_accuracy": float(right.mean()),
+            "ckplus_accuracy_per_subject": float(np.mean([right[ckplus.groups == g].mean() for g in np.unique(ckplus.groups)])),
+            "ckplus_accuracy_not_rejected": float(right[kept].mean()) if kept.any() else None,
+            "ckplus_shares": _shares(dec),
+            "n_ckplus": int(len(right)),
+            "n_ckplus_subjects": int(len(np.unique(ckplus.groups))),
+        })
+    return out
 
 
 def _plots(out: Path, dt: Decomposition, dis: np.ndarray, mean_auroc: dict, per: dict, clean: dict, ood: dict, amb: np.ndarray, methods: dict) -> None:
@@ -312,13 +406,18 @@ def _plots(out: Path, dt: Decomposition, dis: np.ndarray, mean_auroc: dict, per:
     plt.close(fig)
 
     rates = np.linspace(0.3, 0.99, 40)
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    names = {"uar": "UAR (shipped score)", "paper": "UAR (plain epistemic, paper)", "single": "single score (total)", "ldl": "LDL entropy"}
     for m, k in methods.items():
-        ax.plot(rates, [kept_at_rate(clean[k][amb], ood[k].ravel(), r) for r in rates], label=m)
-    ax.set_xlabel("OOD rejection rate (severity 5, all corruptions)")
-    ax.set_ylabel("ambiguous in-distribution faces kept")
-    ax.set_title("Keeping ambiguous faces while rejecting OOD")
-    ax.legend()
+        axes[0].plot(rates, [kept_at_rate(clean[k][amb], ood[k].ravel(), r) for r in rates], label=names.get(m, m))
+        axes[1].plot(rates, [kept_at_rate(clean[k], ood[k].ravel(), r) for r in rates], label=names.get(m, m))
+    axes[0].set_ylabel("ambiguous in-distribution faces kept")
+    axes[0].set_title("What routing keeps: ambiguous faces")
+    axes[1].set_ylabel("all clean test faces kept")
+    axes[1].set_title("What it costs: clean faces")
+    for ax in axes:
+        ax.set_xlabel("OOD rejected (severity 5, all corruptions pooled)")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "kept_ambiguous_vs_rejection.png", dpi=120)
     plt.close(fig)
@@ -328,28 +427,56 @@ def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
 def render_markdown(r: dict[str, Any]) -> str:
     """A human-readable summary of a report dict."""
     a, s, ro = r["ambiguity"], r["shift"], r["routing"]
+    pa, de = ro["paper"], ro["deployed"]
     n = len(s["corruptions"])
     over = "the 15 corruptions" if n == 15 else f"{n} of the 15 corruptions ({', '.join(s['corruptions'])})"
+    ci = ro["kept_ratio_ci95"]["0.9"]
+    pci = pa["kept_ratio_ci95"]["0.9"]
     lines = [
         "# ferroute evaluation report",
         "",
         f"FERPlus test: {r['n_test']} faces ({r['n_test_labelled']} with a majority label). "
-        f"Ensemble of {r['model']['members']} `{r['model']['backbone']['name']}` members.",
+        f"Ensemble of {r['model']['members']} `{r['model']['backbone']['name']}` members. "
+        f"Reject score shipped: `{s['shipped_score']}`.",
         "",
         "| measure | value | paper |",
         "|---|---|---|",
         f"| accuracy (majority label) | {r['accuracy']:.3f} | |",
         f"| Spearman aleatoric vs disagreement | {a['spearman_aleatoric']:.3f} ({a['spearman_aleatoric_ci95'][0]:.3f}-{a['spearman_aleatoric_ci95'][1]:.3f}) | 0.66 (0.64-0.68) |",
         f"| mean epistemic AUROC, severity 5 | {s['auroc_epistemic']['5']:.3f} | 0.699 |",
-        f"| kept ratio UAR / single-score at r=0.9 | {_f(ro['kept_ratio']['0.9'])} ({_f(ro['kept_ratio_ci95']['0.9'][0])}-{_f(ro['kept_ratio_ci95']['0.9'][1])}) | about 1.8 |",
+        f"| mean AUROC of the shipped reject score, severity 5 | {s['auroc_shipped']['5']:.3f} | |",
+        f"| kept ratio, paper's UAR (plain epistemic) / single score, r=0.9 | {_f(pa['kept_ratio']['0.9'])} ({_f(pci[0])}-{_f(pci[1])}) | about 1.8 |",
+        f"| kept ratio, shipped UAR / single score, r=0.9 | {_f(ro['kept_ratio']['0.9'])} ({_f(ci[0])}-{_f(ci[1])}) | |",
+        f"| ... at the cost of: clean faces kept, shipped / paper's / single, r=0.9 | {ro['kept_clean']['uar']['0.9']:.3f} / {ro['kept_clean']['paper']['0.9']:.3f} / {ro['kept_clean']['single']['0.9']:.3f} | |",
+        f"| deployed: clean test faces rejected | {_pct(de['clean_rejected'])} (promise: at most {_pct(de['guarantee'].get('reject_rate_upper_95', de['guarantee']['reject_rate']))}) | |",
+        f"| deployed: severity-5 corrupted faces rejected | {_pct(de['ood_rejected'])} | |",
+        "",
+        "## Deployed: the shipped router at its calibrated thresholds",
+        "",
+        de["guarantee"].get("statement", ""),
+        "",
+        "Clean test faces: " + ", ".join(f"{k} {_pct(v)}" for k, v in de["clean_shares"].items()) + ".",
+        "",
+        "Corrupted test faces rejected, by severity (mean over " + over + "): "
+        + ", ".join(f"{k}: {_pct(v)}" for k, v in de["ood_rejected_by_severity"].items()) + ".",
+        "",
+        "| corruption (severity 5) | rejected |",
+        "|---|---|",
+    ]
+    lines += [f"| {k} | {_pct(v)} |" for k, v in sorted(de["ood_rejected_per_corruption"].items(), key=lambda kv: -kv[1])]
+    lines += [
         "",
         "## Ambiguity",
         "",
         f"Spearman with annotator disagreement: aleatoric {a['spearman_aleatoric']:.3f}, total {a['spearman_total']:.3f}, "
-        f"epistemic {a['spearman_epistemic']:.3f}, UAR shift score {a['spearman_shift_score']:.3f}.",
+        f"epistemic {a['spearman_epistemic']:.3f}, shipped reject score {a['spearman_shift_score']:.3f}.",
         "",
         "![aleatoric vs disagreement](aleatoric_vs_disagreement.png)",
         "",
@@ -358,16 +485,21 @@ def render_markdown(r: dict[str, Any]) -> str:
         "| score | " + " | ".join(f"sev {k}" for k in sorted(s["auroc_epistemic"], key=int)) + " |",
         "|---|" + "---|" * len(s["auroc_epistemic"]) + "",
     ]
-    rows = [("epistemic", s["auroc_epistemic"]), ("aleatoric", s["auroc_aleatoric"]), ("total", s["auroc_total"]), ("UAR shift score", s["auroc_uar_shift_score"])]
+    rows = [("epistemic", s["auroc_epistemic"]), ("aleatoric", s["auroc_aleatoric"]), ("total", s["auroc_total"]), (f"shipped ({s['shipped_score']})", s["auroc_shipped"])]
     if "ldl" in r:
         rows.append(("LDL entropy", r["ldl"]["auroc"]))
     for name, m in rows:
         lines.append(f"| {name} | " + " | ".join(f"{m[k]:.3f}" for k in sorted(m, key=int)) + " |")
     lines += ["", "![AUROC vs severity](auroc_vs_severity.png)", "", "## Routing at matched OOD rejection", ""]
-    lines += ["| r | UAR keeps | single-score keeps | ratio |" + (" LDL keeps |" if "ldl" in r else ""), "|---|---|---|---|" + ("---|" if "ldl" in r else "")]
+    ldl = "ldl" in r
+    lines += ["| r | shipped UAR keeps (ambiguous / clean) | paper's UAR keeps | single score keeps | ratio shipped / paper's | shipped keeps >= clean faces of single |"
+              + (" LDL keeps |" if ldl else ""), "|---|---|---|---|---|---|" + ("---|" if ldl else "")]
+    kc = ro["kept_clean"]
     for k in ro["kept_ratio"]:
-        row = f"| {k} | {ro['kept_ambiguous_uar'][k]:.3f} | {ro['kept_ambiguous_single'][k]:.3f} | {_f(ro['kept_ratio'][k])} |"
-        if "ldl" in r:
+        row = (f"| {k} | {ro['kept_ambiguous_uar'][k]:.3f} / {kc['uar'][k]:.3f} | {pa['kept_ambiguous_uar'][k]:.3f} / {kc['paper'][k]:.3f} | "
+               f"{ro['kept_ambiguous_single'][k]:.3f} / {kc['single'][k]:.3f} | {_f(ro['kept_ratio'][k])} / {_f(pa['kept_ratio'][k])} | "
+               f"{'yes' if ro['dominates'][k] else 'no'} |")
+        if ldl:
             row += f" {r['ldl']['kept_ambiguous'][k]:.3f} |"
         lines.append(row)
     lines += [
@@ -377,7 +509,21 @@ def render_markdown(r: dict[str, Any]) -> str:
         "![kept ambiguous vs rejection](kept_ambiguous_vs_rejection.png)",
         "",
     ]
-    if "ldl" in r:
+    if ldl:
         lines += [f"LDL baseline (single model): accuracy {r['ldl']['accuracy']:.3f}, Spearman {r['ldl']['spearman']:.3f}, AUROC sev 5 {r['ldl']['auroc']['5']:.3f}.", ""]
+    g = r.get("generalization")
+    if g:
+        lines += ["## Beyond FERPlus", "",
+                  f"{g['n_nonface']} non-face 48x48 crops (`ferroute.nonface`): rejected {_pct(g['nonface_rejected'])} ("
+                  + ", ".join(f"{k} {_pct(v)}" for k, v in g["nonface_rejected_by_kind"].items()) + "); "
+                  + ", ".join(f"{k} {_pct(v)}" for k, v in g["nonface_shares"].items()) + ".", ""]
+        if "ckplus_accuracy" in g:
+            lines += [f"CK+ ({g['n_ckplus']} crops, {g['n_ckplus_subjects']} subjects; never trained or tuned on): accuracy "
+                      f"{g['ckplus_accuracy']:.3f} per image, {g['ckplus_accuracy_per_subject']:.3f} averaged over subjects, "
+                      f"{_f(g['ckplus_accuracy_not_rejected'])} on the faces not rejected; "
+                      + ", ".join(f"{k} {_pct(v)}" for k, v in g["ckplus_shares"].items()) + ".", ""]
+    if "selection" in r:
+        sel = r["selection"]
+        lines += ["## How the reject score was chosen", "", sel.get("summary", ""), ""]
     lines += [f"Wall time: {r['timings']['total_s']:.0f} s.", ""]
     return "\n".join(lines)

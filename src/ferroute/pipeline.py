@@ -15,6 +15,7 @@ from .export import OnnxEnsemble, with_backend
 from .faces import FaceDetector, Prepared, find_faces
 from .images import MAX_PIXELS, ImageInput, MemoryBudget
 from .routing import NotCalibratedError, UncertaintyRouter
+from .shift import SIGNALS_FILE, PixelStats, load_signals
 from .stream import route_stream
 
 #: Models embedded in the package, by name: (ensemble folder, folder of its LDL baseline).
@@ -69,17 +70,31 @@ def load_router(model_dir: str | Path) -> UncertaintyRouter:
         raise ModelError(f"{path}: damaged router ({type(exc).__name__}: {exc}); run `ferroute calibrate --model {model_dir}` again") from None
 
 
+def batch_shape(n: int) -> int:
+    """The batch size ``n`` faces are padded to before the ensemble: the next power of two up
+    to 32, then the next multiple of 32. A handful of shapes, whatever mix of requests or
+    photos arrives (the one padding rule, for the server's batcher and every other caller)."""
+    return 0 if n <= 0 else 1 << (n - 1).bit_length() if n <= 32 else -(-n // 32) * 32
+
+
 class FERRouter:
     """Route faces in any photo: ``accept``, ``ambiguous``, ``reject`` or ``no_face``.
 
     Outputs are plain JSON-able dicts, one per face.
     """
 
-    def __init__(self, ensemble: "Ensemble | OnnxEnsemble", router: UncertaintyRouter, detector: FaceDetector | None = None, model_dir: Path | None = None):
+    def __init__(self, ensemble: "Ensemble | OnnxEnsemble", router: UncertaintyRouter, detector: FaceDetector | None = None,
+                 model_dir: Path | None = None, signals: "dict[str, PixelStats] | None" = None):
         self.ensemble = ensemble
         self.router = router
         self.detector = detector or FaceDetector()
         self.model_dir = model_dir
+        self.signals = signals or {}
+        missing = [k for k in router.needs if k not in self.signals]
+        if missing:
+            where = model_dir / SIGNALS_FILE if model_dir else "signals="
+            raise ModelError(f"{where}: the router rejects on {router.shift!r} but the fitted signal(s) {missing} are missing; "
+                             "run `ferroute calibrate` again for this model")
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, backend: str = "torch", device: str = "cpu") -> "FERRouter":
@@ -95,7 +110,11 @@ class FERRouter:
             raise ModelError(f"{d}: model directory not found (embedded models: {', '.join(EMBEDDED_MODELS)})")
         ens = Ensemble.load(d).to(dev)
         router = load_router(d)
-        return cls(with_backend(ens, backend), router, model_dir=d)
+        try:
+            signals = load_signals(d)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+        return cls(with_backend(ens, backend), router, model_dir=d, signals=signals)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -104,15 +123,16 @@ class FERRouter:
     def route_faces(self, faces: np.ndarray, batch_size: int = 256) -> list[dict[str, Any]]:
         """Route already-cropped gray faces ``(N, 48, 48)`` uint8; one report per face.
 
-        Batches are padded to a multiple of 32 faces: a stream of batches of every size would
+        Batches are padded to :func:`batch_shape` faces: a stream of batches of every size would
         grow the kernels' per-shape caches (and the process's memory) with every new size."""
         faces = np.asarray(faces, dtype=np.uint8)
         n = len(faces)
-        padded = -(-n // 32) * 32 if n > 32 else n
+        padded = batch_shape(n)
         if padded > n:
             faces = np.concatenate([faces, np.zeros((padded - n, *faces.shape[1:]), np.uint8)])
         probs = self.ensemble.predict_proba(faces, batch_size=batch_size)[:n]
-        return self.router.route(probs, self.labels)
+        signals = {k: self.signals[k].score(faces[:n]) for k in self.router.needs}
+        return self.router.route(probs, self.labels, signals)
 
     def route(self, image: ImageInput, name: str | None = None) -> list[dict[str, Any]]:
         """Every face in ``image`` (path, bytes, PIL image or array); ``[{'decision': 'no_face'}]`` if none.

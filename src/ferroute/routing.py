@@ -12,17 +12,31 @@ UAR asks two questions in order:
 2. *Do people disagree about it?* Aleatoric above its threshold -> ``ambiguous``.
    Otherwise -> ``accept``.
 
+The reject (shift) score is one of :data:`UncertaintyRouter.SHIFT_SCORES`: ``epistemic``
+(the paper's), ``conditional`` (the z above), ``pixels`` (how unusual the crop's image
+statistics are, :class:`ferroute.shift.PixelStats`; the pipeline passes it in as the
+signal ``pixels``), or a union such as ``epistemic+pixels``: reject when *either* part is
+unusual, i.e. on the larger of the parts' percentiles among validation faces. Which one
+ships is chosen on validation faces under held-out corruptions
+(``scripts/select_shift_score.py``).
+
 Calibration rule (on clean FERPlus validation faces, which are in distribution):
-the reject threshold is the ``1 - reject_rate`` quantile of ``z`` (default: 5 % of clean
-faces rejected); the ambiguity threshold is the aleatoric value that best separates the
+the reject threshold is the split-conformal quantile of the shift score: the
+``ceil((n + 1)(1 - reject_rate))``-th smallest of the ``n`` validation scores. For a new face
+exchangeable with them (drawn like the validation faces), the chance that it is rejected
+is then at most ``reject_rate`` (default 5 %), averaged over calibration draws; and with 95 %
+confidence over the draw of the validation faces, this router's own false-reject rate is at
+most ``guarantee()["reject_rate_upper_95"]`` (the Beta(n + 1 - k, k) law of a conformal
+quantile; about 5.6 % for FERPlus's 3,579 validation faces). The ambiguity threshold is the aleatoric value that best separates the
 faces whose annotator disagreement is in the top third (maximum balanced accuracy).
 
-The single-score baseline routes on total entropy alone: reject above the ``1 - reject_rate``
+The single-score baseline routes on total entropy alone: reject above the same conformal
 quantile of validation total entropy, accept otherwise.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -30,6 +44,46 @@ import numpy as np
 from .uncertainty import Decomposition, decompose
 
 _LOG_EPS = 1e-6
+
+
+def conformal_rank(n: int, alpha: float) -> int:
+    """Rank ``k`` (1-based) of the split-conformal threshold among ``n`` calibration scores:
+    ``ceil((n + 1)(1 - alpha))``, so a new exchangeable score exceeds it with probability
+    ``(n + 1 - k) / (n + 1) <= alpha``. ``n + 1`` when too few scores (nothing rejected)."""
+    return min(int(np.ceil((n + 1) * (1 - alpha) - 1e-9)), n + 1)
+
+
+def beta_ppf(q: float, a: int, b: int) -> float:
+    """Quantile of Beta(a, b) for integer a, b >= 1, by bisection on its binomial form
+    ``P(Beta(a, b) <= t) = P(Binomial(a + b - 1, t) >= a)``. ``scipy.stats.beta.ppf`` gives
+    the same (tested); scipy is not a core dependency and routing is."""
+    n = a + b - 1
+    j = np.arange(a, n + 1)
+    log_choose = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in j])
+
+    def cdf(t: float) -> float:
+        return float(np.exp(log_choose + j * math.log(t) + (n - j) * math.log1p(-t)).sum())
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _fit_bins(d: dict[str, np.ndarray], n_bins: int) -> dict[str, list[float]]:
+    """The conditional z's reference: mean and spread of log epistemic per aleatoric bin."""
+    a = d["aleatoric"]
+    le = np.log(d["epistemic"] + _LOG_EPS)
+    edges = np.quantile(a, np.linspace(0, 1, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, n_bins - 1)
+    centers, mus, sds = [], [], []
+    for b in range(n_bins):
+        sel = which == b
+        centers.append(float(np.median(a[sel])))
+        mus.append(float(np.mean(le[sel])))
+        sds.append(float(max(np.std(le[sel]), 1e-3)))
+    return {"centers": centers, "mu": mus, "sd": sds}
 
 
 class NotCalibratedError(RuntimeError):
@@ -43,11 +97,13 @@ def _as_decomposition(x: np.ndarray | Decomposition) -> Decomposition:
 
 
 class UncertaintyRouter:
-    """UAR: reject on ambiguity-conditioned epistemic, then flag ambiguity, else accept."""
+    """UAR: reject on a shift score, then flag ambiguity, else accept."""
 
     kind = "uar"
 
-    SHIFT_SCORES = ("epistemic", "conditional")
+    SHIFT_SCORES = ("epistemic", "conditional", "pixels", "epistemic+pixels", "conditional+pixels")
+    #: signals a shift score needs besides the decomposition, computed upstream from the crop
+    SIGNALS = ("pixels",)
 
     def __init__(self, reject_rate: float = 0.05, n_bins: int = 10, shift: str = "conditional"):
         if not 0 < reject_rate < 1:
@@ -58,6 +114,18 @@ class UncertaintyRouter:
         self.n_bins = n_bins
         self.shift = shift
         self._state: dict[str, Any] | None = None
+        #: how the shift score was chosen (written by scripts/select_shift_score.py), or None
+        self.selection: dict[str, Any] | None = None
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The shift score's parts: ``('epistemic', 'pixels')`` for ``epistemic+pixels``."""
+        return tuple(self.shift.split("+"))
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Signals this router needs in its input besides the decomposition (e.g. ``('pixels',)``)."""
+        return tuple(p for p in self.parts if p in self.SIGNALS)
 
     @property
     def is_fitted(self) -> bool:
@@ -71,55 +139,120 @@ class UncertaintyRouter:
             )
         return self._state
 
+    def _signals(self, probs: np.ndarray | Decomposition) -> dict[str, np.ndarray]:
+        d = _as_decomposition(probs)
+        missing = [k for k in self.needs if k not in d]
+        if missing:
+            raise ValueError(f"shift score {self.shift!r} needs the signal(s) {missing} beside the decomposition: pass "
+                             "decompose(probs) | {'pixels': PixelStats.score(faces)} (ferroute.shift), as FERRouter does")
+        return d  # type: ignore[return-value]
+
     def fit(self, probs: np.ndarray | Decomposition, disagreement: np.ndarray) -> "UncertaintyRouter":
         """Calibrate on clean validation faces: member probabilities ``(N, M, C)`` (or their
-        decomposition) and the annotators' disagreement ``(N,)`` (vote entropy)."""
-        d = _as_decomposition(probs)
+        decomposition, with any signal the shift score needs, e.g. ``pixels``) and the
+        annotators' disagreement ``(N,)`` (vote entropy).
+
+        A shift score learned from data (the conditional z's bins, a union's percentiles)
+        learns on one half of the faces (a seeded split) and the conformal threshold is set on
+        the other, so the threshold's promise holds exactly; plain epistemic or pixels use all."""
+        d = self._signals(probs)
         a = np.asarray(d["aleatoric"], float)
-        le = np.log(np.asarray(d["epistemic"], float) + _LOG_EPS)
         dis = np.asarray(disagreement, float)
         if len(a) != len(dis):
             raise ValueError(f"{len(a)} faces but {len(dis)} disagreement values")
         if len(a) < 4 * self.n_bins:
             raise ValueError(f"need at least {4 * self.n_bins} validation faces to calibrate, got {len(a)}")
-        edges = np.quantile(a, np.linspace(0, 1, self.n_bins + 1))
-        which = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, self.n_bins - 1)
-        centers, mus, sds = [], [], []
-        for b in range(self.n_bins):
-            sel = which == b
-            centers.append(float(np.median(a[sel])))
-            mus.append(float(np.mean(le[sel])))
-            sds.append(float(max(np.std(le[sel]), 1e-3)))
-        self._state = {"centers": centers, "mu": mus, "sd": sds}
-        z = self.shift_score(d)
-        self._state["z_threshold"] = float(np.quantile(z, 1 - self.reject_rate))
+        learned = "conditional" in self.parts or len(self.parts) > 1
+        order = np.random.default_rng(0).permutation(len(a))
+        learn, held = (order[: len(a) // 2], order[len(a) // 2 :]) if learned else (order, order)
+
+        def pick(idx: np.ndarray) -> dict[str, np.ndarray]:
+            return {k: np.asarray(v, float)[idx] for k, v in d.items()}
+
+        self._state = {}
+        if "conditional" in self.parts:
+            self._state.update(_fit_bins(pick(learn), self.n_bins))
+        if len(self.parts) > 1:
+            part = pick(learn)
+            self._state["union_reference"] = {p: np.sort(self._part(p, part)).tolist() for p in self.parts}
+        z = self.shift_score(pick(held))
+        k = conformal_rank(len(z), self.reject_rate)
+        self._state["z_threshold"] = float(np.sort(z)[k - 1]) if k <= len(z) else float("inf")
+        self._state["conformal"] = {"n": len(z), "rank": k}
+        z_all = self.shift_score(d)
         self._state["epistemic_reference"] = np.sort(np.asarray(d["epistemic"], float)).tolist()
         self._state["aleatoric_reference"] = np.sort(a).tolist()
         self._state["total_reference"] = np.sort(np.asarray(d["total"], float)).tolist()
-        self._state["z_reference"] = np.sort(z).tolist()
+        self._state["z_reference"] = np.sort(z_all).tolist()
+        for p in self.needs:
+            self._state[f"{p}_reference"] = np.sort(np.asarray(d[p], float)).tolist()
         top = dis >= np.quantile(dis, 2 / 3)
         cand = np.unique(np.quantile(a, np.linspace(0.05, 0.95, 181)))
         bal = [0.5 * (np.mean(a[top] > t) + np.mean(a[~top] <= t)) for t in cand]
         self._state["aleatoric_threshold"] = float(cand[int(np.argmax(bal))])
         return self
 
+    def _part(self, name: str, d: Any) -> np.ndarray:
+        """One part of the shift score, higher = less like the validation faces."""
+        if name == "conditional":
+            st = self._require()
+            a = np.asarray(d["aleatoric"], float)
+            le = np.log(np.asarray(d["epistemic"], float) + _LOG_EPS)
+            return (le - np.interp(a, st["centers"], st["mu"])) / np.interp(a, st["centers"], st["sd"])
+        return np.asarray(d[name], float)
+
     def shift_score(self, probs: np.ndarray | Decomposition) -> np.ndarray:
-        """Shift score ``(B,)``, higher = less like training faces: the epistemic uncertainty
-        itself (``shift='epistemic'``) or its ambiguity-conditioned z (``'conditional'``)."""
+        """Shift score ``(B,)``, higher = less like training faces: one part's value, or for a
+        union the largest of its parts' percentiles (0-1) among validation faces."""
         st = self._require()
-        d = _as_decomposition(probs)
-        if self.shift == "epistemic":
-            return np.asarray(d["epistemic"], float)
-        a = np.asarray(d["aleatoric"], float)
-        le = np.log(np.asarray(d["epistemic"], float) + _LOG_EPS)
-        mu = np.interp(a, st["centers"], st["mu"])
-        sd = np.interp(a, st["centers"], st["sd"])
-        return (le - mu) / sd
+        d = self._signals(probs)
+        if len(self.parts) == 1:
+            return self._part(self.parts[0], d)
+        refs = st["union_reference"]
+        return np.max([np.searchsorted(refs[p], self._part(p, d), side="right") / len(refs[p]) for p in self.parts], axis=0)
+
+    def _why_rejected(self, d: Any, i: int) -> str:
+        """Why input ``i`` is rejected, in words: which part of the shift score is unusual."""
+        st = self._require()
+        if len(self.parts) > 1:
+            refs = st["union_reference"]
+            pcts = {p: np.searchsorted(refs[p], self._part(p, d)[i : i + 1], side="right")[0] / len(refs[p]) for p in self.parts}
+            part = max(pcts, key=pcts.get)  # type: ignore[arg-type]
+            pct = 100 * pcts[part]
+        else:
+            part = self.parts[0]
+            pct = float(self.percentile("z", self.shift_score(d)[i : i + 1])[0])
+        than = "any validation face" if pct >= 99.95 else f"{min(pct, 99.0):.0f}% of validation faces"
+        if part == "pixels":
+            return (f"Rejected: the image itself is unlike the faces the model was trained on (its blur, noise, contrast or "
+                    f"exposure is more unusual than on {than}), so no emotion is reported.")
+        similar = " of similar ambiguity" if part == "conditional" else ""
+        return (f"Rejected: the input looks unlike the faces the model was trained on (the ensemble members disagree more "
+                f"than on {than}{similar}), so no emotion is reported.")
 
     @property
     def thresholds(self) -> dict[str, float]:
         st = self._require()
         return {"shift_z": st["z_threshold"], "aleatoric": st["aleatoric_threshold"]}
+
+    def guarantee(self) -> dict[str, Any]:
+        """What the reject threshold promises for in-distribution faces (JSON-able)."""
+        st = self._require()
+        c = st.get("conformal")
+        if c is None:  # calibrated before conformal thresholds (a plain quantile)
+            return {"reject_rate": self.reject_rate, "kind": "empirical quantile", "n": len(st["z_reference"])}
+        n, k = c["n"], c["rank"]
+        return {
+            "kind": "split-conformal",
+            "reject_rate": self.reject_rate,
+            "n_calibration": n,
+            "reject_rate_expected": (n + 1 - k) / (n + 1),
+            "reject_rate_upper_95": beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0,
+            "statement": (f"A face drawn like the {n} clean FERPlus validation faces is rejected with probability at most "
+                          f"{self.reject_rate:.0%} (exactly {(n + 1 - k) / (n + 1):.2%} on average over calibration sets); with 95 % "
+                          f"confidence this calibration rejects at most {beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0:.2%} of such faces. "
+                          "Faces unlike FERPlus's (other cameras, framing, populations) carry no such promise."),
+        }
 
     def percentile(self, name: str, values: np.ndarray) -> np.ndarray:
         """Percentile (0-100) of ``values`` among validation faces for score ``name``."""
@@ -129,22 +262,22 @@ class UncertaintyRouter:
     def decide(self, probs: np.ndarray | Decomposition) -> np.ndarray:
         """Decisions ``(B,)`` of ``'accept' | 'ambiguous' | 'reject'``."""
         st = self._require()
-        d = _as_decomposition(probs)
+        d = self._signals(probs)
         z = self.shift_score(d)
         out = np.where(np.asarray(d["aleatoric"]) > st["aleatoric_threshold"], "ambiguous", "accept").astype(object)
         out[z > st["z_threshold"]] = "reject"
         return out
 
-    def route(self, probs: np.ndarray, labels: tuple[str, ...] | list[str]) -> list[dict[str, Any]]:
-        """Full JSON-able reports for member probabilities ``(B, M, C)``, one dict per input."""
+    def route(self, probs: np.ndarray, labels: tuple[str, ...] | list[str], signals: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+        """Full JSON-able reports for member probabilities ``(B, M, C)``, one dict per input;
+        ``signals``: what the shift score needs beside them (``{'pixels': (B,)}``)."""
         self._require()
         p = np.asarray(probs, float)
-        d = decompose(p)
+        d: dict[str, np.ndarray] = {**decompose(p), **(signals or {})}
         mean = p.mean(axis=1)
-        decisions = self.decide(d)
-        z = self.shift_score(d)
+        decisions = self.decide(d)  # type: ignore[arg-type]
+        z = self.shift_score(d)  # type: ignore[arg-type]
         pct = {k: self.percentile(k, d[k]) for k in ("aleatoric", "epistemic", "total")}
-        zpct = self.percentile("z", z)
         reports = []
         for i in range(len(p)):
             order = np.argsort(-mean[i])
@@ -152,12 +285,7 @@ class UncertaintyRouter:
             dist = {lab: round(float(mean[i, j]), 4) for j, lab in enumerate(labels)}
             dec = str(decisions[i])
             if dec == "reject":
-                similar = " of similar ambiguity" if self.shift == "conditional" else ""
-                share = "any" if zpct[i] >= 99.95 else f"{min(zpct[i], 99.0):.0f}% of"
-                reason = (
-                    f"Rejected: the input looks unlike the faces the model was trained on (the ensemble members "
-                    f"disagree more than on {share} validation faces{similar}), so no emotion is reported."
-                )
+                reason = self._why_rejected(d, i)
             elif dec == "ambiguous":
                 reason = (
                     f"Ambiguous: people would likely disagree about this face; it reads as {top} "
@@ -181,12 +309,14 @@ class UncertaintyRouter:
         return reports
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "reject_rate": self.reject_rate, "n_bins": self.n_bins, "shift": self.shift, "state": self._require()}
+        d = {"kind": self.kind, "reject_rate": self.reject_rate, "n_bins": self.n_bins, "shift": self.shift, "state": self._require()}
+        return d if self.selection is None else {**d, "selection": self.selection}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UncertaintyRouter":
         r = cls(reject_rate=float(d["reject_rate"]), n_bins=int(d["n_bins"]), shift=str(d.get("shift", "conditional")))
         r._state = dict(d["state"])
+        r.selection = d.get("selection")
         return r
 
 
@@ -200,8 +330,9 @@ class SingleScoreRouter:
         self.threshold: float | None = None
 
     def fit(self, probs: np.ndarray | Decomposition) -> "SingleScoreRouter":
-        total = _as_decomposition(probs)["total"]
-        self.threshold = float(np.quantile(total, 1 - self.reject_rate))
+        total = np.sort(np.asarray(_as_decomposition(probs)["total"], float))
+        k = conformal_rank(len(total), self.reject_rate)  # the same rule as UAR's
+        self.threshold = float(total[k - 1]) if k <= len(total) else float("inf")
         return self
 
     def score(self, probs: np.ndarray | Decomposition) -> np.ndarray:

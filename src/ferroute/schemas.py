@@ -80,6 +80,8 @@ class ModelInfo(BaseModel):
     labels: list[str]
     thresholds: dict[str, float]
     reject_rate: float
+    reject_score: str
+    guarantee: dict[str, object]
     inference: dict[str, object]
     model_card: Optional[str] = None
     limits: dict[str, float]

@@ -74,12 +74,7 @@ class MicroBatcher:
                     break
                 items.append(item)
                 n += len(item[0])
-            faces = np.concatenate([f for f, _ in items])
-            # pad to a power of two: a few batch shapes keep the kernels' shape caches (and
-            # so the process's memory) from growing with every new request mix
-            size = 1 << (len(faces) - 1).bit_length()
-            if size > len(faces):
-                faces = np.concatenate([faces, np.zeros((size - len(faces), *faces.shape[1:]), faces.dtype)])
+            faces = np.concatenate([f for f, _ in items])  # padded to a few shapes by FERRouter.route_faces
             try:
                 reports = self.fn(faces)
             except Exception as exc:  # hand the failure to every waiting request
@@ -186,6 +181,8 @@ def create_app(
             "labels": list(router.labels),
             "thresholds": router.router.thresholds,
             "reject_rate": router.router.reject_rate,
+            "reject_score": router.router.shift,
+            "guarantee": router.router.guarantee(),
             "inference": how_it_runs(router.ensemble),
             "model_card": card.read_text() if card and card.is_file() else None,
             "limits": {"max_upload_bytes": max_upload, "max_pixels": pixels, "max_files": max_files, "max_body_bytes": limits.max_body_bytes,

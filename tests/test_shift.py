@@ -1,0 +1,80 @@
+"""Shift signals: density scores fitted on training faces, stored as plain numbers."""
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from ferroute.corruptions import corrupt
+from ferroute.nonface import nonface_crops
+from ferroute.shift import FeatureDensity, NotFittedError, PixelStats, energy, fit_signals, load_signals, pixel_stats, save_signals, training_subset
+
+
+def _faces(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:48, :48]
+    out = []
+    for _ in range(n):
+        cy, cx, r = rng.uniform(18, 30), rng.uniform(18, 30), rng.uniform(12, 20)
+        face = 90 + rng.uniform(40, 90) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)) + rng.normal(0, 3, (48, 48))
+        out.append(np.clip(face, 0, 255))
+    return np.stack(out).astype(np.uint8)
+
+
+def test_pixel_stats_flag_noise_blur_and_exposure_not_clean_faces():
+    train, clean = _faces(400, 0), _faces(200, 1)
+    ps = PixelStats().fit(train)
+    base = np.quantile(ps.score(clean), 0.95)
+    for name, sev in (("gaussian_noise", 3), ("brightness", 5), ("contrast", 5)):
+        assert np.mean(ps.score(corrupt(clean, name, sev)) > base) > 0.8, name
+
+
+def test_pixel_stats_shape_and_round_trip(tmp_path):
+    faces = _faces(50)
+    assert pixel_stats(faces).shape == (50, 6)
+    ps = PixelStats().fit(_faces(300))
+    save_signals(tmp_path, {"pixels": ps}, note="test")
+    again = load_signals(tmp_path)["pixels"]
+    np.testing.assert_allclose(again.score(faces), ps.score(faces))
+    assert load_signals(tmp_path / "nowhere") == {}
+    (tmp_path / "shift.json").write_text('{"pixels": {"mean": [1, 2]}}')
+    with pytest.raises(ValueError, match=r"shift.json: damaged shift signals"):
+        load_signals(tmp_path)
+    with pytest.raises(NotFittedError):
+        PixelStats().score(faces)
+
+
+def test_feature_density_is_low_far_from_the_classes():
+    rng = np.random.default_rng(0)
+    means = rng.normal(0, 3, (4, 16))
+    y = rng.integers(0, 4, 2000)
+    f = means[y][:, None, :] + rng.normal(0, 1, (2000, 2, 16))  # (N, M=2, D)
+    fd = FeatureDensity().fit(f, y)
+    near = means[rng.integers(0, 4, 100)][:, None, :] + rng.normal(0, 1, (100, 2, 16))
+    far = near + 8 * rng.normal(size=(100, 1, 16))
+    assert np.mean(fd.score(far) > fd.score(near)) > 0.95
+    again = FeatureDensity.from_arrays(fd.to_arrays())
+    np.testing.assert_allclose(again.score(near), fd.score(near))
+
+
+def test_energy_is_minus_logsumexp_averaged_over_members():
+    lg = np.random.default_rng(1).normal(size=(7, 3, 8))
+    np.testing.assert_allclose(energy(lg), -logsumexp(lg, axis=-1).mean(1))
+
+
+def test_signals_are_fitted_on_a_fixed_training_subset():
+    labels = np.r_[np.full(50, -1), np.arange(500) % 8]
+    idx = training_subset(labels, n=100)
+    assert len(idx) == 100 and np.all(labels[idx] >= 0) and np.array_equal(idx, training_subset(labels, n=100))
+    sig = fit_signals(("pixels",), _faces(550), labels)
+    assert set(sig) == {"pixels"}
+    with pytest.raises(ValueError, match="unknown input signal"):
+        fit_signals(("density",), _faces(10), np.zeros(10))
+
+
+def test_nonface_crops_are_deterministic_and_varied():
+    a, kinds = nonface_crops(120, seed=3)
+    b, _ = nonface_crops(120, seed=3)
+    assert a.shape == (120, 48, 48) and a.dtype == np.uint8
+    np.testing.assert_array_equal(a, b)
+    assert {k: kinds.count(k) for k in set(kinds)} == {"photo": 60, "drawing": 20, "text": 20, "noise": 20}
+    assert len({x.tobytes() for x in a}) == 120 and a.std(axis=(1, 2)).min() >= 0

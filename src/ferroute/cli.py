@@ -312,7 +312,9 @@ def evaluate(
         if router is not None:  # thresholds fitted under other arithmetic: refit them, same settings
             from .routing import UncertaintyRouter
 
+            chosen = router.selection
             router = UncertaintyRouter(reject_rate=router.reject_rate, n_bins=router.n_bins, shift=router.shift)
+            router.selection = chosen  # the same score, refitted: its record still holds
     ldl_dir = ldl or default_ldl_dir(model_dir)
     try:
         ldl_model = Ensemble.load(ldl_dir).to(dev) if (ldl_dir / "config.json").is_file() else None

@@ -41,7 +41,13 @@ from ferroute.evaluation import auroc, kept_at_rate
 from ferroute.nonface import nonface_crops
 from ferroute.pipeline import default_model_dir
 from ferroute.routing import UncertaintyRouter, conformal_rank
-from ferroute.shift import FeatureDensity, PixelStats, energy, save_signals, training_subset
+from ferroute.shift import (
+    FeatureDensity,
+    PixelStats,
+    energy,
+    save_signals,
+    training_subset,
+)
 from ferroute.uncertainty import decompose
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"

@@ -6,7 +6,17 @@ from scipy.special import logsumexp
 
 from ferroute.corruptions import corrupt
 from ferroute.nonface import nonface_crops
-from ferroute.shift import FeatureDensity, NotFittedError, PixelStats, energy, fit_signals, load_signals, pixel_stats, save_signals, training_subset
+from ferroute.shift import (
+    FeatureDensity,
+    NotFittedError,
+    PixelStats,
+    energy,
+    fit_signals,
+    load_signals,
+    pixel_stats,
+    save_signals,
+    training_subset,
+)
 
 
 def _faces(n: int, seed: int = 0) -> np.ndarray:

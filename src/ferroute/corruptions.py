@@ -26,10 +26,10 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -196,8 +196,9 @@ def snow(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
 def _frost_textures() -> tuple[np.ndarray, ...]:
     """The five frost photos the reference draws from, gray, enlarged by 1.1 (bicubic) as
     the reference enlarges them for any image smaller than the photo."""
-    import cv2
     from importlib import resources
+
+    import cv2
 
     base = resources.files("ferroute") / "assets" / "frost"
     out = []

@@ -40,7 +40,7 @@ from ferroute.ensemble import Ensemble
 from ferroute.evaluation import auroc, kept_at_rate
 from ferroute.nonface import nonface_crops
 from ferroute.pipeline import default_model_dir
-from ferroute.routing import UncertaintyRouter, conformal_rank
+from ferroute.routing import UncertaintyRouter, conformal_rank, percentile_in
 from ferroute.shift import (
     FeatureDensity,
     PixelStats,
@@ -64,11 +64,12 @@ def signals(ens: Ensemble, faces: np.ndarray, router: UncertaintyRouter, density
 
 
 def union(parts: tuple[str, ...], cal: dict[str, np.ndarray]):
-    """Reject when any part is unusual: the largest of the parts' calibration percentiles."""
+    """Reject when any part is unusual: the largest of the parts' calibration percentiles
+    (the router's union rule, on any parts, shippable or not)."""
     refs = {p: np.sort(cal[p]) for p in parts}
 
     def score(s: dict[str, np.ndarray]) -> np.ndarray:
-        return np.max([np.searchsorted(refs[p], s[p], side="right") / len(refs[p]) for p in parts], axis=0)
+        return np.max([percentile_in(refs[p], s[p]) for p in parts], axis=0)
 
     return score
 

@@ -319,13 +319,13 @@ def spatter(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     )[s - 1]
     liquid = _gauss(rng.normal(loc=loc, scale=scale, size=x.shape), sigma)
     liquid[liquid < thr] = 0
-    out = np.empty_like(x)
     if mud:  # mud: opaque brown blots
         m = _gauss((liquid > thr).astype(np.float64), strength)
         m[m < 0.8] = 0
         return x * (1 - m) + m * float(np.array([63, 42, 20]) / 255.0 @ _LUMA)
     water = (np.array([238, 238, 175]) / 255.0)  # pale turquoise, in the channel order the reference ends with
     ker = np.array([[-2, -1, 0], [-1, 1, 1], [0, 1, 2]])
+    out = np.empty_like(x)
     for i in range(len(x)):  # water: bright drops with shaded edges (OpenCV, as the reference)
         layer = (liquid[i] * 255).astype(np.uint8)
         dist = cv2.distanceTransform(255 - cv2.Canny(layer, 50, 150), cv2.DIST_L2, 5)

@@ -227,7 +227,7 @@ def evaluate(
         p = infer(ensemble, sets[key])
         d = decomposed(p, sets[key])
         s = {"epistemic": d["epistemic"], "aleatoric": d["aleatoric"], "total": d["total"], "uar": router.shift_score(d)}
-        rejected[key] = float(np.mean(router.decide(d) == "reject"))
+        rejected[key] = float(np.mean(router.decide(d, score=s["uar"]) == "reject"))
         if ldl is not None:
             s["ldl"] = entropy(infer(ldl, sets[key])[:, 0])
         scores[key] = s
@@ -272,7 +272,7 @@ def evaluate(
         "kept_ambiguous_uar": table["kept_ambiguous_paper"],
         "kept_clean": table["kept_clean_paper"],
     }
-    decisions = router.decide(dt)
+    decisions = router.decide(dt, score=z_clean)
     guarantee = router.guarantee()
     clean_rejected = float(np.mean(decisions == "reject"))
     deployed = {
@@ -280,7 +280,7 @@ def evaluate(
         "guarantee": guarantee,
         "clean_rejected": clean_rejected,
         "clean_rejected_within_promise": clean_rejected <= guarantee.get("reject_rate_upper_95", router.reject_rate),
-        "clean_shares": {k: float(np.mean(decisions == k)) for k in ("accept", "ambiguous", "reject")},
+        "clean_shares": _shares(decisions),
         "ood_rejected": float(np.mean([rejected[(nm, sev_max)] for nm in names])),
         "ood_rejected_per_corruption": {nm: rejected[(nm, sev_max)] for nm in names},
         "ood_rejected_by_severity": {str(sv): float(np.mean([rejected[(nm, sv)] for nm in names])) for sv in severities},
@@ -312,8 +312,7 @@ def evaluate(
     if router.selection is not None:
         report["selection"] = router.selection
     t1 = time.time()
-    report["generalization"] = _generalization(lambda f: router.decide(decomposed(infer(ensemble, f), f)),
-                                               lambda f: infer(ensemble, f).mean(1), ckplus)
+    report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus)
     timings["generalization_s"] = time.time() - t1
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)
@@ -341,13 +340,14 @@ def _shares(decisions: np.ndarray) -> dict[str, float]:
     return {k: float(np.mean(decisions == k)) for k in ("accept", "ambiguous", "reject")}
 
 
-def _generalization(decide: Any, mean_probs: Any, ckplus: LabelledFaces | None) -> dict[str, Any]:
+def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None) -> dict[str, Any]:
     """Beyond FERPlus: what the router does with 48x48 non-face crops, and, with CK+, accuracy
-    (per image and per subject, averaged over subjects) and decision shares."""
+    (per image and per subject, averaged over subjects) and decision shares. ``probs_of(faces)``
+    runs the ensemble ``(N, M, C)``; ``decide(probs, faces)`` the router."""
     from .nonface import nonface_crops
 
     crops, kinds = nonface_crops()
-    dec = decide(crops)
+    dec = decide(probs_of(crops), crops)
     kinds_arr = np.asarray(kinds)
     out: dict[str, Any] = {
         "nonface_rejected": float(np.mean(dec == "reject")),
@@ -356,9 +356,9 @@ def _generalization(decide: Any, mean_probs: Any, ckplus: LabelledFaces | None) 
         "n_nonface": len(crops),
     }
     if ckplus is not None:
-        pred = mean_probs(ckplus.images).argmax(-1)
-        right = pred == ckplus.labels
-        dec = decide(ckplus.images)
+        probs = probs_of(ckplus.images)  # once: for the accuracy and the decisions
+        right = probs.mean(1).argmax(-1) == ckplus.labels
+        dec = decide(probs, ckplus.images)
         kept = dec != "reject"
         out.update({
             "ckplus_accuracy": float(right.mean()),

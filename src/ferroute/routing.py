@@ -53,6 +53,13 @@ def conformal_rank(n: int, alpha: float) -> int:
     return min(int(np.ceil((n + 1) * (1 - alpha) - 1e-9)), n + 1)
 
 
+def percentile_in(sorted_reference: Any, values: np.ndarray) -> np.ndarray:
+    """Share (0-1) of a sorted reference at or below each of ``values``: the scale on which
+    a union compares its parts, and the percentiles a report shows."""
+    ref = np.asarray(sorted_reference, float)
+    return np.searchsorted(ref, np.asarray(values, float), side="right") / len(ref)
+
+
 def beta_ppf(q: float, a: int, b: int) -> float:
     """Quantile of Beta(a, b) for integer a, b >= 1, by bisection on its binomial form
     ``P(Beta(a, b) <= t) = P(Binomial(a + b - 1, t) >= a)``. ``scipy.stats.beta.ppf`` gives
@@ -201,27 +208,28 @@ class UncertaintyRouter:
             return (le - np.interp(a, st["centers"], st["mu"])) / np.interp(a, st["centers"], st["sd"])
         return np.asarray(d[name], float)
 
+    def _part_percentiles(self, d: Any) -> dict[str, np.ndarray]:
+        """Each part's percentile (0-1) among the validation faces it was learned on, ``(B,)``
+        each: what a union compares. ``{part: percentile of the score}`` for a single part."""
+        st = self._require()
+        if len(self.parts) == 1:
+            return {self.parts[0]: self.percentile("z", self._part(self.parts[0], d)) / 100}
+        return {p: percentile_in(st["union_reference"][p], self._part(p, d)) for p in self.parts}
+
     def shift_score(self, probs: np.ndarray | Decomposition) -> np.ndarray:
         """Shift score ``(B,)``, higher = less like training faces: one part's value, or for a
         union the largest of its parts' percentiles (0-1) among validation faces."""
-        st = self._require()
+        self._require()
         d = self._signals(probs)
         if len(self.parts) == 1:
             return self._part(self.parts[0], d)
-        refs = st["union_reference"]
-        return np.max([np.searchsorted(refs[p], self._part(p, d), side="right") / len(refs[p]) for p in self.parts], axis=0)
+        return np.max(list(self._part_percentiles(d).values()), axis=0)
 
-    def _why_rejected(self, d: Any, i: int) -> str:
-        """Why input ``i`` is rejected, in words: which part of the shift score is unusual."""
-        st = self._require()
-        if len(self.parts) > 1:
-            refs = st["union_reference"]
-            pcts = {p: np.searchsorted(refs[p], self._part(p, d)[i : i + 1], side="right")[0] / len(refs[p]) for p in self.parts}
-            part = max(pcts, key=pcts.get)  # type: ignore[arg-type]
-            pct = 100 * pcts[part]
-        else:
-            part = self.parts[0]
-            pct = float(self.percentile("z", self.shift_score(d)[i : i + 1])[0])
+    def _why_rejected(self, pcts: dict[str, np.ndarray], i: int) -> str:
+        """Why input ``i`` is rejected, in words, from :meth:`_part_percentiles` of its batch:
+        which part of the shift score is unusual."""
+        part = max(pcts, key=lambda p: pcts[p][i])
+        pct = 100 * float(pcts[part][i])
         than = "any validation face" if pct >= 99.95 else f"{min(pct, 99.0):.0f}% of validation faces"
         if part == "pixels":
             return (f"Rejected: the image itself is unlike the faces the model was trained on (its blur, noise, contrast or "
@@ -242,28 +250,30 @@ class UncertaintyRouter:
         if c is None:  # calibrated before conformal thresholds (a plain quantile)
             return {"reject_rate": self.reject_rate, "kind": "empirical quantile", "n": len(st["z_reference"])}
         n, k = c["n"], c["rank"]
+        expected = (n + 1 - k) / (n + 1)
+        upper = beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0
         return {
             "kind": "split-conformal",
             "reject_rate": self.reject_rate,
             "n_calibration": n,
-            "reject_rate_expected": (n + 1 - k) / (n + 1),
-            "reject_rate_upper_95": beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0,
+            "reject_rate_expected": expected,
+            "reject_rate_upper_95": upper,
             "statement": (f"A face drawn like the {n} clean FERPlus validation faces is rejected with probability at most "
-                          f"{self.reject_rate:.0%} (exactly {(n + 1 - k) / (n + 1):.2%} on average over calibration sets); with 95 % "
-                          f"confidence this calibration rejects at most {beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0:.2%} of such faces. "
+                          f"{self.reject_rate:.0%} (exactly {expected:.2%} on average over calibration sets); with 95 % "
+                          f"confidence this calibration rejects at most {upper:.2%} of such faces. "
                           "Faces unlike FERPlus's (other cameras, framing, populations) carry no such promise."),
         }
 
     def percentile(self, name: str, values: np.ndarray) -> np.ndarray:
         """Percentile (0-100) of ``values`` among validation faces for score ``name``."""
-        ref = np.asarray(self._require()[f"{name}_reference"])
-        return 100.0 * np.searchsorted(ref, np.asarray(values, float), side="right") / len(ref)
+        return 100.0 * percentile_in(self._require()[f"{name}_reference"], values)
 
-    def decide(self, probs: np.ndarray | Decomposition) -> np.ndarray:
-        """Decisions ``(B,)`` of ``'accept' | 'ambiguous' | 'reject'``."""
+    def decide(self, probs: np.ndarray | Decomposition, score: np.ndarray | None = None) -> np.ndarray:
+        """Decisions ``(B,)`` of ``'accept' | 'ambiguous' | 'reject'``; ``score``: the
+        :meth:`shift_score` of the same inputs when the caller has it already."""
         st = self._require()
         d = self._signals(probs)
-        z = self.shift_score(d)
+        z = self.shift_score(d) if score is None else score
         out = np.where(np.asarray(d["aleatoric"]) > st["aleatoric_threshold"], "ambiguous", "accept").astype(object)
         out[z > st["z_threshold"]] = "reject"
         return out
@@ -275,9 +285,10 @@ class UncertaintyRouter:
         p = np.asarray(probs, float)
         d: dict[str, np.ndarray] = {**decompose(p), **(signals or {})}
         mean = p.mean(axis=1)
-        decisions = self.decide(d)  # type: ignore[arg-type]
         z = self.shift_score(d)  # type: ignore[arg-type]
+        decisions = self.decide(d, score=z)  # type: ignore[arg-type]
         pct = {k: self.percentile(k, d[k]) for k in ("aleatoric", "epistemic", "total")}
+        part_pct = self._part_percentiles(d) if np.any(decisions == "reject") else {}
         reports = []
         for i in range(len(p)):
             order = np.argsort(-mean[i])
@@ -285,7 +296,7 @@ class UncertaintyRouter:
             dist = {lab: round(float(mean[i, j]), 4) for j, lab in enumerate(labels)}
             dec = str(decisions[i])
             if dec == "reject":
-                reason = self._why_rejected(d, i)
+                reason = self._why_rejected(part_pct, i)
             elif dec == "ambiguous":
                 reason = (
                     f"Ambiguous: people would likely disagree about this face; it reads as {top} "

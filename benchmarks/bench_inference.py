@@ -39,7 +39,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from ferroute.backbones import create_backbone, fast_bf16, int8_supported
-from ferroute.ensemble import TTA_VIEWS, Ensemble, preprocess
+from ferroute.ensemble import TTA_VIEWS, Ensemble, RunOptions, preprocess
 from ferroute.pipeline import FERRouter, resolve_model_dir
 
 
@@ -114,7 +114,7 @@ def one_chunk_at_a_time(model: Ensemble, on: bool = True) -> Iterator[None]:
     if not on:
         yield
         return
-    model.chunks_side_by_side = False
+    model.configure(side_by_side=False)
     try:
         yield
     finally:
@@ -137,7 +137,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
         q8 = copy.deepcopy(ens)
         try:
             if q8.is_quantized:
-                q8.set_precision("int8")  # the model's own scales
+                q8.configure(precision="int8")  # the model's own scales
             else:  # scales fitted on random faces: the speed does not depend on them
                 q8.quantize(np.random.default_rng(1).integers(0, 256, (256, 48, 48), dtype=np.uint8))
         except ValueError:  # not a CNN ensemble: no int8 rows
@@ -159,16 +159,16 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 ``sequential``: its chunks one after the other on torch's threads, as before the
                 chunks ran side by side on threads of their own."""
                 def run():
-                    ens.set_tta(product_tta)
-                    ens.set_precision(precision)
-                    ens.set_compile("on" if compiled else "off")
+                    ens.configure(tta=product_tta)
+                    ens.configure(precision=precision)
+                    ens.configure(compile="on" if compiled else "off")
                     try:
                         with one_chunk_at_a_time(ens, sequential):
                             return ens.predict_proba(faces, batch_size=batch)
                     finally:
-                        ens.set_tta("none")
-                        ens.set_precision("fp32")
-                        ens.set_compile("auto")
+                        ens.configure(tta="none")
+                        ens.configure(precision="fp32")
+                        ens.configure(compile="auto")
                 return run
 
             def q8_product(faces=faces, sequential: bool = False):
@@ -177,13 +177,13 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                         return q8.predict_proba(faces, batch_size=batch)
                 return run
 
-            side_by_side = ens._cpu_workers(batch, ens.forward_chunk, torch.device("cpu")) > 1  # where predict_proba runs chunks on threads
+            side_by_side = ens.runtime._cpu_workers(batch, ens.forward_chunk, torch.device("cpu")) > 1  # where predict_proba runs chunks on threads
 
             def graph(precision: str, compiled: bool, x=x):
                 """The inference graph (BatchNorm folded, weights in the compute dtype), eager or compiled."""
-                ens.set_precision(precision)
-                g = ens.inference_graph("cpu", compiled=compiled)
-                ens.set_precision("fp32")
+                ens.configure(precision=precision)
+                g = ens.runtime.inference_graph("cpu", compiled=compiled)
+                ens.configure(precision="fp32")
                 return lambda: g(x)
 
             def in_bf16(fn):
@@ -195,7 +195,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
             cases = {
                 ("torch", "one member"): (lambda: member(x), f_member),
                 ("torch", "member loop"): (lambda: ens.forward_loop(x), f_ens),
-                ("torch", "fused (stacked)"): (lambda: ens.forward_stacked(x), f_ens),
+                ("torch", "fused (stacked)"): (lambda: ens.runtime.forward_stacked(x), f_ens),
                 ("torch", "inference graph"): (graph("fp32", False), f_ens),
             }
             if batch > 1:
@@ -216,10 +216,10 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 if batch >= 256:  # predict_proba compiles its 64-face chunks: only full chunks run compiled
                     cases[("torch bf16", f"predict_proba, tta={product_tta}, compiled")] = (product("bf16", True), f_ens * views)
             if q8 is not None:  # measured against the int8 matmul rate
-                q8.set_tta("none")
-                g8 = q8.inference_graph("cpu")
+                q8.configure(tta="none")
+                g8 = q8.runtime.inference_graph("cpu")
                 cases[("torch int8", "inference graph")] = (lambda g8=g8, x=x: g8(x), f_ens)
-                q8.set_tta(product_tta)
+                q8.configure(tta=product_tta)
                 cases[("torch int8", f"predict_proba, tta={product_tta}")] = (q8_product(), f_ens * views)
                 if side_by_side:
                     cases[("torch int8", f"predict_proba, tta={product_tta}, one chunk at a time")] = (q8_product(sequential=True), f_ens * views)
@@ -345,8 +345,8 @@ def cuda_rows(ens: Ensemble, smoke: bool = False, budget_s: float = 360.0, extra
         torch.manual_seed(k)
         m, dcfg = create_backbone("dinov2_s14", input_size=size, **kw)
         members.append(m)
-    dino = Ensemble(members, dcfg, fused="loop").to(device)
-    dino.set_precision("bf16")
+    dino = Ensemble(members, dcfg, options=RunOptions(fused="loop")).to(device)
+    dino.configure(precision="bf16")
     dino_bf16 = copy.deepcopy(dino).to(dtype)
     x = torch.randn(dbatch, 3, size, size, device=device)
     dname = "dinov2_s14 x5 (random init)"
@@ -354,19 +354,19 @@ def cuda_rows(ens: Ensemble, smoke: bool = False, budget_s: float = 360.0, extra
              (dname, "member loop, bf16 weights", dino_bf16.forward_loop, x.to(dtype)),
              (dname, "inference graph, bf16 (product path)", dino, x)]  # Ensemble.forward
     if not smoke:
-        graph = dino.inference_graph(device)
-        cases += [(dname, "inference graph, bf16, compiled", dino.inference_graph(device, compiled=True), x),
+        graph = dino.runtime.inference_graph(device)
+        cases += [(dname, "inference graph, bf16, compiled", dino.runtime.inference_graph(device, compiled=True), x),
                   (dname, "graph members compiled one by one", _CompiledMembers(list(graph.members)), x.to(dtype))]
     f_dino = flops_per_face(dino.members[0], x[:1]) * dino.num_members
 
     e = ens.to(device)
-    e.set_precision("bf16")
+    e.configure(precision="bf16")
     ename = f"{ens.config.name} x{ens.num_members} (this model)"
     for batch in (8,) if smoke else (256, 4096):
         xe = torch.randn(batch, ens.config.in_chans, ens.config.input_size, ens.config.input_size, device=device)
-        cases.append((ename, "inference graph, bf16", e.inference_graph(device), xe))
+        cases.append((ename, "inference graph, bf16", e.runtime.inference_graph(device), xe))
         if not smoke:
-            cases.append((ename, "inference graph, bf16, compiled", e.inference_graph(device, compiled=True), xe))
+            cases.append((ename, "inference graph, bf16, compiled", e.runtime.inference_graph(device, compiled=True), xe))
     f_ens = flops_per_face(ens.members[0], xe[:1]) * ens.num_members
 
     best: list = [0.0, None]
@@ -414,8 +414,8 @@ def cuda_rows(ens: Ensemble, smoke: bool = False, budget_s: float = 360.0, extra
 
     # the product path: predict_proba on uint8 faces (preprocess, to the GPU, TTA, back to numpy)
     faces = np.random.default_rng(0).integers(0, 256, (64 if smoke else 16384, 48, 48), dtype=np.uint8)
-    e.set_precision(product_precision)
-    e.set_tta(product_tta)
+    e.configure(precision=product_precision)
+    e.configure(tta=product_tta)
     views = len(TTA_VIEWS[product_tta])
     for bs in (16,) if smoke else (256, 4096):
         if time.perf_counter() - t_start > budget_s + 60:
@@ -426,14 +426,14 @@ def cuda_rows(ens: Ensemble, smoke: bool = False, budget_s: float = 360.0, extra
         rows.append(r)
         _print_row(r)
     ref = copy.deepcopy(ens).to("cpu")
-    ref.set_precision("fp32")
-    ref.set_tta(product_tta)
+    ref.configure(precision="fp32")
+    ref.configure(tta=product_tta)
     dp = float(np.abs(e.predict_proba(faces[:512]) - ref.predict_proba(faces[:512])).max())
     print(f"predict_proba on {device} ({product_precision}) vs CPU float32, 512 faces: max |dp| {dp:.4f}", flush=True)
     if extra is not None:
         extra[f"{device}_vs_cpu_fp32_max_abs_dp"] = dp
-    e.set_tta("none")
-    e.set_precision("fp32")
+    e.configure(tta="none")
+    e.configure(precision="fp32")
     ens.to("cpu")
     return rows
 
@@ -476,8 +476,8 @@ def main() -> None:
 
     ens = Ensemble.load(args.model)
     product_tta, product_precision = ens.tta, ens.precision
-    ens.set_precision("fp32")  # bf16 rows wrap their own autocast
-    ens.set_tta("none")  # the mode rows compare one view; the product row adds the TTA views
+    ens.configure(precision="fp32")  # bf16 rows wrap their own autocast
+    ens.configure(tta="none")  # the mode rows compare one view; the product row adds the TTA views
     onnx_path = None
     if not args.no_onnx:
         from ferroute.export import export_onnx

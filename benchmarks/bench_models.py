@@ -58,7 +58,7 @@ def main() -> None:
         if precision == "int8":
             ens.quantize(calibration())
         elif precision:
-            ens.set_precision(precision)
+            ens.configure(precision=precision)
     for arch in args.arch:
         options, _, precision = arch.partition(":")
         kwargs = {k: [int(n) for n in v.split("-")] if "-" in v else int(v) for k, v in (kv.split("=") for kv in options.split(","))}
@@ -67,7 +67,7 @@ def main() -> None:
         if precision == "int8":
             ens.quantize(calibration())
     for ens in models.values():
-        ens.set_compile("on")
+        ens.configure(compile="on")
         ens.predict_proba(faces)  # compile and warm up outside the timing
     speed = rounds({name: (lambda e=ens: e.predict_proba(faces)) for name, ens in models.items()}, len(faces), args.rounds)
     names = list(models)

@@ -165,10 +165,10 @@ def test_embedded_models_are_chosen_by_name(tmp_path):
 def test_int8_where_the_cpu_cannot_is_a_clear_error(tiny_model_dir, fake_ferplus, tmp_path, monkeypatch):
     import shutil
 
-    from ferroute import backbones, ensemble, runtime
+    from ferroute import backbones, graphs, runtime
 
     monkeypatch.setattr(backbones, "int8_supported", lambda: False)  # an ARM machine, say
-    monkeypatch.setattr(ensemble, "int8_supported", lambda: False)
+    monkeypatch.setattr(graphs, "int8_supported", lambda: False)
     monkeypatch.setattr(runtime, "int8_supported", lambda: False)
     m = tmp_path / "m"
     shutil.copytree(tiny_model_dir, m)
@@ -279,3 +279,10 @@ def test_choices_are_enums_in_help_and_the_replay_command_keeps_plain_values():
     sctx = sub.make_context("train", ["--out", "x", "--target", "majority", "--precision", "fp32"], parent=ctx)
     line = _command_line(sctx)
     assert "--target majority" in line and "--precision fp32" in line and "Target." not in line
+
+
+def test_the_reject_score_choices_are_the_routers():
+    from ferroute.cli.common import Shift
+    from ferroute.routing import UncertaintyRouter
+
+    assert sorted(s.value for s in Shift) == sorted(UncertaintyRouter.SHIFT_SCORES)

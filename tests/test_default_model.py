@@ -120,7 +120,7 @@ def test_bf16_and_fp32_route_real_faces_alike(ferplus_dir):
     out = {}
     for precision in ("fp32", "bf16"):
         r = ferroute.load()
-        r.ensemble.set_precision(precision)
+        r.ensemble.configure(precision=precision)
         out[precision] = (r.ensemble.predict_proba(te.images), [f["decision"] for f in r.route_faces(te.images)])
     diff = np.abs(out["fp32"][0] - out["bf16"][0])
     assert diff.mean() < 0.005 and diff.max() < 0.1
@@ -141,10 +141,11 @@ def test_fast_model_in_int8_routes_real_faces_like_fp32(ferplus_dir):
     for precision in ("fp32", "int8"):
         r = ferroute.load("fast")
         assert r.ensemble.precision == "int8" and r.ensemble.is_quantized  # as shipped
-        r.ensemble.set_precision(precision)
-        assert r.ensemble.uses_int8() == (precision == "int8")
+        r.ensemble.configure(precision=precision)
+        assert r.ensemble.runtime.uses_int8() == (precision == "int8")
         out[precision] = (r.ensemble.predict_proba(te.images), [f["decision"] for f in r.route_faces(te.images)])
     diff = np.abs(out["fp32"][0] - out["int8"][0])
     assert 0 < diff.mean() < 0.01 and diff.max() < 0.2
     agree = np.mean([a == b for a, b in zip(out["fp32"][1], out["int8"][1])])
     assert agree >= 0.95, agree
+

@@ -9,17 +9,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ferroute.backbones import create_backbone
-from ferroute.ensemble import TTA_VIEWS, Ensemble, ModelError, preprocess, view
-from ferroute.runtime import PatchLinear, fold_batchnorm, inference_copy
+from ferroute.ensemble import (
+    TTA_VIEWS,
+    Ensemble,
+    ModelError,
+    RunOptions,
+    preprocess,
+    view,
+)
+from ferroute.graphs import PatchLinear, fold_batchnorm, inference_copy
 
 
-def tiny_ensemble(m=3, width=4, stem_stride=1, stage_convs=None, **kw):
+def tiny_ensemble(m=3, width=4, stem_stride=1, stage_convs=None, meta=None, **options):
     members = []
     for k in range(m):
         torch.manual_seed(k)
         net, cfg = create_backbone("cnn", width=width, depth=2, stem_stride=stem_stride, stage_convs=stage_convs)
         members.append(net)
-    return Ensemble(members, cfg, **kw)
+    return Ensemble(members, cfg, meta=meta, options=RunOptions(**options) if options else None)
 
 
 def tiny_vit_ensemble(m=3, size=28):
@@ -47,7 +54,7 @@ def test_fused_paths_match_the_member_loop(batch, stem_stride, stage_convs):
     ens = trained_like(tiny_ensemble(4, stem_stride=stem_stride, stage_convs=stage_convs))
     x = preprocess(np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8), ens.config)
     with torch.inference_mode():
-        a, b, c = ens.forward_loop(x), ens.forward_vmap(x), ens.forward_stacked(x)
+        a, b, c = ens.forward_loop(x), ens.runtime.forward_vmap(x), ens.runtime.forward_stacked(x)
     assert a.shape == (batch, 4, 8)
     assert (a - b).abs().max().item() <= 1e-5
     assert (a - c).abs().max().item() <= 1e-5
@@ -89,21 +96,21 @@ def test_hflip_tta_averages_the_mirror_and_persists(tmp_path):
     faces = np.random.default_rng(3).integers(0, 256, (4, 48, 48), dtype=np.uint8)
     plain = ens.predict_proba(faces)
     mirror = ens.predict_proba(faces[:, :, ::-1].copy())
-    ens.set_tta("hflip")
+    ens.configure(tta="hflip")
     np.testing.assert_allclose(ens.predict_proba(faces), (plain + mirror) / 2, atol=1e-6)
     ens.save(tmp_path)
     assert Ensemble.load(tmp_path).tta == "hflip"
     with pytest.raises(ValueError, match="tta"):
-        ens.set_tta("rot90")
+        ens.configure(tta="rot90")
 
 
 def test_fused_copies_follow_dtype_and_device_moves():
     ens = tiny_ensemble(2)
     x = preprocess(np.zeros((3, 48, 48), np.uint8), ens.config)
     with torch.inference_mode():
-        ens.forward_stacked(x)
+        ens.runtime.forward_stacked(x)
         ens.to(torch.float64)
-        out = ens.forward_stacked(x.double())
+        out = ens.runtime.forward_stacked(x.double())
     assert out.dtype == torch.float64
 
 
@@ -111,10 +118,10 @@ def test_bf16_precision_is_close_to_fp32_returns_float32_and_persists(tmp_path):
     ens = tiny_ensemble(3)
     faces = np.random.default_rng(4).integers(0, 256, (6, 48, 48), dtype=np.uint8)
     ref = ens.predict_proba(faces)
-    ens.set_precision("bf16")
-    assert ens.uses_bf16("cpu")
+    ens.configure(precision="bf16")
+    assert ens.runtime.uses_bf16("cpu")
     for fused in ("loop", "stacked"):
-        ens.fused = fused
+        ens.configure(fused=fused)
         got = ens.predict_proba(faces)
         assert got.dtype == np.float32
         np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-5)
@@ -122,22 +129,22 @@ def test_bf16_precision_is_close_to_fp32_returns_float32_and_persists(tmp_path):
     ens.save(tmp_path)
     assert Ensemble.load(tmp_path).precision == "bf16"
     assert Ensemble.load(tmp_path).meta["inference"]["precision"] == "bf16"
-    ens.set_precision("fp32")
-    assert not ens.uses_bf16("cpu")
+    ens.configure(precision="fp32")
+    assert not ens.runtime.uses_bf16("cpu")
     np.testing.assert_allclose(ens.predict_proba(faces), ref, atol=1e-6)
     with pytest.raises(ValueError, match="precision"):
-        ens.set_precision("fp16")
+        ens.configure(precision="fp16")
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
     from ferroute import backbones
 
     ens = tiny_ensemble(2)
-    ens.set_precision("auto")
+    ens.configure(precision="auto")
     monkeypatch.setattr(backbones, "fast_bf16", lambda device: False)
-    assert not ens.uses_bf16("cpu")
+    assert not ens.runtime.uses_bf16("cpu")
     monkeypatch.setattr(backbones, "fast_bf16", lambda device: True)
-    assert ens.uses_bf16("cpu")
+    assert ens.runtime.uses_bf16("cpu")
 
 
 def test_shifted_views_average_and_repeat_the_border():
@@ -147,8 +154,8 @@ def test_shifted_views_average_and_repeat_the_border():
     faces = np.random.default_rng(6).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     x = preprocess(faces, ens.config)
     with torch.inference_mode():
-        views = [ens._forward_members(view(x, *v)) for v in ((False, 0, 0), (True, 0, 0), (False, 2, 0), (True, 2, 0))]
-        ens.set_tta("hflip-shift")
+        views = [ens.forward_loop(view(x, *v)) for v in ((False, 0, 0), (True, 0, 0), (False, 2, 0), (True, 2, 0))]
+        ens.configure(tta="hflip-shift")
         got = ens(x)
     torch.testing.assert_close(got, torch.stack(views).mean(0), atol=1e-6, rtol=0)
     shifted = view(x, False, 2, 0)
@@ -175,7 +182,7 @@ def test_folding_batchnorm_into_the_convolutions_keeps_the_outputs(seed, width, 
 @pytest.mark.parametrize("tta,stem_stride", [("none", 1), ("hflip-shift", 1), ("hflip", 2)])
 def test_inference_graph_matches_the_member_loop_over_views(fused, tta, stem_stride):
     ens = trained_like(tiny_ensemble(3, fused=fused, stem_stride=stem_stride))
-    ens.set_tta(tta)
+    ens.configure(tta=tta)
     x = preprocess(np.random.default_rng(5).integers(0, 256, (7, 48, 48), dtype=np.uint8), ens.config)
     with torch.inference_mode():
         ref = torch.stack([ens.forward_loop(view(x, *v)) for v in TTA_VIEWS[tta]]).mean(0)
@@ -190,22 +197,22 @@ def _compile_failures(record):
 
 def test_auto_compile_runs_large_calls_compiled_with_the_eager_results():
     ens = trained_like(tiny_ensemble(2))
-    ens.set_tta("hflip")
-    ens.forward_chunk, ens.compile_min_faces = 8, 16
+    ens.configure(tta="hflip")
+    ens.configure(chunk=8, compile_min_faces=16)
     faces = np.random.default_rng(6).integers(0, 256, (21, 48, 48), dtype=np.uint8)  # 2 full chunks + 5
-    ens.set_compile("off")
+    ens.configure(compile="off")
     eager = ens.predict_proba(faces)
-    ens.set_compile("auto")
+    ens.configure(compile="auto")
     ens.predict_proba(faces[:15])  # below the threshold: nothing compiled
-    assert not ens.is_compiled
+    assert not ens.runtime.is_compiled
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         got = ens.predict_proba(faces)
-    assert not _compile_failures(record) and ens.compile_mode == "auto"
-    assert ens.is_compiled
+    assert not _compile_failures(record) and ens.options.compile == "auto"
+    assert ens.runtime.is_compiled
     np.testing.assert_allclose(got, eager, atol=1e-5)
     ens.train()  # weights may change now: the frozen copies must go
-    assert not ens.is_compiled
+    assert not ens.runtime.is_compiled
 
 
 def test_a_failing_compile_warns_and_runs_eagerly(monkeypatch):
@@ -220,10 +227,10 @@ def test_a_failing_compile_warns_and_runs_eagerly(monkeypatch):
         return call
 
     monkeypatch.setattr(torch, "compile", broken)
-    ens.set_compile("on")
+    ens.configure(compile="on")
     with pytest.warns(UserWarning, match="torch.compile of the ensemble failed.*no C\\+\\+ compiler"):
         got = ens.predict_proba(faces)
-    assert ens.compile_mode == "off" and not ens.is_compiled
+    assert ens.options.compile == "off" and not ens.runtime.is_compiled
     assert callable(ens.compile)  # the setting does not shadow nn.Module.compile
     np.testing.assert_allclose(got, eager, atol=1e-6)
 
@@ -231,19 +238,19 @@ def test_a_failing_compile_warns_and_runs_eagerly(monkeypatch):
 def test_compile_choices_are_checked():
     ens = tiny_ensemble(2)
     with pytest.raises(ValueError, match="compile must be"):
-        ens.set_compile("yes")
+        ens.configure(compile="yes")
     with pytest.raises(ValueError, match="not 'vmap'"):
-        tiny_ensemble(2, fused="vmap").set_compile("on")
+        tiny_ensemble(2, fused="vmap").configure(compile="on")
 
 
 def test_int8_needs_its_scales_then_tracks_fp32_and_persists(tmp_path):
     ens = trained_like(tiny_ensemble(3, width=8))
-    ens.set_tta("hflip")
+    ens.configure(tta="hflip")
     rng = np.random.default_rng(7)
     calib, faces = rng.integers(0, 256, (40, 48, 48), dtype=np.uint8), rng.integers(0, 256, (70, 48, 48), dtype=np.uint8)
     ref = ens.predict_proba(faces)
-    ens.set_precision("int8")
-    assert ens.uses_int8("cpu") and not ens.uses_bf16("cpu") and not ens.is_quantized
+    ens.configure(precision="int8")
+    assert ens.runtime.uses_int8("cpu") and not ens.runtime.uses_bf16("cpu") and not ens.is_quantized
     with pytest.raises(ModelError, match="quantize"):
         ens.predict_proba(faces)  # no activation scales yet: a loud error, not a silent fallback
     ens.quantize(calib)
@@ -259,22 +266,22 @@ def test_int8_needs_its_scales_then_tracks_fp32_and_persists(tmp_path):
     back = Ensemble.load(tmp_path)
     assert back.precision == "int8"
     np.testing.assert_array_equal(back.predict_proba(faces), got)  # rebuilt from the stored scales, no data
-    back.set_precision("fp32")
+    back.configure(precision="fp32")
     np.testing.assert_allclose(back.predict_proba(faces), ref, atol=1e-6)
 
 
 def test_the_callers_meta_is_left_as_given():
     meta = {"inference": {"tta": "hflip", "int8": {"engine": "x86", "activations": {}}}}
     ens = tiny_ensemble(2, meta=meta)
-    ens.set_tta("none")
-    ens.set_precision("fp32")
+    ens.configure(tta="none")
+    ens.configure(precision="fp32")
     assert meta == {"inference": {"tta": "hflip", "int8": {"engine": "x86", "activations": {}}}}
     assert ens.int8_tta == "hflip"
 
 
 def test_int8_scales_know_their_views_and_warn_when_the_views_change(tmp_path):
     ens = trained_like(tiny_ensemble(2, width=8))
-    ens.set_tta("hflip")
+    ens.configure(tta="hflip")
     faces = np.random.default_rng(3).integers(0, 256, (40, 48, 48), dtype=np.uint8)
     ens.quantize(faces)
     ens.save(tmp_path)
@@ -282,7 +289,7 @@ def test_int8_scales_know_their_views_and_warn_when_the_views_change(tmp_path):
     del cfg["meta"]["inference"]["int8"]["tta"]  # as stored before the record named its views
     (tmp_path / "config.json").write_text(json.dumps(cfg))
     back = Ensemble.load(tmp_path)
-    back.set_tta("none")
+    back.configure(tta="none")
     assert back.int8_tta == "hflip"  # the views in force when the scales were stored, not the current ones
     with pytest.warns(UserWarning, match="fitted on test-time augmentation 'hflip'"):
         back.predict_proba(faces)
@@ -296,19 +303,19 @@ def test_int8_scales_know_their_views_and_warn_when_the_views_change(tmp_path):
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_cpu_calls_run_chunks_on_threads_with_the_single_threaded_results(precision):
     ens = trained_like(tiny_ensemble(3, width=8))
-    ens.set_tta("hflip")
-    ens.forward_chunk = 32
+    ens.configure(tta="hflip")
+    ens.configure(chunk=32)
     faces = np.random.default_rng(5).integers(0, 256, (150, 48, 48), dtype=np.uint8)  # 5 chunks, the last one short
     if precision == "int8":
         ens.quantize(faces[:40])
-    ens.set_precision(precision)
+    ens.configure(precision=precision)
     threads, filters = torch.get_num_threads(), list(warnings.filters)
     try:
         torch.set_num_threads(1)
         ref = ens.predict_proba(faces)  # one thread: chunk after chunk
         torch.set_num_threads(2)
         seen: set[str] = set()
-        hook = ens.inference_graph("cpu").register_forward_pre_hook(lambda mod, args: seen.add(threading.current_thread().name))
+        hook = ens.runtime.inference_graph("cpu").register_forward_pre_hook(lambda mod, args: seen.add(threading.current_thread().name))
         got = ens.predict_proba(faces, progress=True)
         hook.remove()
         assert torch.get_num_threads() == 2  # the workers' single-thread setting does not leak out
@@ -320,9 +327,9 @@ def test_cpu_calls_run_chunks_on_threads_with_the_single_threaded_results(precis
     torch.set_num_threads(2)
     try:  # one chunk's worth, or chunks_side_by_side off, runs on torch's own threads, no pool
         seen.clear()
-        hook = ens.inference_graph("cpu").register_forward_pre_hook(lambda mod, args: seen.add(threading.current_thread().name))
+        hook = ens.runtime.inference_graph("cpu").register_forward_pre_hook(lambda mod, args: seen.add(threading.current_thread().name))
         ens.predict_proba(faces[:40])
-        ens.chunks_side_by_side = False
+        ens.configure(side_by_side=False)
         ens.predict_proba(faces)
         hook.remove()
     finally:
@@ -331,7 +338,7 @@ def test_cpu_calls_run_chunks_on_threads_with_the_single_threaded_results(precis
 
 
 def test_quieting_quantization_notices_is_thread_safe():
-    from ferroute.runtime import _quiet_quantization
+    from ferroute.graphs import _quiet_quantization
 
     inside = threading.Barrier(4)
     counts = []
@@ -362,7 +369,7 @@ def test_int8_is_refused_where_it_cannot_run(tmp_path):
     net, cfg = create_backbone("efficientnet_lite0", pretrained=False)
     ens = Ensemble([net], cfg)
     with pytest.raises(ValueError, match="int8 needs CNN members"):
-        ens.set_precision("int8")
+        ens.configure(precision="int8")
     cnn = tiny_ensemble(2)
     cnn.quantize(np.zeros((4, 48, 48), np.uint8))
     cnn.meta["inference"]["int8"]["activations"].pop("quant")
@@ -374,18 +381,18 @@ def test_int8_is_refused_where_it_cannot_run(tmp_path):
 
 
 def test_int8_falls_back_to_auto_without_the_x86_engine(monkeypatch):
-    from ferroute import backbones, ensemble
+    from ferroute import backbones, runtime
 
     ens = tiny_ensemble(2)
     faces = np.random.default_rng(3).integers(0, 256, (5, 48, 48), dtype=np.uint8)
     ens.quantize(faces)
     monkeypatch.setattr(backbones, "int8_supported", lambda: False)  # an ARM laptop, say
-    monkeypatch.setattr(ensemble, "int8_supported", lambda: False)
+    monkeypatch.setattr(runtime, "int8_supported", lambda: False)
     monkeypatch.setattr(backbones, "fast_bf16", lambda device: False)
-    assert ens.precision == "int8" and not ens.uses_int8("cpu") and not ens.uses_bf16("cpu")
-    ens.set_precision("fp32")
+    assert ens.precision == "int8" and not ens.runtime.uses_int8("cpu") and not ens.runtime.uses_bf16("cpu")
+    ens.configure(precision="fp32")
     ref = ens.predict_proba(faces)
-    ens.set_precision("int8")
+    ens.configure(precision="int8")
     np.testing.assert_allclose(ens.predict_proba(faces), ref, atol=1e-6)  # float32, as 'auto' is here
 
 
@@ -417,14 +424,14 @@ def test_inference_copy_rewrites_only_patchifying_convolutions():
 @pytest.mark.parametrize("tta", ["none", "hflip"])
 def test_vit_ensembles_run_the_inference_graph_with_the_loop_results(tta):
     ens = tiny_vit_ensemble(3)
-    ens.set_tta(tta)
+    ens.configure(tta=tta)
     x = torch.randn(5, 3, 28, 28)
     with torch.inference_mode():
         ref = torch.stack([ens.forward_loop(view(x, *v)) for v in TTA_VIEWS[tta]]).mean(0)
         got = ens(x)
-    assert ens._graphs and got.shape == (5, 3, 8) and got.dtype == torch.float32
+    assert ens.runtime._graphs and got.shape == (5, 3, 8) and got.dtype == torch.float32
     assert (got - ref).abs().max().item() <= 1e-5
-    ens.set_precision("bf16")  # weights in bf16, probabilities still float32
+    ens.configure(precision="bf16")  # weights in bf16, probabilities still float32
     with torch.inference_mode():
         low = ens(x)
     assert low.dtype == torch.float32 and (low - ref).abs().max().item() <= 0.05
@@ -432,27 +439,27 @@ def test_vit_ensembles_run_the_inference_graph_with_the_loop_results(tta):
 
 def test_vit_ensembles_compile_with_the_eager_results():
     ens = tiny_vit_ensemble(2)
-    ens.forward_chunk, ens.compile_min_faces = 8, 16
+    ens.configure(chunk=8, compile_min_faces=16)
     faces = np.random.default_rng(8).integers(0, 256, (19, 48, 48), dtype=np.uint8)
-    ens.set_compile("off")
+    ens.configure(compile="off")
     eager = ens.predict_proba(faces)
-    ens.set_compile("auto")
+    ens.configure(compile="auto")
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
         got = ens.predict_proba(faces)
-    assert not _compile_failures(record) and ens.is_compiled
+    assert not _compile_failures(record) and ens.runtime.is_compiled
     np.testing.assert_allclose(got, eager, atol=1e-5)
 
 
 def test_embed_gives_the_members_probabilities_features_and_logits():
     ens = tiny_ensemble(3)
-    ens.set_tta("hflip")
+    ens.configure(tta="hflip")
     faces = np.random.default_rng(0).integers(0, 256, (10, 48, 48), dtype=np.uint8)
     em = ens.embed(faces, batch_size=4)
     assert em.probs.shape == (10, 3, 8) and em.logits.shape == (10, 3, 8) and em.features.shape[:2] == (10, 3)
     np.testing.assert_allclose(em.probs, ens.predict_proba(faces), atol=2e-2)  # bf16 here and there on some CPUs
     with torch.no_grad():  # one view: the logits are the member's own
-        ens.set_tta("none")
+        ens.configure(tta="none")
         x = preprocess(faces[:2], ens.config)
         one = ens.embed(faces[:2])
         np.testing.assert_allclose(one.logits[:, 0], ens.members[0].eval()(x).numpy(), atol=5e-2)

@@ -2,84 +2,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from scipy.stats import rankdata, spearmanr
-from sklearn.metrics import roc_auc_score
 
-from ferroute.evaluation import (
-    _resampled_ranks,
-    auroc,
-    evaluate,
-    kept_at_rate,
-    kept_ratio_ci,
-    routing_table,
-    spearman_ci,
-)
-
-
-def test_kept_at_rate_matches_rate_exactly():
-    rng = np.random.default_rng(0)
-    ood = rng.normal(2, 1, 10_000)
-    for r in (0.5, 0.9, 0.95):
-        # in-distribution copy of the OOD scores: keeps exactly 1 - r of them
-        assert kept_at_rate(ood, ood, r) == pytest.approx(1 - r, abs=2e-3)
-
-
-def test_kept_at_rate_splits_ties():
-    ood = np.r_[np.zeros(50), np.ones(50)]
-    assert kept_at_rate(np.array([1.0]), ood, 0.25) == pytest.approx(0.5)
-    assert kept_at_rate(np.array([0.6]), ood, 0.5) == pytest.approx(0.0)
-    assert kept_at_rate(np.array([0.4]), ood, 0.5) == pytest.approx(1.0)
-
-
-def test_routing_table_and_ratio_ci():
-    rng = np.random.default_rng(1)
-    n = 300
-    amb = np.arange(n) < 100
-    a_clean = rng.normal(0, 1, n)
-    b_clean = a_clean + amb * 2.0  # method b scores ambiguous faces higher: rejects them
-    ood = rng.normal(2, 1, (3, n))
-    t = routing_table({"a": (a_clean, ood.ravel()), "b": (b_clean, ood.ravel())}, amb, rates=(0.9,))
-    assert t["kept_ambiguous_a"]["0.9"] > t["kept_ambiguous_b"]["0.9"]
-    lo, hi = kept_ratio_ci(a_clean, ood, b_clean, ood, amb, 0.9, n_boot=100)
-    ratio = t["kept_ambiguous_a"]["0.9"] / t["kept_ambiguous_b"]["0.9"]
-    assert lo < ratio < hi
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(0, 6), min_size=2, max_size=40), st.integers(1, 5), st.integers(0, 2**31))
-def test_resampled_ranks_are_scipys_average_ranks(values, b, seed):
-    v = np.asarray(values, float) / 3  # few distinct values: many ties
-    i = np.random.default_rng(seed).integers(0, len(v), (b, len(v)))
-    code = np.unique(v, return_inverse=True)[1]
-    np.testing.assert_allclose(_resampled_ranks(code, i), rankdata(v[i], axis=1), rtol=0, atol=1e-12)
-
-
-def test_spearman_ci_matches_spearmanr_on_each_resample():
-    rng = np.random.default_rng(3)
-    x = rng.integers(0, 9, 300).astype(float)  # ties on both sides
-    y = x + rng.integers(0, 5, 300)
-    rho, ci = spearman_ci(x, y, n_boot=150, seed=7)
-    draws = np.random.default_rng(7)
-    boots = [spearmanr(x[i], y[i]).statistic for i in (draws.integers(0, 300, 300) for _ in range(150))]
-    assert rho == pytest.approx(spearmanr(x, y).statistic)
-    np.testing.assert_allclose(ci, np.percentile(boots, [2.5, 97.5]), rtol=0, atol=1e-12)
-
-
-@settings(max_examples=50, deadline=None)
-@given(st.lists(st.integers(0, 5), min_size=1, max_size=30), st.lists(st.integers(0, 5), min_size=1, max_size=30))
-def test_auroc_is_sklearns(clean, shifted):
-    c, s = np.asarray(clean, float) / 7, np.asarray(shifted, float) / 7  # ties within and across the sets
-    expected = roc_auc_score(np.r_[np.zeros(len(c)), np.ones(len(s))], np.r_[c, s])
-    assert auroc(c, s) == pytest.approx(expected, abs=1e-12)
-
-
-def test_spearman_ci_brackets_estimate():
-    rng = np.random.default_rng(2)
-    x = rng.normal(size=400)
-    rho, (lo, hi) = spearman_ci(x, x + rng.normal(size=400), n_boot=200)
-    assert lo < rho < hi and 0.5 < rho < 0.9
+from ferroute.evaluation import evaluate
 
 
 def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
@@ -139,14 +63,14 @@ def test_an_int8_ensemble_with_a_baseline_that_cannot_run_int8(fake_ferplus, tmp
 
 def test_an_int8_model_evaluates_where_int8_falls_back(fake_ferplus, tmp_path, monkeypatch):
     """`fast` ships in int8; on a CPU without the x86 engine it runs in `auto`, and so must its baseline."""
-    from ferroute import backbones, ensemble
+    from ferroute import backbones, runtime
     from ferroute.data import load_split
     from tests.test_ensemble import tiny_ensemble
 
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
     ens = tiny_ensemble(2).quantize(va.images)
     monkeypatch.setattr(backbones, "int8_supported", lambda: False)
-    monkeypatch.setattr(ensemble, "int8_supported", lambda: False)
+    monkeypatch.setattr(runtime, "int8_supported", lambda: False)
     rep = evaluate(ens, va, te, tmp_path / "rep", ldl=tiny_ensemble(1), corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
     assert rep["model"]["precision"] == rep["ldl"]["precision"] != "int8"
 
@@ -162,19 +86,19 @@ def test_a_baseline_keeps_int8_scales_fitted_on_the_same_views(fake_ferplus, tmp
         pytest.skip("no x86 quantized engine on this CPU")
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
     ldl = tiny_ensemble(1)
-    ldl.set_tta("hflip")
+    ldl.configure(tta="hflip")
     ldl.quantize(va.images)
     assert ldl.int8_tta == "hflip"
     refits = []
     quantize = Ensemble.quantize
     monkeypatch.setattr(Ensemble, "quantize", lambda self, faces, **kw: refits.append(self) or quantize(self, faces, **kw))
     ens = tiny_ensemble(2)
-    ens.set_tta("hflip")
+    ens.configure(tta="hflip")
     ens.quantize(va.images)
     run = dict(corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
     evaluate(ens, va, te, tmp_path / "a", ldl=ldl, **run)
     assert refits == [ens]  # the baseline's stored scales were used
-    ens.set_tta("none")
+    ens.configure(tta="none")
     ens.quantize(va.images)
     rep = evaluate(ens, va, te, tmp_path / "b", ldl=ldl, **run)
     assert refits[-1] is ldl and ldl.int8_tta == "none" and rep["ldl"]["precision"] == "int8"

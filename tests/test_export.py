@@ -17,7 +17,7 @@ def test_onnx_export_parity(tiny_model_dir, tmp_path, tta):
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
     ens = Ensemble.load(model)
-    ens.set_tta(tta)
+    ens.configure(tta=tta)
     ens.save(model)
     out = tmp_path / "m.onnx"
     res = CliRunner().invoke(app, ["export", "--format", "onnx", str(model), str(out)])
@@ -53,7 +53,7 @@ def test_export_of_a_bf16_model_is_a_float32_graph(tiny_model_dir, tmp_path):
     ens = Ensemble.load(tiny_model_dir)
     faces = np.random.default_rng(5).integers(0, 256, (9, 48, 48), dtype=np.uint8)
     ref = ens.predict_proba(faces)
-    ens.set_precision("bf16")
+    ens.configure(precision="bf16")
     export_onnx(ens, tmp_path / "m.onnx")
     assert ens.precision == "bf16"  # restored after export
     got = OnnxEnsemble(tmp_path / "m.onnx", threads=1).predict_proba(faces)
@@ -66,7 +66,7 @@ def test_onnx_export_parity_for_a_stride_two_stem(tmp_path):
 
     members = [create_backbone("cnn", width=4, depth=2, stem_stride=2) for _ in range(2)]
     ens = Ensemble([m for m, _ in members], members[0][1])
-    ens.set_tta("hflip")
+    ens.configure(tta="hflip")
     export_onnx(ens, tmp_path / "m.onnx")
     faces = np.random.default_rng(1).integers(0, 256, (9, 48, 48), dtype=np.uint8)
     got = OnnxEnsemble(tmp_path / "m.onnx", threads=1).predict_proba(faces)

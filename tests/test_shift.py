@@ -7,6 +7,7 @@ from scipy.special import logsumexp
 from ferroute.corruptions import corrupt
 from ferroute.nonface import nonface_crops
 from ferroute.shift import (
+    FaceLikeness,
     FeatureDensity,
     NotFittedError,
     PixelStats,
@@ -88,3 +89,34 @@ def test_nonface_crops_are_deterministic_and_varied():
     np.testing.assert_array_equal(a, b)
     assert {k: kinds.count(k) for k in set(kinds)} == {"photo": 60, "drawing": 20, "text": 20, "noise": 20}
     assert len({x.tobytes() for x in a}) == 120 and a.std(axis=(1, 2)).min() >= 0
+
+
+def _astronaut_face() -> np.ndarray:
+    """A real face (scikit-image's astronaut, Eileen Collins), cropped and gray at 48x48."""
+    from PIL import Image
+    from skimage.data import astronaut
+
+    return np.asarray(Image.fromarray(astronaut()[20:210, 140:330]).convert("L").resize((48, 48), Image.BILINEAR))
+
+
+def test_face_likeness_sees_a_face_and_not_noise_text_or_flat_crops():
+    face = _astronaut_face()
+    nonface, kinds = nonface_crops(60)
+    fl = FaceLikeness()
+    s_face, s_non = fl.score(face[None])[0], fl.score(nonface)
+    assert s_face < 0.5  # YuNet's own score above 0.5
+    assert np.mean(s_non > s_face) > 0.9
+    assert (fl.score(np.full((2, 48, 48), 128, np.uint8)) > 0.95).all()  # a flat grey crop: hardly a face
+    assert fl.score(np.zeros((0, 48, 48), np.uint8)).shape == (0,)
+
+
+def test_face_likeness_is_stored_and_refitted_by_name(tmp_path):
+    faces = np.stack([_astronaut_face()] * 2)
+    fitted = fit_signals(["face", "pixels"], _faces(60), np.zeros(60, int))
+    assert isinstance(fitted["face"], FaceLikeness)
+    save_signals(tmp_path, {"face": FaceLikeness(size=80, pad=0.25)})
+    again = load_signals(tmp_path)["face"]
+    assert (again.size, again.pad) == (80, 0.25)
+    np.testing.assert_allclose(again.score(faces), FaceLikeness(80, 0.25).score(faces))
+    with pytest.raises(ValueError, match="size >= 16"):
+        FaceLikeness(size=4)

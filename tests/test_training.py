@@ -92,7 +92,7 @@ def test_distilled_model_starts_from_its_teacher_and_needs_no_views(fake_ferplus
     student, t = Ensemble.load(out), Ensemble.load(teacher)
     assert student.tta == "none" and student.config == t.config
     assert json.loads((out / "config.json").read_text())["meta"]["distilled_from"]["tta"] == "hflip"
-    t.set_tta("none")
+    t.configure(tta="none")
     # a negligible learning rate: each member is still its teacher's copy (BatchNorm statistics aside)
     s_w = student.members[1].state_dict()
     for k, v in t.members[1].state_dict().items():

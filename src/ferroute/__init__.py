@@ -21,14 +21,15 @@ _EXPORTS = {
     "FERRouter": "pipeline",
     "ImageError": "images",
     "NotCalibratedError": "routing",
+    "RunOptions": "runtime",
     "SingleScoreRouter": "routing",
     "UncertaintyRouter": "routing",
     "annotate": "draw",
     "decompose": "uncertainty",
     "load": "pipeline",
 }
-__all__ = ["EMOTIONS", "FERRouter", "ImageError", "NotCalibratedError", "SingleScoreRouter", "UncertaintyRouter", "annotate",
-           "decompose", "load", "__version__"]
+__all__ = ["EMOTIONS", "FERRouter", "ImageError", "NotCalibratedError", "RunOptions", "SingleScoreRouter", "UncertaintyRouter",
+           "annotate", "decompose", "load", "__version__"]
 
 if TYPE_CHECKING:
     from .data import EMOTIONS
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from .images import ImageError
     from .pipeline import FERRouter, load
     from .routing import NotCalibratedError, SingleScoreRouter, UncertaintyRouter
+    from .runtime import RunOptions
     from .uncertainty import decompose
 
 

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .data import EMOTIONS
@@ -369,3 +371,21 @@ def _dinov2_s14(
         kwargs={"input_size": input_size, **vit_overrides},
     )
     return model, cfg
+
+
+def preprocess(images: np.ndarray | torch.Tensor, cfg: BackboneConfig) -> torch.Tensor:
+    """Grayscale faces ``(B, H, W)`` uint8 -> normalised float batch ``(B, in_chans, S, S)``.
+
+    Faces are resized to ``cfg.input_size`` and replicated to the backbone's channels.
+    """
+    x = images if isinstance(images, torch.Tensor) else torch.from_numpy(np.array(images, copy=True))
+    if x.ndim != 3:
+        raise ValueError(f"faces must be shaped (B, H, W) grayscale, got {tuple(x.shape)}")
+    x = x.to(torch.float32).div_(255.0).unsqueeze(1)
+    if x.shape[-1] != cfg.input_size or x.shape[-2] != cfg.input_size:
+        x = F.interpolate(x, size=(cfg.input_size, cfg.input_size), mode="bilinear", align_corners=False, antialias=True)
+    if cfg.in_chans != 1:
+        x = x.expand(-1, cfg.in_chans, -1, -1)
+    mean = torch.tensor(cfg.mean, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.std, dtype=torch.float32, device=x.device).view(1, -1, 1, 1)
+    return ((x - mean) / std).contiguous()

@@ -33,10 +33,10 @@ def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17) -> Path:
     import onnx
 
     path = Path(path)
-    fused, precision = ens.fused, ens.precision
-    if fused == "auto":
-        ens.fused = "stacked"  # one graph for every batch size; onnxruntime runs grouped convs well
-    ens.set_precision("fp32")  # the graph is float32; onnxruntime's CPU kernels have no bf16 convolutions
+    fused, precision = ens.options.fused, ens.precision
+    # one graph for every batch size (onnxruntime runs grouped convs well), in float32
+    # (onnxruntime's CPU kernels have no bf16 convolutions)
+    ens.configure(fused="stacked" if fused == "auto" else fused, precision="fp32")
     wrapper = _Probs(ens).eval()  # export restores the wrapper's mode: it must be eval
     cfg = ens.config
     x = torch.zeros(2, cfg.in_chans, cfg.input_size, cfg.input_size)
@@ -48,8 +48,7 @@ def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17) -> Path:
             dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset, dynamo=False,
         )
     finally:
-        ens.fused = fused
-        ens.set_precision(precision)
+        ens.configure(fused=fused, precision=precision)
     model = onnx.load(str(path))
     meta = model.metadata_props.add()
     meta.key, meta.value = "ferroute_backbone", json.dumps(cfg.to_dict())

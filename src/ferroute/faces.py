@@ -71,7 +71,7 @@ class FaceDetector:
                  upright_check: bool = True):
         import cv2
 
-        _quiet_opencv(cv2)
+        quiet_opencv(cv2)
         self._cv2 = cv2
         self.model = str(yunet_path())
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
@@ -182,7 +182,7 @@ class FaceDetector:
         return faces
 
 
-def _quiet_opencv(cv2: Any) -> None:
+def quiet_opencv(cv2: Any) -> None:
     """OpenCV 5's DNN engine warns on every detector it builds that it ignores the (default)
     target; show OpenCV's errors only, unless the user set OPENCV_LOG_LEVEL."""
     import os

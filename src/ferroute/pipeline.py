@@ -15,7 +15,7 @@ from .export import OnnxEnsemble, with_backend
 from .faces import FaceDetector, Prepared, find_faces
 from .images import MAX_PIXELS, ImageInput, MemoryBudget
 from .routing import NotCalibratedError, UncertaintyRouter
-from .shift import SIGNALS_FILE, PixelStats, load_signals
+from .shift import SIGNALS_FILE, Signal, load_signals
 from .stream import route_stream
 
 #: Models embedded in the package, by name: (ensemble folder, folder of its LDL baseline).
@@ -84,7 +84,7 @@ class FERRouter:
     """
 
     def __init__(self, ensemble: "Ensemble | OnnxEnsemble", router: UncertaintyRouter, detector: FaceDetector | None = None,
-                 model_dir: Path | None = None, signals: "dict[str, PixelStats] | None" = None):
+                 model_dir: Path | None = None, signals: "dict[str, Signal] | None" = None):
         self.ensemble = ensemble
         self.router = router
         self.detector = detector or FaceDetector()

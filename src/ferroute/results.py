@@ -20,6 +20,11 @@ from typing import Any, Iterable
 from .data import EMOTIONS
 
 SCORES = ("aleatoric", "epistemic", "total")
+#: the columns of :func:`schema`, in order
+COLUMNS = ("source", "face", "box", "score", "decision", "reason", "emotion", "distribution", *SCORES, "shift_score",
+           "percentiles", "error", "model", "model_version")
+#: the columns of :func:`text_rows` (a console table or CSV), in order
+TEXT_COLUMNS = ("source", "time", "track", "face", "box", "score", "decision", "emotion", "aleatoric", "epistemic", "reason")
 
 
 def schema(labels: tuple[str, ...] = EMOTIONS) -> Any:
@@ -27,30 +32,40 @@ def schema(labels: tuple[str, ...] = EMOTIONS) -> Any:
     import pyarrow as pa
 
     f64 = pa.float64()
-    return pa.schema([
-        ("source", pa.string()), ("face", pa.int32()), ("box", pa.list_(pa.int32())), ("score", f64),
-        ("decision", pa.string()), ("reason", pa.string()), ("emotion", pa.string()),
-        ("distribution", pa.struct([(e, f64) for e in labels])),
-        ("aleatoric", f64), ("epistemic", f64), ("total", f64), ("shift_score", f64),
-        ("percentiles", pa.struct([(s, f64) for s in SCORES])),
-        ("error", pa.string()), ("model", pa.string()), ("model_version", pa.string()),
-    ])
+    types = {"face": pa.int32(), "box": pa.list_(pa.int32()), "score": f64, "distribution": pa.struct([(e, f64) for e in labels]),
+             **dict.fromkeys((*SCORES, "shift_score"), f64), "percentiles": pa.struct([(s, f64) for s in SCORES])}
+    return pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
 
 
 def result_rows(item: dict[str, Any], model: str, model_version: str) -> list[dict[str, Any]]:
     """The rows of one routed item (``{'source', 'faces'}`` or ``{'source', 'error'}``)."""
-    base: dict[str, Any] = {name: None for name in schema().names}
+    base: dict[str, Any] = dict.fromkeys(COLUMNS)
     base.update(source=item["source"], model=model, model_version=model_version)
     if "error" in item:
         return [{**base, "decision": "error", "reason": item["error"], "error": item["error"]}]
     rows = []
     for k, f in enumerate(item.get("faces", [])):
-        row = {**base, "decision": f["decision"], "reason": f.get("reason"), "emotion": f.get("emotion")}
-        if f.get("box"):
-            row.update(face=k, box=[int(v) for v in f["box"]], score=f.get("score"), distribution=f.get("distribution"),
-                       percentiles=f.get("percentiles"), **{s: f.get(s) for s in (*SCORES, "shift_score")})
+        row = {**base, "decision": f["decision"], "reason": f.get("reason"), "emotion": f.get("emotion"),
+               "distribution": f.get("distribution"), "percentiles": f.get("percentiles"),
+               **{s: f.get(s) for s in (*SCORES, "shift_score")}}
+        if f.get("box"):  # a detected face; a crop given as a face has no box
+            row.update(face=k, box=[int(v) for v in f["box"]], score=f.get("score"))
         rows.append(row)
     return rows
+
+
+def text_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rows of one routed item as a console table or CSV shows them: :data:`TEXT_COLUMNS`
+    of :func:`result_rows`, plus a video frame's ``time`` and ``track``; the box as
+    ``"x y w h"``, empty cells as ``""``."""
+    faces = [] if "error" in item else item.get("faces", [])
+    out = []
+    for k, row in enumerate(result_rows(item, "", "")):
+        extra = {"time": item.get("time", ""), "track": faces[k].get("track", "") if faces else ""}
+        cells = {c: extra[c] if c in extra else row[c] for c in TEXT_COLUMNS}
+        cells["box"] = " ".join(map(str, row["box"])) if row["box"] else None
+        out.append({c: "" if v is None else v for c, v in cells.items()})
+    return out
 
 
 def model_identity(router: Any) -> tuple[str, str]:

@@ -15,8 +15,9 @@ UAR asks two questions in order:
 The reject (shift) score is one of :data:`UncertaintyRouter.SHIFT_SCORES`: ``epistemic``
 (the paper's), ``conditional`` (the z above), ``pixels`` (how unusual the crop's image
 statistics are, :class:`ferroute.shift.PixelStats`; the pipeline passes it in as the
-signal ``pixels``), or a union such as ``epistemic+pixels``: reject when *either* part is
-unusual, i.e. on the larger of the parts' percentiles among validation faces. Which one
+signal ``pixels``), ``face`` (how little the crop looks like a face to the face detector,
+:class:`ferroute.shift.FaceLikeness`), or a union such as ``epistemic+pixels+face``: reject
+when *any* part is unusual, i.e. on the larger of the parts' percentiles among validation faces. Which one
 ships is chosen on validation faces under held-out corruptions
 (``scripts/select_shift_score.py``).
 
@@ -93,6 +94,47 @@ def _fit_bins(d: dict[str, np.ndarray], n_bins: int) -> dict[str, list[float]]:
     return {"centers": centers, "mu": mus, "sd": sds}
 
 
+def reject_reason(part: str, percentile: float) -> str:
+    """Why an input is rejected, in words: the shift score's ``part`` that fired, at its
+    ``percentile`` (0-100) among validation faces."""
+    than = "any validation face" if percentile >= 99.95 else f"{min(percentile, 99.0):.0f}% of validation faces"
+    if part == "pixels":
+        return (f"Rejected: the image itself is unlike the faces the model was trained on (its blur, noise, contrast or "
+                f"exposure is more unusual than on {than}), so no emotion is reported.")
+    if part == "face":
+        return (f"Rejected: the face detector hardly sees a face in this crop (it looks less like a face than "
+                f"{than}), so no emotion is reported.")
+    similar = " of similar ambiguity" if part == "conditional" else ""
+    return (f"Rejected: the input looks unlike the faces the model was trained on (the ensemble members disagree more "
+            f"than on {than}{similar}), so no emotion is reported.")
+
+
+def keep_reason(decision: str, top2: list[tuple[str, float]]) -> str:
+    """Why a face is ``ambiguous`` or accepted, from its two likeliest emotions ``[(label, p), ...]``."""
+    (top, p1), (second, p2) = top2
+    if decision == "ambiguous":
+        return f"Ambiguous: people would likely disagree about this face; it reads as {top} ({p1:.0%}) or {second} ({p2:.0%})."
+    return f"Clear {top} expression ({p1:.0%}); the members agree and the face looks familiar."
+
+
+def conformal_guarantee(n: int, k: int, reject_rate: float) -> dict[str, Any]:
+    """The promise of a split-conformal threshold at rank ``k`` of ``n`` calibration scores
+    (JSON-able): expected false-reject rate, and its 95 % upper bound (a Beta quantile)."""
+    expected = (n + 1 - k) / (n + 1)
+    upper = beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0
+    return {
+        "kind": "split-conformal",
+        "reject_rate": reject_rate,
+        "n_calibration": n,
+        "reject_rate_expected": expected,
+        "reject_rate_upper_95": upper,
+        "statement": (f"A face drawn like the {n} clean FERPlus validation faces is rejected with probability at most "
+                      f"{reject_rate:.0%} (exactly {expected:.2%} on average over calibration sets); with 95 % "
+                      f"confidence this calibration rejects at most {upper:.2%} of such faces. "
+                      "Faces unlike FERPlus's (other cameras, framing, populations) carry no such promise."),
+    }
+
+
 class NotCalibratedError(RuntimeError):
     """A router was used before ``fit``."""
 
@@ -108,9 +150,10 @@ class UncertaintyRouter:
 
     kind = "uar"
 
-    SHIFT_SCORES = ("epistemic", "conditional", "pixels", "epistemic+pixels", "conditional+pixels")
+    SHIFT_SCORES = ("epistemic", "conditional", "pixels", "face", "epistemic+pixels", "conditional+pixels", "epistemic+face",
+                    "epistemic+pixels+face", "conditional+pixels+face")
     #: signals a shift score needs besides the decomposition, computed upstream from the crop
-    SIGNALS = ("pixels",)
+    SIGNALS = ("pixels", "face")
 
     def __init__(self, reject_rate: float = 0.05, n_bins: int = 10, shift: str = "conditional"):
         if not 0 < reject_rate < 1:
@@ -151,7 +194,7 @@ class UncertaintyRouter:
         missing = [k for k in self.needs if k not in d]
         if missing:
             raise ValueError(f"shift score {self.shift!r} needs the signal(s) {missing} beside the decomposition: pass "
-                             "decompose(probs) | {'pixels': PixelStats.score(faces)} (ferroute.shift), as FERRouter does")
+                             "decompose(probs) | {'pixels': PixelStats.score(faces), ...} (ferroute.shift), as FERRouter does")
         return d  # type: ignore[return-value]
 
     def fit(self, probs: np.ndarray | Decomposition, disagreement: np.ndarray) -> "UncertaintyRouter":
@@ -225,19 +268,6 @@ class UncertaintyRouter:
             return self._part(self.parts[0], d)
         return np.max(list(self._part_percentiles(d).values()), axis=0)
 
-    def _why_rejected(self, pcts: dict[str, np.ndarray], i: int) -> str:
-        """Why input ``i`` is rejected, in words, from :meth:`_part_percentiles` of its batch:
-        which part of the shift score is unusual."""
-        part = max(pcts, key=lambda p: pcts[p][i])
-        pct = 100 * float(pcts[part][i])
-        than = "any validation face" if pct >= 99.95 else f"{min(pct, 99.0):.0f}% of validation faces"
-        if part == "pixels":
-            return (f"Rejected: the image itself is unlike the faces the model was trained on (its blur, noise, contrast or "
-                    f"exposure is more unusual than on {than}), so no emotion is reported.")
-        similar = " of similar ambiguity" if part == "conditional" else ""
-        return (f"Rejected: the input looks unlike the faces the model was trained on (the ensemble members disagree more "
-                f"than on {than}{similar}), so no emotion is reported.")
-
     @property
     def thresholds(self) -> dict[str, float]:
         st = self._require()
@@ -249,20 +279,7 @@ class UncertaintyRouter:
         c = st.get("conformal")
         if c is None:  # calibrated before conformal thresholds (a plain quantile)
             return {"reject_rate": self.reject_rate, "kind": "empirical quantile", "n": len(st["z_reference"])}
-        n, k = c["n"], c["rank"]
-        expected = (n + 1 - k) / (n + 1)
-        upper = beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0
-        return {
-            "kind": "split-conformal",
-            "reject_rate": self.reject_rate,
-            "n_calibration": n,
-            "reject_rate_expected": expected,
-            "reject_rate_upper_95": upper,
-            "statement": (f"A face drawn like the {n} clean FERPlus validation faces is rejected with probability at most "
-                          f"{self.reject_rate:.0%} (exactly {expected:.2%} on average over calibration sets); with 95 % "
-                          f"confidence this calibration rejects at most {upper:.2%} of such faces. "
-                          "Faces unlike FERPlus's (other cameras, framing, populations) carry no such promise."),
-        }
+        return conformal_guarantee(c["n"], c["rank"], self.reject_rate)
 
     def percentile(self, name: str, values: np.ndarray) -> np.ndarray:
         """Percentile (0-100) of ``values`` among validation faces for score ``name``."""
@@ -292,18 +309,14 @@ class UncertaintyRouter:
         reports = []
         for i in range(len(p)):
             order = np.argsort(-mean[i])
-            top, second = labels[order[0]], labels[order[1]]
+            top = labels[order[0]]
             dist = {lab: round(float(mean[i, j]), 4) for j, lab in enumerate(labels)}
             dec = str(decisions[i])
             if dec == "reject":
-                reason = self._why_rejected(part_pct, i)
-            elif dec == "ambiguous":
-                reason = (
-                    f"Ambiguous: people would likely disagree about this face; it reads as {top} "
-                    f"({mean[i, order[0]]:.0%}) or {second} ({mean[i, order[1]]:.0%})."
-                )
+                part = max(part_pct, key=lambda q: part_pct[q][i])
+                reason = reject_reason(part, 100 * float(part_pct[part][i]))
             else:
-                reason = f"Clear {top} expression ({mean[i, order[0]]:.0%}); the members agree and the face looks familiar."
+                reason = keep_reason(dec, [(labels[j], float(mean[i, j])) for j in order[:2]])
             reports.append(
                 {
                     "decision": dec,

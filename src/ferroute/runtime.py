@@ -1,344 +1,341 @@
-"""How an ensemble runs for inference: the fused graphs, test-time views and int8.
+"""How an ensemble runs: one :class:`RunOptions`, chosen once, and the :class:`Runtime` it builds.
 
-What a model *is* (members, config, weights, save/load) lives in :mod:`ferroute.ensemble`;
-this module holds the machinery that runs its members fast, with the same outputs:
-BatchNorm folded into convolutions (:func:`fold_batchnorm`), CNN members fused into one
-grouped-convolution network (:class:`StackedCNN`), a ViT's patch embedding as one GEMM
-(:class:`PatchLinear`), the whole evaluation pass as one module for ``torch.compile``
-(:class:`InferenceGraph`) and its int8 form (:class:`QuantizedGraph`), and the test-time
-views (:data:`TTA_VIEWS`, :func:`view`). Shapes: faces ``(B, C, S, S)`` in, member
-probabilities ``(B, M, C)`` out.
+What a model *is* lives in :mod:`ferroute.ensemble` (members, config, labels, save/load);
+this module decides how its members run for inference, in the spirit of an onnxruntime
+session's options or a Hugging Face pipeline's ``device`` and ``torch_dtype``: test-time
+views, arithmetic (fp32, bf16, int8), how the members are fused, ``torch.compile``, chunk
+size and CPU threads. ``Ensemble.configure(**options)`` swaps in a new runtime; nothing else
+changes how a model runs. The runtime keeps the inference-only copies of the weights it
+builds (:mod:`ferroute.graphs`) and drops them when the weights move or train.
+
+Shapes: faces ``(N, H, W)`` uint8 in; member probabilities ``(N, M, C)`` float32 out.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import threading
+import dataclasses
 import warnings
-from collections.abc import Callable, Iterator
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .backbones import CompactCNN, ModelError, int8_supported
+from .backbones import (
+    ModelError,
+    features_and_logits,
+    int8_supported,
+    preprocess,
+    use_bf16,
+)
+from .graphs import (
+    TTA_VIEWS,
+    InferenceGraph,
+    QuantizedGraph,
+    StackedCNN,
+    _all_compact_cnn,
+    _over_views,
+    _softmax,
+    view,
+)
+
+if TYPE_CHECKING:
+    from .ensemble import Ensemble
+
+FUSED = ("auto", "stacked", "loop", "vmap")
+COMPILE = ("auto", "on", "off")
 
 
-class StackedCNN(nn.Module):
-    """M :class:`CompactCNN` members fused into one network of grouped convolutions.
+@dataclass(frozen=True)
+class RunOptions:
+    """How an ensemble runs; every field is checked when the options are made.
 
-    The first convolution sees the shared input, so its filters are simply concatenated;
-    every later layer keeps each member's channels in its own group (``groups=M``). One
-    forward pass computes exactly what the M members compute separately, with M times
-    fewer operator launches. ``(B, 1, H, W) -> logits (B, M, C)``.
+    ``tta``: test-time views (:data:`ferroute.graphs.TTA_VIEWS`), each member's output is its
+    mean over them. ``precision``: ``fp32``, ``bf16`` (autocast), ``auto`` (bf16 only where it
+    is fast: CUDA, or a CPU with AMX tiles) or ``int8`` (CNN members on the CPU, after
+    ``Ensemble.quantize``). ``fused``: ``auto`` (the grouped-convolution network up to
+    ``stacked_max_batch`` faces, the member loop above), ``stacked``, ``loop`` or ``vmap``.
+    ``compile``: ``torch.compile`` the inference graph for calls of ``compile_min_faces`` or
+    more (``auto``), always (``on``) or never (``off``). ``chunk``: faces per forward pass on
+    the CPU; ``side_by_side``: run a CPU call's chunks on one thread each.
     """
 
-    def __init__(self, members: list[nn.Module]):
-        super().__init__()
-        m = len(members)
-        self.m = m
-        layers: list[nn.Module] = []
-        feats = [list(mm.features) for mm in members]
-        for i, layer in enumerate(feats[0]):
-            if isinstance(layer, nn.Conv2d):
-                first = i == 0
-                conv = nn.Conv2d(layer.in_channels * (1 if first else m), layer.out_channels * m, layer.kernel_size,
-                                 stride=layer.stride, padding=layer.padding, bias=layer.bias is not None, groups=1 if first else m)
-                conv.weight.data.copy_(torch.cat([f[i].weight.data for f in feats], 0))
-                if layer.bias is not None:  # members with BatchNorm folded in
-                    conv.bias.data.copy_(torch.cat([f[i].bias.data for f in feats], 0))
-                layers.append(conv)
-            elif isinstance(layer, nn.BatchNorm2d):
-                # BN is per channel, so the members' statistics simply stack along channels
-                bn = nn.BatchNorm2d(layer.num_features * m, eps=layer.eps)
-                for name in ("weight", "bias", "running_mean", "running_var"):
-                    getattr(bn, name).data.copy_(torch.cat([getattr(f[i], name).data for f in feats], 0))
-                layers.append(bn)
-            else:
-                layers.append(copy.deepcopy(layer))
-        self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.weight = nn.Parameter(torch.stack([mm.head.weight.data for mm in members]))  # (M, C, F)
-        self.bias = nn.Parameter(torch.stack([mm.head.bias.data for mm in members]))  # (M, C)
-        ref = members[0].head.weight
-        self.to(device=ref.device, dtype=ref.dtype)  # new layers start as float32 on the CPU
-        self.eval().requires_grad_(False)  # an inference-only copy
+    tta: str = "none"
+    precision: str = "fp32"
+    fused: str = "auto"
+    compile: str = "auto"
+    #: Larger chunks have activations above glibc's largest mmap threshold (32 MB), which
+    #: are mapped and page-faulted afresh on every call: at 512 faces that cost ~40 % of the
+    #: time in kernel page faults (measured).
+    chunk: int = 64
+    #: 1.6x faster for the fast model's int8 graph on 2 cores (benchmarks/bench_inference.py,
+    #: rows ``one chunk at a time``), identical outputs.
+    side_by_side: bool = True
+    #: oneDNN's plain convolutions beat its grouped ones above this batch on CPU (measured by
+    #: benchmarks/bench_inference.py).
+    stacked_max_batch: int = 64
+    #: the one-off compile (~10 s) pays for itself from about this many faces
+    compile_min_faces: int = 2048
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.pool(self.features(x)).flatten(1)  # (B, M*F)
-        f = f.view(f.shape[0], self.m, -1)  # (B, M, F)
-        return torch.einsum("bmf,mcf->bmc", f, self.weight) + self.bias
+    def __post_init__(self) -> None:
+        if self.tta not in TTA_VIEWS:
+            raise ValueError(f"tta must be one of {', '.join(TTA_VIEWS)}, got {self.tta!r}")
+        use_bf16(self.precision, "cpu")  # ValueError naming the choices on anything else
+        if self.fused not in FUSED:
+            raise ValueError(f"fused must be one of {', '.join(FUSED)}, got {self.fused!r}")
+        if self.compile not in COMPILE:
+            raise ValueError(f"compile must be one of {', '.join(COMPILE)}, got {self.compile!r}")
+        if self.compile == "on" and self.fused == "vmap":
+            raise ValueError("compile='on' needs the inference graph (fused 'auto', 'stacked' or 'loop'; not 'vmap')")
+        if self.chunk < 1 or self.stacked_max_batch < 1 or self.compile_min_faces < 1:
+            raise ValueError("chunk, stacked_max_batch and compile_min_faces must be positive")
+
+    def replace(self, **changes: Any) -> "RunOptions":
+        """A copy with ``changes`` applied (checked again)."""
+        return dataclasses.replace(self, **changes)
 
 
-#: Test-time views by name: (mirror, dx, dy) with shifts in pixels of a 48x48 face.
-TTA_VIEWS: dict[str, tuple[tuple[bool, int, int], ...]] = {
-    "none": ((False, 0, 0),),
-    "hflip": ((False, 0, 0), (True, 0, 0)),
-    "hflip-shift": ((False, 0, 0), (True, 0, 0), (False, 2, 0), (True, 2, 0)),
-}
+class Embedded(NamedTuple):
+    """What :meth:`Runtime.embed` returns, per face and member."""
+
+    probs: np.ndarray  #: ``(N, M, C)`` probabilities, as ``predict_proba`` gives them
+    features: np.ndarray  #: ``(N, M, D)`` penultimate features
+    logits: np.ndarray  #: ``(N, M, C)``
 
 
-def view(x: torch.Tensor, mirror: bool, dx: int, dy: int) -> torch.Tensor:
-    """One test-time view of a batch ``(B, C, S, S)``: optional mirror, then a shift by
-    ``(dx, dy)`` pixels (scaled from 48 px to ``S``) with the border pixels repeated."""
-    if mirror:
-        x = x.flip(-1)
-    if dx or dy:
-        s = int(x.shape[-1])  # a constant in exported graphs: the input size is fixed
-        dx, dy = round(dx * s / 48), round(dy * s / 48)
-        p = max(abs(dx), abs(dy))
-        x = F.pad(x, (p, p, p, p), mode="replicate")[..., p - dy : p - dy + s, p - dx : p - dx + s]
-    return x
+def options_for(members: list[nn.Module], options: RunOptions) -> RunOptions:
+    """``options`` fitted to the members: fused ``auto`` means the member loop for non-CNN
+    members; ``stacked`` and ``int8`` are refused there."""
+    if _all_compact_cnn(members):
+        return options
+    if options.fused == "stacked":
+        raise ValueError("fused='stacked' needs CompactCNN members; use 'loop' or 'vmap'")
+    if options.precision == "int8":
+        raise ValueError("precision int8 needs CNN members (backbone 'cnn'); use auto, bf16 or fp32")
+    return options.replace(fused="loop") if options.fused == "auto" else options
 
 
-def _over_views(probs: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, views: tuple[tuple[bool, int, int], ...]) -> torch.Tensor:
-    """Test-time augmentation: ``probs`` (``(V*B, ...) -> (V*B, M, C)`` probabilities) run once
-    on all views of the batch ``x`` ``(B, C, S, S)``; each member's output averaged over the
-    views -> ``(B, M, C)``."""
-    if len(views) == 1:
-        return probs(view(x, *views[0]))
-    b = x.shape[0]
-    p = probs(torch.cat([view(x, *v) for v in views]))
-    return p.view(len(views), b, *p.shape[1:]).mean(0)
+class Runtime:
+    """Runs one :class:`Ensemble` under one :class:`RunOptions`, with the graphs it caches."""
 
+    def __init__(self, model: "Ensemble", options: RunOptions):
+        self.model = model
+        self.options = options_for(list(model.members), options)
+        self.reset()
 
-def _softmax(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over classes, in float32 when the logits come out of bf16/fp16 autocast."""
-    if logits.dtype in (torch.bfloat16, torch.float16):
-        logits = logits.float()
-    return logits.softmax(-1)
+    def reset(self) -> None:
+        """Forget the inference-only copies of the weights (rebuilt on demand)."""
+        self._fused: tuple[Any, ...] | None = None
+        self._stacked: StackedCNN | None = None
+        self._graphs: dict[tuple[Any, ...], nn.Module] = {}  # InferenceGraph by setting
+        self._compiled: dict[tuple[Any, ...], Any] = {}  # torch.compile of those graphs
+        self._warmed: set[tuple[Any, ...]] = set()  # (graph key, batch) compiled by _compiled_step
 
+    # ------------------------------------------------------------------ what runs where
 
-def _all_compact_cnn(members: list[nn.Module]) -> bool:
-    return all(isinstance(m, CompactCNN) for m in members)
+    def uses_bf16(self, device: str | torch.device = "cpu") -> bool:
+        """Whether a forward pass on ``device`` runs in bf16."""
+        return use_bf16(self.options.precision, device)
 
+    def uses_int8(self, device: str | torch.device = "cpu") -> bool:
+        """Whether a forward pass on ``device`` runs the int8 :class:`QuantizedGraph`."""
+        return self.options.precision == "int8" and torch.device(device).type == "cpu" and self._graph_path() and int8_supported()
 
-@torch.no_grad()
-def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """An inference copy of a :class:`CompactCNN` with every convolution -> BatchNorm pair
-    merged into one biased convolution: the same outputs (to float32 rounding) with one
-    pass over the activations fewer per layer."""
-    model = copy.deepcopy(model).eval().requires_grad_(False)
-    layers, merged = list(model.features), []
-    i = 0
-    while i < len(layers):
-        conv, bn = layers[i], layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and conv.groups == 1:
-            new = fuse_conv_bn_eval(conv, bn)  # torch's own folding: w * g / sqrt(v + eps), b' = (b - m) * scale + beta
-            merged.append(new.requires_grad_(False))
-            i += 2
-        else:
-            merged.append(layers[i])
-            i += 1
-    model.features = nn.Sequential(*merged)
-    return model
+    @property
+    def is_compiled(self) -> bool:
+        """Whether a compiled inference graph has been built (and not invalidated since)."""
+        return bool(self._compiled)
 
+    def _graph_path(self) -> bool:
+        return self.options.fused != "vmap"
 
-class PatchLinear(nn.Module):
-    """A patchifying convolution (kernel = stride, no padding; a ViT's patch embedding) as one
-    matrix product over the flattened patches: the same sums, but a GEMM where GPUs otherwise
-    run a slow strided convolution (6 % of a dinov2_s14's time on an H200 for 1 % of its FLOPs).
-    ``(B, C, H, W) -> (B, D, H // p, W // p)``, a channels-last view like the convolution's."""
+    def _graph_key(self, device: str | torch.device) -> tuple[Any, ...]:
+        """What an inference graph depends on: device, compute dtype, views and fusion."""
+        dev = torch.device(device)
+        dtype = "int8" if self.uses_int8(dev) else torch.bfloat16 if self.uses_bf16(dev) else next(self.model.parameters()).dtype
+        return (str(dev), dtype, self.options.tta, self.options.fused, self.options.stacked_max_batch)
 
-    def __init__(self, conv: nn.Conv2d):
-        super().__init__()
-        self.p = conv.kernel_size[0]
-        d = conv.out_channels
-        # (D, C, p, p) -> (D, p*p*C): the order of a patch cut from a channels-last image
-        self.weight = nn.Parameter(conv.weight.detach().permute(0, 2, 3, 1).reshape(d, -1).clone(), requires_grad=False)
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
+    def inference_graph(self, device: str | torch.device = "cpu", compiled: bool = False) -> nn.Module:
+        """The cached :class:`InferenceGraph` for these options on ``device``, optionally
+        ``torch.compile``d (freezing the weights; one fixed batch shape per compile). With
+        precision ``int8`` on the CPU: the :class:`QuantizedGraph` (never compiled)."""
+        key = self._graph_key(device)
+        views, members = TTA_VIEWS[self.options.tta], list(self.model.members)
+        if key[1] == "int8":
+            if key not in self._graphs:
+                int8 = self.model.meta.get("inference", {}).get("int8")
+                if not int8:
+                    raise ModelError("precision int8 needs activation scales fitted on calibration faces: call "
+                                     "Ensemble.quantize(faces) or run `ferroute calibrate --precision int8`")
+                if int8["tta"] != self.options.tta:
+                    warnings.warn(f"int8 activation scales were fitted on test-time augmentation {int8['tta']!r}, not "
+                                  f"{self.options.tta!r}: outputs drift slightly; call Ensemble.quantize(faces) to refit them "
+                                  f"(ferroute calibrate --tta {self.options.tta} --precision int8 does)", stacklevel=3)
+                self._graphs[key] = QuantizedGraph(members, views, int8["activations"])
+            return self._graphs[key]
+        if key not in self._graphs:
+            stacked = {"auto": "auto", "stacked": "always", "loop": "never"}[self.options.fused]
+            self._graphs[key] = InferenceGraph(members, views, key[1], stacked, self.options.stacked_max_batch)
+        if not compiled:
+            return self._graphs[key]
+        if key not in self._compiled:
+            self._compiled[key] = torch.compile(self._graphs[key], dynamic=False, options={"freezing": True})
+        return self._compiled[key]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, hh, ww = x.shape
-        p = self.p
-        h, w = hh // p, ww // p
-        patches = x[:, :, : h * p, : w * p].permute(0, 2, 3, 1).reshape(b, h, p, w, p, c)
-        patches = patches.transpose(2, 3).reshape(b * h * w, p * p * c)
-        return F.linear(patches, self.weight, self.bias).view(b, h, w, -1).permute(0, 3, 1, 2)
-
-    @staticmethod
-    def fits(m: nn.Module) -> bool:
-        return (isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1 and m.kernel_size == m.stride and m.kernel_size[0] == m.kernel_size[1]
-                and m.padding == (0, 0) and m.dilation == (1, 1) and m.groups == 1 and m.padding_mode == "zeros")
-
-
-@torch.no_grad()
-def inference_copy(model: nn.Module) -> nn.Module:
-    """An evaluation-only copy of one member, rewritten for speed with the same outputs (to
-    float rounding): a :class:`CompactCNN` with BatchNorm folded (:func:`fold_batchnorm`);
-    any other backbone with its patchifying convolutions as :class:`PatchLinear`."""
-    if _all_compact_cnn([model]):
-        return fold_batchnorm(model)
-    model = copy.deepcopy(model).eval().requires_grad_(False)
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if PatchLinear.fits(child):
-                setattr(parent, name, PatchLinear(child))
-    return model
-
-
-class InferenceGraph(nn.Module):
-    """An ensemble's whole evaluation pass as one module, the thing ``torch.compile`` sees.
-
-    Test-time views, then the members as :func:`inference_copy` (BatchNorm folded into CNN
-    convolutions, ViT patch embeddings as one GEMM) with weights already in the compute dtype
-    (bf16 or float32: no per-call casts, no autocast); CNN members as one grouped-convolution
-    network for small batches (or always, with ``stacked='always'``) and a member loop above;
-    softmax in float32, mean over views. ``(B, C, S, S)`` float32 -> ``(B, M, C)`` float32.
-    """
-
-    def __init__(self, members: list[nn.Module], views: tuple[tuple[bool, int, int], ...], dtype: torch.dtype,
-                 stacked: str = "auto", stacked_max_batch: int = 64):
-        super().__init__()
-        self.members = nn.ModuleList(inference_copy(m).to(dtype=dtype, memory_format=torch.channels_last) for m in members)
+    def quantize(self, faces: np.ndarray, max_faces: int = 1024, batch_size: int = 256) -> dict[str, Any]:
+        """Fit int8 activation scales on calibration faces ``(N, H, W)`` uint8 (at most
+        ``max_faces``, evenly spaced: the histogram observer is slow and a thousand faces pin
+        the ranges down); returns the record ``Ensemble.quantize`` stores in the model."""
+        members = list(self.model.members)
         if not _all_compact_cnn(members):
-            stacked = "never"
-        self.stacked = StackedCNN(list(self.members)).to(memory_format=torch.channels_last) if stacked != "never" else None
-        self.always_stacked = stacked == "always"
-        self.views, self.dtype, self.stacked_max_batch = views, dtype, stacked_max_batch
-        self.eval().requires_grad_(False)
+            raise ValueError("int8 quantization needs CNN members (backbone 'cnn')")
+        if len(faces) == 0:
+            raise ValueError("quantize needs at least one calibration face")
+        faces = np.asarray(faces)[:: max(1, -(-len(faces) // max_faces))]
+        graph = QuantizedGraph(members, TTA_VIEWS[self.options.tta])
+        for s in range(0, len(faces), batch_size):
+            graph.observe(preprocess(faces[s : s + batch_size], self.model.config))
+        record = {"engine": "x86", "faces": int(len(faces)), "tta": self.options.tta, "activations": graph.activation_qparams()}
+        graph.finish()
+        return record
+
+    # ------------------------------------------------------------------ forward passes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _over_views(self._probs, x, self.views)
+        """Member probabilities ``(B, M, C)`` float32 for a preprocessed batch ``(B, C, S, S)``,
+        each member's output averaged over the test-time views (one batch of all views)."""
+        if self._graph_path():
+            return self.inference_graph(x.device)(x)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device)):
+            return _over_views(self.forward_vmap, x, TTA_VIEWS[self.options.tta])
 
-    def _probs(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        if self.stacked is not None and (self.always_stacked or x.is_cuda or x.shape[0] <= self.stacked_max_batch):
-            logits = self.stacked(x)
-        else:
-            logits = torch.stack([m(x) for m in self.members], dim=1)
-        return logits.float().softmax(-1)
+    def forward_vmap(self, x: torch.Tensor) -> torch.Tensor:
+        """All members in one vectorised pass (``torch.func.vmap``). ``(B, ...) -> (B, M, C)``."""
+        from torch.func import functional_call, stack_module_state, vmap
 
+        if self._fused is None:
+            params, buffers = stack_module_state(list(self.model.members))
+            self._fused = (copy.deepcopy(self.model.members[0]).to("meta"), params, buffers)
+        base, params, buffers = self._fused
 
-_QUANT_NOTICES = r".*(torch\.ao\.quantization is deprecated|quantized tensor creation functions)"
-_quiet_lock = threading.Lock()
-_quiet: dict[str, Any] = {"depth": 0, "filter": None}  # threads inside _quiet_quantization, and the filter entry they share
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], inp: torch.Tensor) -> torch.Tensor:
+            return functional_call(base, (p, b), (inp,))
 
+        return _softmax(vmap(one, in_dims=(0, 0, None))(params, buffers, x)).transpose(0, 1)
 
-@contextlib.contextmanager
-def _quiet_quantization() -> Iterator[None]:
-    """Silence PyTorch's deprecation notices for its eager quantization API (present and
-    working in the torch versions ferroute supports; a user cannot act on them).
-
-    Thread-safe, unlike ``warnings.catch_warnings``: :meth:`Ensemble.predict_proba` runs int8
-    chunks on several threads at once. The first thread in adds one filter, the last one out
-    removes that filter and nothing else.
-    """
-    with _quiet_lock:
-        if _quiet["depth"] == 0:
-            warnings.filterwarnings("ignore", message=_QUANT_NOTICES)
-            _quiet["filter"] = warnings.filters[0]
-        _quiet["depth"] += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet["depth"] -= 1
-            if _quiet["depth"] == 0:
-                with contextlib.suppress(ValueError):  # someone reset the filters meanwhile
-                    warnings.filters.remove(_quiet["filter"])
-
-
-class QuantizedGraph(nn.Module):
-    """A CNN ensemble's evaluation pass in int8 on the CPU (PyTorch eager static quantization
-    on the x86 engine: oneDNN/FBGEMM kernels, VNNI or AMX-INT8 where the CPU has them).
-
-    The grouped-convolution network of :class:`StackedCNN` with BatchNorm folded in and every
-    convolution fused with its ReLU; weights int8 with one scale per output channel, activations
-    uint8 with one scale per layer. Those activation scales are fitted once on calibration
-    faces (:meth:`observe`, a histogram observer, then :meth:`finish`) and travel with the
-    model as plain numbers (:meth:`activation_qparams`), so a loaded model rebuilds the same
-    graph without data. Global pooling, the heads and softmax stay float32. Building one
-    sets ``torch.backends.quantized.engine`` to ``x86``.
-    ``(B, 1, S, S)`` float32 -> ``(B, M, C)`` float32.
-    """
-
-    #: faces per quantized forward (times the views): the int8 grouped convolutions ran
-    #: fastest on small channels-last batches on the 2-core AMX machine
-    chunk = 32
-
-    def __init__(self, members: list[nn.Module], views: tuple[tuple[bool, int, int], ...],
-                 qparams: dict[str, list[float]] | None = None):
-        super().__init__()
-        if not int8_supported():
-            raise RuntimeError("int8 inference needs PyTorch's x86 quantized engine (an x86-64 CPU); use precision 'auto'")
-        from torch.ao import quantization as tq
-        from torch.ao.quantization.observer import (
-            FixedQParamsObserver,
-            HistogramObserver,
-        )
-
-        torch.backends.quantized.engine = "x86"
-        stacked = StackedCNN([fold_batchnorm(m).float().cpu() for m in members])
-        feats = stacked.features
-        kids = list(feats.named_children())
-        pairs = [[kids[i][0], kids[i + 1][0]] for i in range(len(kids) - 1)
-                 if isinstance(kids[i][1], nn.Conv2d) and isinstance(kids[i + 1][1], nn.ReLU)]
-        tq.fuse_modules(feats, pairs, inplace=True)
-        self.quant, self.features, self.dequant = tq.QuantStub(), feats, tq.DeQuantStub()
-        self.pool, self.m, self.views = stacked.pool, stacked.m, views
-        self.register_buffer("weight", stacked.weight.detach().clone())  # (M, C, F)
-        self.register_buffer("bias", stacked.bias.detach().clone())  # (M, C)
-        weight_obs = tq.default_per_channel_weight_observer
-        observed = [("quant", self.quant)] + [(f"features.{n}", mod) for n, mod in feats.named_children()
-                                              if isinstance(mod, (nn.Conv2d, nn.Sequential))]
-        self.observed = [n for n, _ in observed]  # layers whose outputs carry an activation scale
-        if qparams is not None:
-            missing = [n for n in self.observed if n not in qparams]
-            if missing:
-                raise ModelError(f"int8 activation scales missing for layers {missing}; recalibrate with precision int8")
-        for name, mod in observed:
-            if qparams is None:
-                act = HistogramObserver.with_args(reduce_range=False)
-            else:
-                scale, zero_point = qparams[name]
-                act = FixedQParamsObserver.with_args(scale=float(scale), zero_point=int(zero_point))
-            mod.qconfig = tq.QConfig(activation=act, weight=weight_obs)
-        self.dequant.qconfig = self.quant.qconfig  # convert swaps only stubs that carry a qconfig
-        self.eval().requires_grad_(False)
-        with _quiet_quantization():
-            tq.prepare(self, inplace=True)
-        self.converted = False
-        if qparams is not None:
-            self.finish()
-
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.contiguous(memory_format=torch.channels_last)
-        f = self.pool(self.dequant(self.features(self.quant(x)))).flatten(1)  # (B, M*F)
-        f = f.view(f.shape[0], self.m, -1)
-        return torch.einsum("bmf,mcf->bmc", f, self.weight) + self.bias
+    def forward_stacked(self, x: torch.Tensor) -> torch.Tensor:
+        """All CNN members as one grouped-convolution network. ``(B, 1, H, W) -> (B, M, C)``."""
+        if self._stacked is None:
+            self._stacked = StackedCNN(list(self.model.members)).to(memory_format=torch.channels_last)
+        return _softmax(self._stacked(x.contiguous(memory_format=torch.channels_last)))
 
     @torch.inference_mode()
-    def observe(self, x: torch.Tensor) -> None:
-        """Record activation ranges on a batch of calibration faces ``(B, 1, S, S)``."""
-        if self.converted:
-            raise RuntimeError("this int8 graph is already converted; build a new one to recalibrate")
-        for c in x.split(256):
-            _over_views(self._logits, c, self.views)
+    def predict_proba(self, faces: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
+        """Gray faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32, on the
+        device the members live on, in chunks of ``options.chunk`` faces on the CPU."""
+        self.model.eval()
+        dev, opts = self.model.device, self.options
+        out = np.empty((len(faces), self.model.num_members, len(self.model.config.labels)), dtype=np.float32)
+        chunk = opts.chunk if dev.type == "cpu" else batch_size  # the chunking answers a CPU allocator cost
+        full: Any = self.forward  # runs the full chunks
+        wants = opts.compile == "on" or (opts.compile == "auto" and len(faces) >= opts.compile_min_faces and self._graph_path())
+        if wants and not self.uses_int8(dev):  # torch.compile does not take the eager-quantized int8 graph
+            full = self._compiled_step(chunk, dev)
+        workers = self._cpu_workers(len(faces), chunk, dev) if full == self.forward else 1
+        if workers > 1:
+            return _predict_threaded(self.inference_graph("cpu"), self.model.config, faces, out, chunk, workers, progress)
+        starts = range(0, len(faces), batch_size)
+        if progress:
+            from tqdm.auto import tqdm
 
-    def activation_qparams(self) -> dict[str, list[float]]:
-        """``{layer: [scale, zero_point]}`` of every quantized activation, JSON-able."""
-        modules = dict(self.named_modules())
-        out = {}
-        for name in self.observed:
-            scale, zp = modules[name].activation_post_process.calculate_qparams()
-            out[name] = [float(scale), int(zp)]
+            starts = tqdm(starts, desc="ensemble", unit="batch", leave=False)
+        for s in starts:
+            x = preprocess(faces[s : s + batch_size], self.model.config).to(dev)
+            for c in range(0, len(x), chunk):
+                xc = x[c : c + chunk]
+                step = full if len(xc) == chunk else self.forward  # the compiled graph knows one batch shape
+                out[s + c : s + c + len(xc)] = step(xc).cpu().numpy()
         return out
 
-    def finish(self) -> None:
-        """Quantize the weights and freeze the activation scales (after :meth:`observe`)."""
-        from torch.ao import quantization as tq
-
-        with _quiet_quantization():
-            tq.convert(self, inplace=True)
-        self.converted = True
-
     @torch.inference_mode()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.converted:
-            raise RuntimeError("int8 graph not calibrated: call observe() on calibration faces, then finish()")
-        with _quiet_quantization():
-            return torch.cat([_over_views(lambda v: self._logits(v).softmax(-1), c, self.views) for c in x.split(self.chunk)])
+    def embed(self, faces: np.ndarray, batch_size: int = 256) -> Embedded:
+        """Gray faces ``(N, H, W)`` uint8 -> :class:`Embedded`: probabilities as
+        :meth:`predict_proba` gives them, and each member's penultimate features and logits,
+        averaged over the views (they feed density shift scores, :mod:`ferroute.shift`).
+        A plain member loop, in bf16 where :meth:`predict_proba` runs in bf16."""
+        self.model.eval()
+        views = TTA_VIEWS[self.options.tta]
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for s in range(0, len(faces), batch_size):
+            x = preprocess(faces[s : s + batch_size], self.model.config).to(self.model.device)
+            xv = torch.cat([view(x, *v) for v in views]).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.uses_bf16(x.device)):
+                out = [features_and_logits(m, xv) for m in self.model.members]
+            f = torch.stack([o[0].float() for o in out], 1)  # (V*B, M, D)
+            lg = torch.stack([o[1].float() for o in out], 1)  # (V*B, M, C)
+
+            def per_face(t: torch.Tensor) -> np.ndarray:
+                return t.view(len(views), len(x), *t.shape[1:]).mean(0).cpu().numpy()
+
+            parts.append((per_face(lg.softmax(-1)), per_face(f), per_face(lg)))
+        return Embedded(*(np.concatenate(p) for p in zip(*parts)))
+
+    def _cpu_workers(self, n_faces: int, chunk: int, device: torch.device) -> int:
+        """Threads for an eager CPU call: one per torch thread when there are at least two
+        chunks to share, else 1. Only with OpenMP, whose thread count each thread sets."""
+        n = torch.get_num_threads()
+        shared = self.options.side_by_side and device.type == "cpu" and self._graph_path() and n > 1 and n_faces >= 2 * chunk
+        return n if shared and torch.backends.openmp.is_available() else 1
+
+    def _compiled_step(self, chunk: int, device: torch.device) -> Any:
+        """The compiled inference graph, compiled now on a ``chunk``-face batch (once per
+        setting); the eager :meth:`forward`, with a warning and compile ``off``, on failure."""
+        warm = (self._graph_key(device), chunk)
+        try:
+            graph = self.inference_graph(device, compiled=True)
+            if warm not in self._warmed:
+                cfg = self.model.config
+                graph(torch.zeros(chunk, cfg.in_chans, cfg.input_size, cfg.input_size, device=device))
+                self._warmed.add(warm)
+            return graph
+        except Exception as exc:  # no C++ toolchain, unsupported platform, ...: eager still works
+            warnings.warn(f"torch.compile of the ensemble failed, running eagerly ({type(exc).__name__}: {exc})", stacklevel=3)
+            self.options = self.options.replace(compile="off")
+            self._compiled, self._warmed = {}, set()
+            return self.forward
+
+
+def _predict_threaded(graph: nn.Module, cfg: Any, faces: np.ndarray, out: np.ndarray, chunk: int, workers: int,
+                      progress: bool) -> np.ndarray:
+    """CPU prediction with ``workers`` chunks side by side, one thread each (torch's intra-op
+    threads set to 1 there). The small convolutions of a 64-face chunk split across cores
+    spend much of their time forking and joining; whole chunks side by side do not, and the
+    float work between the convolutions runs in parallel too. Outputs do not depend on where
+    a face sits in the batch: every chunk runs single-threaded."""
+    threads = torch.get_num_threads()
+
+    def run(s: int) -> int:
+        torch.set_num_threads(1)  # this thread's OpenMP/MKL pools; process default restored below
+        with torch.inference_mode():  # thread-local, like grad mode
+            x = preprocess(faces[s : s + chunk], cfg)
+            out[s : s + len(x)] = graph(x).numpy()
+        return len(x)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(faces), desc="ensemble", unit="face", leave=False)
+    try:
+        with ThreadPoolExecutor(workers, thread_name_prefix="ferroute-chunk") as pool:
+            for n in pool.map(run, range(0, len(faces), chunk)):
+                if bar is not None:
+                    bar.update(n)
+    finally:
+        torch.set_num_threads(threads)
+        if bar is not None:
+            bar.close()
+    return out

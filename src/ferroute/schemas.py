@@ -41,7 +41,8 @@ class FaceReport(BaseModel):
     aleatoric: Optional[float] = Field(None, description="expected entropy of the members (nats): ambiguity")
     epistemic: Optional[float] = Field(None, description="mutual information (nats): disagreement between members")
     total: Optional[float] = Field(None, description="entropy of the mean distribution (nats)")
-    shift_score: Optional[float] = Field(None, description="the reject score: epistemic against faces of the same ambiguity")
+    shift_score: Optional[float] = Field(None, description="the reject score the model's router ships (GET /v1/model: reject_score); "
+                                         "higher = less like the validation faces; reject above its threshold")
     percentiles: Optional[Scores] = None
     box: Optional[list[int]] = Field(None, description="[x, y, w, h] in the image's pixels; null when no face")
     score: Optional[float] = Field(None, description="face detector confidence; null for a 48x48 crop taken as it is")
@@ -80,7 +81,8 @@ class ModelInfo(BaseModel):
     labels: list[str]
     thresholds: dict[str, float]
     reject_rate: float
-    reject_score: str
+    reject_score: str = Field(description="what the router rejects on, e.g. 'face' (how little the crop looks like a face "
+                              "to the face detector), 'epistemic', or a union such as 'epistemic+pixels'")
     guarantee: dict[str, object]
     inference: dict[str, object]
     model_card: Optional[str] = None

@@ -256,7 +256,7 @@ def start_local_server(model_dir: str | Path | None = None, env: dict[str, str] 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "ferroute.cli", "serve", "--port", str(port)] + (["--model", str(model_dir)] if model_dir else [])
+    cmd = [sys.executable, "-m", "ferroute", "serve", "--port", str(port)] + (["--model", str(model_dir)] if model_dir else [])
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout

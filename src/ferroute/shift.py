@@ -10,6 +10,10 @@ members say about its emotion, so they do not punish ambiguity:
 * :class:`PixelStats`: a Gaussian over a few image statistics of the 48x48 crop (level,
   contrast, edge and fine-detail energy, clipped pixels); the score is the squared
   Mahalanobis distance. It sees noise, blur, fog and exposure without any model.
+* :class:`FaceLikeness`: whether the crop looks like a face at all, to the shipped YuNet
+  face detector (1 - its best face score on the crop, enlarged and framed by its own edge
+  pixels). A crop given as a face skips detection; this puts the detector's question
+  back to it, so a brick wall or a page of text is unfamiliar whatever the members say.
 
 Each is fitted once (on training faces, never on validation or test). A model folder keeps
 the signals its router needs in ``shift.json`` (:func:`save_signals`, :func:`load_signals`;
@@ -19,8 +23,9 @@ plain numbers, no pickle). Higher scores mean less familiar.
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,6 +35,14 @@ _RIDGE = 1e-3  # added to covariance diagonals, relative to their mean variance
 
 class NotFittedError(RuntimeError):
     """A shift signal was scored before ``fit``."""
+
+
+class Signal(Protocol):
+    """An input signal: gray crops ``(N, H, W)`` uint8 -> scores ``(N,)``, higher = less familiar."""
+
+    def score(self, faces: np.ndarray) -> np.ndarray: ...
+
+    def to_arrays(self) -> dict[str, np.ndarray]: ...
 
 
 class FeatureDensity:
@@ -133,6 +146,59 @@ class PixelStats:
         return out
 
 
+class FaceLikeness:
+    """How little a crop looks like a face to YuNet: ``1 - `` its best face score ``(N,)``.
+
+    Each crop is enlarged to ``size`` pixels and framed by ``pad`` of that on every side
+    with its own edge pixels (YuNet finds faces with some context around them, and a tight
+    48x48 crop has none). Nothing to fit: the router calibrates its percentile on clean
+    validation faces like any other part. At 64 px in a 128 px frame a crop costs about
+    1 ms on one core (``scripts/select_shift_score.py`` times it).
+    """
+
+    def __init__(self, size: int = 64, pad: float = 0.5) -> None:
+        if size < 16 or not 0 <= pad <= 2:
+            raise ValueError(f"FaceLikeness needs size >= 16 and 0 <= pad <= 2, got {size}, {pad}")
+        self.size, self.pad = int(size), float(pad)
+        self._local = threading.local()  # a cv2.FaceDetectorYN keeps per-call state: one per thread
+
+    def _detector(self) -> Any:
+        det = getattr(self._local, "det", None)
+        if det is None:
+            import cv2
+
+            from .faces import quiet_opencv, yunet_path
+
+            quiet_opencv(cv2)
+            side = self.size + 2 * int(self.size * self.pad)
+            det = self._local.det = cv2.FaceDetectorYN.create(str(yunet_path()), "", (side, side), 0.01, 0.3, 20)
+        return det
+
+    def score(self, faces: np.ndarray) -> np.ndarray:
+        import cv2
+
+        det, p = self._detector(), int(self.size * self.pad)
+        out = np.ones(len(faces))
+        for i, face in enumerate(np.asarray(faces, np.uint8)):
+            big = cv2.resize(face, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+            framed = cv2.cvtColor(cv2.copyMakeBorder(big, p, p, p, p, cv2.BORDER_REPLICATE), cv2.COLOR_GRAY2BGR)
+            found = det.detect(framed)[1]
+            if found is not None and len(found):
+                out[i] = 1.0 - float(found[:, -1].max())
+        return out
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"size": np.asarray(self.size), "pad": np.asarray(self.pad)}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, Any]) -> "FaceLikeness":
+        return cls(int(np.asarray(a["size"])), float(np.asarray(a["pad"])))
+
+
+#: the input signals by name, and how each is built from its stored arrays
+SIGNAL_TYPES: dict[str, Any] = {"pixels": PixelStats, "face": FaceLikeness}
+
+
 def energy(logits: np.ndarray) -> np.ndarray:
     """Energy score ``(N,)`` from member logits ``(N, M, C)``: ``-logsumexp`` over classes,
     averaged over members (Liu et al., 2020); higher = less familiar."""
@@ -147,19 +213,20 @@ def training_subset(labels: np.ndarray, n: int = 12000, seed: int = 0) -> np.nda
     return np.random.default_rng(seed).permutation(np.flatnonzero(np.asarray(labels) >= 0))[:n]
 
 
-def fit_signals(names: tuple[str, ...] | list[str], train_images: np.ndarray, train_labels: np.ndarray) -> dict[str, PixelStats]:
-    """Fit the named input signals (``'pixels'``) on FERPlus training faces."""
+def fit_signals(names: tuple[str, ...] | list[str], train_images: np.ndarray, train_labels: np.ndarray) -> dict[str, Signal]:
+    """Fit the named input signals (``'pixels'``, ``'face'``) on FERPlus training faces
+    (``face`` needs no fitting)."""
     idx = training_subset(train_labels)
-    out: dict[str, PixelStats] = {}
+    out: dict[str, Signal] = {}
     for name in names:
-        if name != "pixels":
-            raise ValueError(f"unknown input signal {name!r}; known: pixels")
-        out[name] = PixelStats().fit(np.asarray(train_images)[idx])
+        if name not in SIGNAL_TYPES:
+            raise ValueError(f"unknown input signal {name!r}; known: {', '.join(SIGNAL_TYPES)}")
+        out[name] = PixelStats().fit(np.asarray(train_images)[idx]) if name == "pixels" else FaceLikeness()
     return out
 
 
-def save_signals(directory: str | Path, signals: dict[str, PixelStats], note: str = "") -> Path:
-    """Write the fitted input signals (``{'pixels': PixelStats}``) to ``directory/shift.json``."""
+def save_signals(directory: str | Path, signals: dict[str, Signal], note: str = "") -> Path:
+    """Write the fitted input signals (``{'pixels': PixelStats, ...}``) to ``directory/shift.json``."""
     out: dict[str, Any] = {"note": note}
     for name, sig in signals.items():
         out[name] = {k: np.asarray(v).tolist() for k, v in sig.to_arrays().items()}
@@ -168,7 +235,7 @@ def save_signals(directory: str | Path, signals: dict[str, PixelStats], note: st
     return path
 
 
-def load_signals(directory: str | Path) -> dict[str, PixelStats]:
+def load_signals(directory: str | Path) -> dict[str, Signal]:
     """The input signals stored in ``directory/shift.json`` (``{}`` when there is none).
     Raises ``ValueError`` naming the file when it is damaged."""
     path = Path(directory) / SIGNALS_FILE
@@ -176,10 +243,11 @@ def load_signals(directory: str | Path) -> dict[str, PixelStats]:
         return {}
     try:
         raw = json.loads(path.read_text())
-        out = {"pixels": PixelStats.from_arrays(raw["pixels"])} if "pixels" in raw else {}
-        for sig in out.values():
-            if sig.mean is None or sig.precision_chol is None or sig.precision_chol.shape != (len(sig.mean), len(sig.mean)):
-                raise ValueError("arrays of the wrong shape")
+        out: dict[str, Signal] = {k: t.from_arrays(raw[k]) for k, t in SIGNAL_TYPES.items() if k in raw}
+        pix = out.get("pixels")
+        if isinstance(pix, PixelStats) and (pix.mean is None or pix.precision_chol is None
+                                            or pix.precision_chol.shape != (len(pix.mean), len(pix.mean))):
+            raise ValueError("arrays of the wrong shape")
         return out
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: damaged shift signals ({type(exc).__name__}: {exc}); refit them with "

@@ -64,8 +64,9 @@ def main() -> None:
         "## Router",
         "",
         f"- inference: test-time augmentation `{tta}`, arithmetic `{precision}`, reject score `{router.get('shift', 'conditional')}` "
-        + (f"(chosen on FERPlus valid under ImageNet-C's four held-out corruptions with `scripts/select_shift_score.py`, never on test "
-           f"or the test's corruptions): {router['selection']['summary']}" if "selection" in router else
+        + (f"(chosen on FERPlus valid under ImageNet-C's four held-out corruptions and validation non-face crops with "
+           f"`scripts/select_shift_score.py`, never on test, the test's corruptions or its non-face probe): "
+           f"{router['selection']['summary']}" if "selection" in router else
            "(the score chosen for the default model on held-out corruptions; `ferroute calibrate` fitted its thresholds on this model's "
            "own validation outputs)"),
         f"- thresholds on FERPlus valid: reject when the shift score > {router['state']['z_threshold']:.3f} "
@@ -104,9 +105,13 @@ def main() -> None:
         "",
         "Research and prototyping of uncertainty-aware expression recognition on gray, frontal, FER2013-like face crops. "
         "Not for decisions about people. FERPlus's annotators and FER2013's web images carry their own biases; "
-        "beyond CK+ (above), accuracy on other populations, poses and cameras is unmeasured. The reject score sees "
-        "image degradation (noise, blur, exposure: its `pixels` part) and member disagreement (its `epistemic` part); "
-        "a sharp, well-exposed image of something unlike a face can still pass it (see the non-face figure).",
+        "beyond CK+ (above), accuracy on other populations, poses and cameras is unmeasured. "
+        + {"face": "The reject score asks the shipped face detector (YuNet) how much the crop looks like a face: it turns away "
+                   "non-faces and heavily degraded faces, but not a clear face that is merely unusual for FERPlus (another "
+                   "population, lighting or camera), and not JPEG artefacts or colour saturation (see the per-corruption figures); "
+                   "member disagreement (epistemic) is reported but does not reject.",
+           }.get(router.get("shift"), "The reject score's parts are named in the router line above; what each catches and "
+                 "misses is in the per-corruption and non-face figures."),
         "",
         "## Licence",
         "",

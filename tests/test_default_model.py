@@ -61,25 +61,26 @@ def test_fast_model_reads_the_clean_examples_like_the_default(fast_router, route
 
 
 def _documented_decisions() -> dict[str, list[str]]:
-    """The decisions the README's "What the first command prints" table shows, per example."""
+    """The decisions and reasons the README's "What the first command prints" table shows, per example."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = readme.split("## What the first command prints", 1)[1].split("```", 2)[1]
-    out: dict[str, list[str]] = {}
+    at = next(line for line in block.splitlines() if line.startswith("source")).index("reason")
+    out: dict[str, list[tuple[str, str]]] = {}
     for line in block.splitlines():
         if line.startswith("examples/"):
             words = line.split()
-            out.setdefault(words[0].removeprefix("examples/"), []).append(
-                next(w for w in words if w in {"accept", "ambiguous", "reject", "no_face"}))
+            decision = next(w for w in words if w in {"accept", "ambiguous", "reject", "no_face"})
+            out.setdefault(words[0].removeprefix("examples/"), []).append((decision, line[at:].strip()))
     return out
 
 
 def test_examples_route_as_the_readme_shows(router):
     """The examples are picked by rules blind to the model (scripts/make_examples.py); the
-    README shows what the model says about them, and must stay true."""
+    README shows what the model says about them, reasons included, and must stay true."""
     documented = _documented_decisions()
     assert set(documented) == {p.name for p in EXAMPLES.iterdir()}
-    for name, decisions in documented.items():
-        assert [f["decision"] for f in router.route(EXAMPLES / name)] == decisions, name
+    for name, shown in documented.items():
+        assert [(f["decision"], f["reason"]) for f in router.route(EXAMPLES / name)] == shown, name
 
 
 def test_corruption_makes_the_same_face_less_familiar(router):
@@ -149,3 +150,14 @@ def test_fast_model_in_int8_routes_real_faces_like_fp32(ferplus_dir):
     agree = np.mean([a == b for a, b in zip(out["fp32"][1], out["int8"][1])])
     assert agree >= 0.95, agree
 
+
+def test_the_default_router_turns_away_crops_that_are_no_face(router):
+    """The shipped reject score asks the face detector; a flat crop and a page of text are
+    not faces to it, whatever the members say about their emotion."""
+    from ferroute.nonface import nonface_crops
+
+    crops, kinds = nonface_crops(60)
+    flat_and_text = np.concatenate([np.full((1, 48, 48), 128, np.uint8), crops[[k == "text" for k in kinds]]])
+    faces = router.route_faces(flat_and_text)
+    assert all(f["decision"] == "reject" for f in faces), [f["reason"] for f in faces]
+    assert "face detector" in faces[0]["reason"]

@@ -222,7 +222,9 @@ _quiet: dict[str, Any] = {"depth": 0, "filter": None}  # threads inside _quiet_q
 @contextlib.contextmanager
 def _quiet_quantization() -> Iterator[None]:
     """Silence PyTorch's deprecation notices for its eager quantization API (present and
-    working in the torch versions ferroute supports; a user cannot act on them).
+    working in the torch versions ferroute supports; a user cannot act on them). Kept over
+    the maintained route (torchao's PT2E, lowered by inductor) because that ran the fast
+    model 4x slower at the same agreement with float32: docs/studies/int8_pt2e.txt.
 
     Thread-safe, unlike ``warnings.catch_warnings``: :meth:`Ensemble.predict_proba` runs int8
     chunks on several threads at once. The first thread in adds one filter, the last one out

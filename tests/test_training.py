@@ -112,3 +112,17 @@ def test_distillation_refuses_what_it_cannot_do(fake_ferplus, tmp_path):
     with pytest.raises(ValueError, match="teacher's architecture"):
         train_ensemble(tr, va, tmp_path / "s", backbone_kwargs={"width": 8}, members=1,
                        tc=TrainConfig(epochs=1, distill_from=str(teacher)), progress=False)
+
+
+def test_deploy_augmentations_are_seeded_bounded_and_vary_by_face():
+    import torch
+
+    from ferroute.training import deploy_augment_batch
+
+    x = torch.rand(32, 1, 48, 48)
+    a = deploy_augment_batch(x, torch.Generator().manual_seed(3))
+    b = deploy_augment_batch(x, torch.Generator().manual_seed(3))
+    assert a.shape == x.shape and torch.equal(a, b)  # reproducible from the generator
+    assert float(a.min()) >= 0 and float(a.max()) <= 1
+    changed = (a - x).abs().flatten(1).mean(1) > 1e-3
+    assert int(changed.sum()) >= 16  # each face meets each degradation with its own chance: most meet one

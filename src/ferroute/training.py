@@ -45,6 +45,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     target: Literal["soft", "majority"] = "soft"
     augment: bool = True
+    #: also degrade faces as deployed ones are degraded: resolution loss, blur, contrast,
+    #: gamma and sensor noise (:func:`deploy_augment_batch`)
+    deploy_augment: bool = False
     seed: int = 0
     pretrained: bool = True
     threads: int | None = None
@@ -94,6 +97,37 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     box = ((yy - cy.view(-1, 1, 1)).abs() < size.view(-1, 1, 1) // 2) & ((xx - cx.view(-1, 1, 1)).abs() < size.view(-1, 1, 1) // 2)
     box &= (rand(b) < 0.5).view(-1, 1, 1)
     return x.masked_fill(box.unsqueeze(1), 0.5)
+
+
+def deploy_augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """What a deployed face meets, each on a random share of a float batch ``(B, 1, H, W)`` in
+    [0, 1]: resolution loss (down to 16-40 px and back, 30 %), Gaussian blur (sigma 0.3-1.5,
+    30 %), contrast (x0.6-1.4 about the mean, 50 %), gamma (0.7-1.5, 50 %) and sensor noise
+    (sigma up to 0.03, 30 %). Random numbers from the CPU generator ``gen``."""
+    b, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen).to(x.device)
+
+    def pick(p: float) -> torch.Tensor:
+        return (rand(b) < p).view(-1, 1, 1, 1)
+
+    side = int(16 + rand(1).item() * 24)  # one size per batch: interpolate takes one
+    low = F.interpolate(F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False),
+                        size=(h, w), mode="bilinear", align_corners=False)
+    x = torch.where(pick(0.3), low, x)
+    sigma = 0.3 + rand(b) * 1.2
+    r = torch.arange(-3, 4, device=x.device, dtype=x.dtype)
+    k1 = torch.exp(-(r.view(1, -1) ** 2) / (2 * sigma.view(-1, 1) ** 2))
+    k1 = k1 / k1.sum(1, keepdim=True)  # (B, 7)
+    k2 = (k1[:, :, None] * k1[:, None, :]).unsqueeze(1)  # (B, 1, 7, 7), one kernel per face
+    blurred = F.conv2d(F.pad(x.transpose(0, 1), (3, 3, 3, 3), mode="replicate"), k2, groups=b).transpose(0, 1)
+    x = torch.where(pick(0.3), blurred, x)
+    mean = x.mean((-1, -2), keepdim=True)
+    x = torch.where(pick(0.5), (x - mean) * (0.6 + 0.8 * rand(b)).view(-1, 1, 1, 1) + mean, x).clamp(0, 1)
+    x = torch.where(pick(0.5), x.clamp_min(1e-4) ** (0.7 + 0.8 * rand(b)).view(-1, 1, 1, 1), x)
+    noise = torch.randn(x.shape, generator=gen).to(x.device) * (0.03 * rand(b)).view(-1, 1, 1, 1)
+    return torch.where(pick(0.3), x + noise, x).clamp(0, 1)
 
 
 @dataclass
@@ -179,6 +213,8 @@ def train_member(
             x = images[j].to(torch.float32).div_(255.0).unsqueeze(1)
             if tc.augment:
                 x = augment_batch(x, gen)
+            if tc.deploy_augment:
+                x = deploy_augment_batch(x, gen)
             x = preprocess((x.squeeze(1) * 255.0), cfg).contiguous(memory_format=torch.channels_last)
             y = targets_t[j] if teacher is None else teacher.targets(x, bf16)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):

@@ -44,6 +44,7 @@ def train(
     seed: int = typer.Option(0, help="Seed of the first member; member k uses seed+k."),
     ldl: bool = typer.Option(False, "--ldl", help="Train the single label-distribution-learning baseline instead."),
     no_augment: bool = typer.Option(False, "--no-augment", help="Train on the faces as they are (no flips, crops or photometric changes)."),
+    deploy_augment: bool = typer.Option(False, "--deploy-augment", help="Also degrade training faces as deployed faces are degraded: resolution loss, blur, contrast, gamma, sensor noise."),
     no_pretrained: bool = typer.Option(False, "--no-pretrained", help="Random init even where weights exist."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N training faces (smoke runs)."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch."),
@@ -84,7 +85,7 @@ def train(
         _fail(str(exc))
     if limit:
         tr = tr.subset(slice(0, limit))
-    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, seed=seed, pretrained=not no_pretrained, threads=threads, device=device, precision=precision,
+    tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, deploy_augment=deploy_augment, seed=seed, pretrained=not no_pretrained, threads=threads, device=device, precision=precision,
                      distill_from=None if distill_from is None else str(distill_from))
     command = _command_line(ctx)
     path = train_ensemble(tr, va, out, backbone=backbone, backbone_kwargs=_parse_kv(backbone_arg), members=members, tc=tc, command=command)

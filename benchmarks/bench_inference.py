@@ -114,11 +114,12 @@ def one_chunk_at_a_time(model: Ensemble, on: bool = True) -> Iterator[None]:
     if not on:
         yield
         return
+    before = model.options.side_by_side
     model.configure(side_by_side=False)
     try:
         yield
     finally:
-        del model.chunks_side_by_side  # back to the class default
+        model.configure(side_by_side=before)
 
 
 def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -> list[dict]:
@@ -177,7 +178,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                         return q8.predict_proba(faces, batch_size=batch)
                 return run
 
-            side_by_side = ens.runtime._cpu_workers(batch, ens.forward_chunk, torch.device("cpu")) > 1  # where predict_proba runs chunks on threads
+            side_by_side = ens.runtime._cpu_workers(batch, ens.options.chunk, torch.device("cpu")) > 1  # where predict_proba runs chunks on threads
 
             def graph(precision: str, compiled: bool, x=x):
                 """The inference graph (BatchNorm folded, weights in the compute dtype), eager or compiled."""

@@ -53,6 +53,7 @@ from ferroute.shift import (
     FeatureDensity,
     PixelStats,
     energy,
+    fit_signals,
     save_signals,
     training_subset,
 )
@@ -127,8 +128,8 @@ def main() -> None:
 
     emt = ens.embed(tr.images[pick])
     density = FeatureDensity().fit(emt.features, tr.labels[pick])
-    pixels = PixelStats().fit(tr.images[pick])
-    face = FaceLikeness()
+    fitted = fit_signals(("pixels", "face"), tr.images, tr.labels, n=args.n_train)  # pixels on the same `pick`
+    pixels, face = fitted["pixels"], fitted["face"]
     router = UncertaintyRouter(shift="conditional").fit(ens.predict_proba(cal.images), cal.disagreement)
 
     def sig(faces: np.ndarray) -> dict[str, np.ndarray]:
@@ -229,7 +230,6 @@ def main() -> None:
     (DOCS / "shift_score_selection.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.write:  # what `ferroute calibrate --shift <chosen>` does, plus the record of the choice
         router = UncertaintyRouter(shift=chosen)
-        fitted = {"pixels": pixels, "face": face}
         pv = {**decompose(ens.predict_proba(va.images)), **{k: fitted[k].score(va.images) for k in router.needs}}
         router.fit(pv, va.disagreement)
         router.selection = {k: v for k, v in summary.items() if k != "rows"} | {"chosen_row": rows[chosen]}
@@ -256,8 +256,8 @@ def compare_tta(args: argparse.Namespace) -> None:
     rng.permutation(np.flatnonzero(tr.labels >= 0))  # the same draws as main(): the same halves
     idx = rng.permutation(len(va))
     cal, ev = va.subset(idx[: len(va) // 2]), va.subset(idx[len(va) // 2 :])
-    fitted = {"pixels": PixelStats().fit(tr.images[training_subset(tr.labels, args.n_train)]), "face": FaceLikeness()}
     needs = UncertaintyRouter(shift=shift).needs
+    fitted = fit_signals(needs, tr.images, tr.labels, n=args.n_train)
     held = corrupted_set(ev.images, list(HELD_OUT), (5,), seed=1)
     lab = ev.labels >= 0
     rows = {}

@@ -80,6 +80,9 @@ def test_signals_are_fitted_on_a_fixed_training_subset():
     assert set(sig) == {"pixels"}
     with pytest.raises(ValueError, match="unknown input signal"):
         fit_signals(("density",), _faces(10), np.zeros(10))
+    assert set(fit_signals(("face",))) == {"face"}  # needs no training faces
+    with pytest.raises(ValueError, match="fitted on training faces"):
+        fit_signals(("pixels",))
 
 
 def test_nonface_crops_are_deterministic_and_varied():

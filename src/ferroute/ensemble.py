@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .backbones import BackboneConfig, ModelError, build_from_config, preprocess
-from .graphs import TTA_VIEWS, _over_views, _softmax, view
+from .graphs import TTA_VIEWS, _softmax, view
 from .runtime import Embedded, RunOptions, Runtime
 
 __all__ = ["Ensemble", "Embedded", "ModelError", "RunOptions", "TTA_VIEWS", "preprocess", "view", "how_it_runs"]
@@ -123,7 +123,7 @@ class Ensemble(nn.Module):
         if not self.training:
             return self.runtime.forward(x)
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.runtime.uses_bf16(x.device)):
-            return _over_views(self.forward_loop, x, TTA_VIEWS["none"])
+            return self.forward_loop(x)
 
     def forward_loop(self, x: torch.Tensor) -> torch.Tensor:
         """A loop over members on a channels-last batch. ``(B, ...) -> (B, M, C)`` probabilities."""

@@ -153,7 +153,7 @@ class FaceLikeness:
     with its own edge pixels (YuNet finds faces with some context around them, and a tight
     48x48 crop has none). Nothing to fit: the router calibrates its percentile on clean
     validation faces like any other part. At 64 px in a 128 px frame a crop costs about
-    1 ms on one core (``scripts/select_shift_score.py`` times it).
+    0.6 ms on the 2-core test machine (``scripts/select_shift_score.py`` times it).
     """
 
     def __init__(self, size: int = 64, pad: float = 0.5) -> None:
@@ -213,15 +213,21 @@ def training_subset(labels: np.ndarray, n: int = 12000, seed: int = 0) -> np.nda
     return np.random.default_rng(seed).permutation(np.flatnonzero(np.asarray(labels) >= 0))[:n]
 
 
-def fit_signals(names: tuple[str, ...] | list[str], train_images: np.ndarray, train_labels: np.ndarray) -> dict[str, Signal]:
-    """Fit the named input signals (``'pixels'``, ``'face'``) on FERPlus training faces
-    (``face`` needs no fitting)."""
-    idx = training_subset(train_labels)
+def fit_signals(names: tuple[str, ...] | list[str], train_images: np.ndarray | None = None,
+                train_labels: np.ndarray | None = None, n: int = 12000) -> dict[str, Signal]:
+    """The named input signals (``'pixels'``, ``'face'``): ``pixels`` fitted on ``n`` FERPlus
+    training faces (:func:`training_subset`, so the training data is needed only for it);
+    ``face`` needs no fitting."""
     out: dict[str, Signal] = {}
     for name in names:
         if name not in SIGNAL_TYPES:
             raise ValueError(f"unknown input signal {name!r}; known: {', '.join(SIGNAL_TYPES)}")
-        out[name] = PixelStats().fit(np.asarray(train_images)[idx]) if name == "pixels" else FaceLikeness()
+        if name == "face":
+            out[name] = FaceLikeness()
+            continue
+        if train_images is None or train_labels is None:
+            raise ValueError("the pixels signal is fitted on training faces: pass train_images and train_labels")
+        out[name] = PixelStats().fit(np.asarray(train_images)[training_subset(train_labels, n)])
     return out
 
 

@@ -22,17 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BackboneConfig, check_device, create_backbone, use_bf16
-from .data import FERPlusSplit
-from .ensemble import (
-    TTA_VIEWS,
-    Ensemble,
-    _over_views,
-    _softmax,
+from .backbones import (
+    BackboneConfig,
+    check_device,
+    create_backbone,
     preprocess,
-    save_member,
-    write_config,
+    use_bf16,
 )
+from .data import FERPlusSplit
+from .ensemble import Ensemble, save_member, write_config
+from .graphs import TTA_VIEWS, _over_views, _softmax
 
 
 @dataclass

@@ -149,8 +149,6 @@ def calibrate(
     if single:
         typer.echo(f"stored tta {ens.tta}, precision {ens.precision} in {d / 'config.json'}; a single model gets no routing thresholds")
         return
-    import numpy as np
-
     from ..shift import fit_signals, load_signals, save_signals
     from ..uncertainty import decompose
 
@@ -162,7 +160,7 @@ def calibrate(
     missing = [k for k in router.needs if k not in signals]
     if missing:  # only the image statistics are fitted (on training faces); the face signal needs nothing
         tr = load_split("train", data) if "pixels" in missing else None
-        signals |= fit_signals(missing, tr.images if tr else np.zeros((0, 48, 48), np.uint8), tr.labels if tr else np.zeros(0, int))
+        signals |= fit_signals(missing, *((tr.images, tr.labels) if tr else ()))
         save_signals(d, signals, note="pixels fitted on 12000 FERPlus training faces (ferroute.shift.training_subset)")
     sig = {k: signals[k].score(va.images) for k in router.needs}
     router.fit({**decompose(ens.predict_proba(va.images, progress=True)), **sig}, va.disagreement)

@@ -96,15 +96,16 @@ def evaluate(
     def infer(model: "Ensemble | OnnxEnsemble", faces: np.ndarray) -> np.ndarray:
         return model.predict_proba(np.asarray(faces), batch_size=batch_size)
 
-    sig = signals or {}
+    router = router or UncertaintyRouter()
+    sig = {k: v for k, v in (signals or {}).items() if k in router.needs}  # a folder may store more than its router uses
 
     def decomposed(probs: np.ndarray, faces: np.ndarray) -> dict[str, np.ndarray]:
-        """The decomposition and every fitted input signal of ``faces``."""
+        """The decomposition and the input signals the router's shift score needs, of ``faces``."""
         return {**decompose(probs), **{k: v.score(np.asarray(faces)) for k, v in sig.items()}}
 
     # ---- calibration on clean validation faces
-    if router is None or not router.is_fitted:
-        router = (router or UncertaintyRouter()).fit(decomposed(infer(ensemble, valid.images), valid.images), valid.disagreement)
+    if not router.is_fitted:
+        router.fit(decomposed(infer(ensemble, valid.images), valid.images), valid.disagreement)
 
     # ---- clean test
     pt = infer(ensemble, test.images)

@@ -44,6 +44,35 @@ def yunet_path() -> Path:
 _checked: set[Path] = set()
 
 
+class ThreadYuNet:
+    """One ``cv2.FaceDetectorYN`` per thread (it keeps per-call state), with fixed thresholds.
+
+    Changing a YuNet's input size rebuilds its network (about 4 ms), so ``get`` resizes only
+    when the size changes; callers that alternate sizes keep one ``ThreadYuNet`` per size.
+    Shared by :class:`FaceDetector` and :class:`ferroute.shift.FaceLikeness`.
+    """
+
+    def __init__(self, score_threshold: float, nms_threshold: float = 0.3, top_k: int = 5000) -> None:
+        import cv2
+
+        quiet_opencv(cv2)
+        self._cv2, self.model = cv2, str(yunet_path())
+        self.score_threshold, self.nms_threshold, self.top_k = score_threshold, nms_threshold, top_k
+        self._local = threading.local()
+
+    def get(self, w: int, h: int) -> Any:
+        """This thread's detector, set to inputs of ``w`` x ``h``."""
+        det = getattr(self._local, "det", None)
+        if det is None:
+            det = self._local.det = self._cv2.FaceDetectorYN.create(
+                self.model, "", (w, h), self.score_threshold, self.nms_threshold, self.top_k)
+            self._local.size = (w, h)
+        elif self._local.size != (w, h):
+            det.setInputSize((w, h))
+            self._local.size = (w, h)
+        return det
+
+
 @dataclass(frozen=True)
 class Face:
     """A face: its box ``(x, y, w, h)`` in original image pixels, YuNet's ``score`` (None for an
@@ -73,27 +102,17 @@ class FaceDetector:
 
         quiet_opencv(cv2)
         self._cv2 = cv2
-        self.model = str(yunet_path())
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
         self.detect_side, self.min_side, self.min_face = detect_side, min_side, min_face
         self.fallback_side, self.try_sideways, self.upright_check = fallback_side, try_sideways, upright_check
         self.sideways_score = sideways_score
-        self._local = threading.local()  # cv2.FaceDetectorYN keeps per-call state: one per thread
+        # one detector for the upright check's fixed-size views, one that follows the photos' size
+        self._patch = ThreadYuNet(score_threshold, nms_threshold)
+        self._photo = ThreadYuNet(score_threshold, nms_threshold)
 
-    def _yunet(self, w: int, h: int):
-        """This thread's YuNet for inputs of ``w`` x ``h``. Changing a YuNet's input size
-        rebuilds its network (about 4 ms), so each thread keeps one for the face views' fixed
-        size and one that follows the photos' size (the same for a folder of like photos)."""
-        key = "patch" if (w, h) == (_PATCH, _PATCH) else "photo"
-        det = getattr(self._local, key, None)
-        if det is None:
-            det = self._cv2.FaceDetectorYN.create(self.model, "", (w, h), self.score_threshold, self.nms_threshold, 5000)
-            setattr(self._local, key, det)
-            setattr(self._local, key + "_size", (w, h))
-        elif getattr(self._local, key + "_size") != (w, h):
-            det.setInputSize((w, h))
-            setattr(self._local, key + "_size", (w, h))
-        return det
+    def _yunet(self, w: int, h: int) -> Any:
+        """This thread's YuNet for inputs of ``w`` x ``h``."""
+        return (self._patch if (w, h) == (_PATCH, _PATCH) else self._photo).get(w, h)
 
     def detect(self, rgb: np.ndarray) -> np.ndarray:
         """YuNet's rows ``(N, 15)`` for an RGB image ``(H, W, 3)``: box, 5 landmarks, score, in

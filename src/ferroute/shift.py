@@ -23,7 +23,6 @@ plain numbers, no pickle). Higher scores mean less familiar.
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -160,19 +159,15 @@ class FaceLikeness:
         if size < 16 or not 0 <= pad <= 2:
             raise ValueError(f"FaceLikeness needs size >= 16 and 0 <= pad <= 2, got {size}, {pad}")
         self.size, self.pad = int(size), float(pad)
-        self._local = threading.local()  # a cv2.FaceDetectorYN keeps per-call state: one per thread
+        self._yunet: Any = None  # built on first use: a model that never scores a crop never loads it
 
     def _detector(self) -> Any:
-        det = getattr(self._local, "det", None)
-        if det is None:
-            import cv2
+        if self._yunet is None:
+            from .faces import ThreadYuNet
 
-            from .faces import quiet_opencv, yunet_path
-
-            quiet_opencv(cv2)
-            side = self.size + 2 * int(self.size * self.pad)
-            det = self._local.det = cv2.FaceDetectorYN.create(str(yunet_path()), "", (side, side), 0.01, 0.3, 20)
-        return det
+            self._yunet = ThreadYuNet(score_threshold=0.01, top_k=20)
+        side = self.size + 2 * int(self.size * self.pad)
+        return self._yunet.get(side, side)
 
     def score(self, faces: np.ndarray) -> np.ndarray:
         import cv2

@@ -44,6 +44,23 @@ def test_efficientnet_lite0_imagenet_weights_load_tensor_by_tensor():
     assert cfg.in_chans == 3
 
 
+def test_pretrained_efficientnet_starts_near_uniform_with_seeded_heads():
+    """The new head on ImageNet features starts with small logits (a loss near ln 8, not ~7),
+    and two seeds give two heads (members must not share one init)."""
+    from ferroute.backbones import preprocess
+
+    faces = torch.randint(0, 256, (16, 48, 48), dtype=torch.uint8).numpy()
+    heads = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        m, cfg = create_backbone("efficientnet_lite0", pretrained=True, input_size=64)
+        with torch.no_grad():
+            logits = m.eval()(preprocess(faces, cfg))
+        assert logits.abs().max() < 1.0
+        heads.append(m.classifier.weight.detach().clone())
+    assert not torch.equal(heads[0], heads[1])
+
+
 def test_dinov2_tiny_random_init():
     m, cfg = create_backbone("dinov2_s14", pretrained=False, input_size=28, depth=1, embed_dim=48, num_heads=2)
     assert m(torch.zeros(2, 3, 28, 28)).shape == (2, 8)

@@ -314,6 +314,11 @@ def _efficientnet_lite0(pretrained: bool = False, input_size: int = 96, drop_rat
     model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=len(EMOTIONS), drop_rate=drop_rate)
     if pretrained:
         load_efficientnet_lite0_imagenet(model)
+        # timm's head init suits training from scratch: on the ImageNet features (1,280 of them,
+        # large after ReLU6) it starts at logits of std ~5 and a loss of ~7 that the first epoch
+        # spends undoing. A small seeded head starts near uniform and keeps members' inits apart.
+        nn.init.normal_(model.classifier.weight, std=0.01)
+        nn.init.zeros_(model.classifier.bias)
     cfg = BackboneConfig(
         "efficientnet_lite0", input_size, 3, _IMAGENET_MEAN, _IMAGENET_STD,
         kwargs={"input_size": input_size, "drop_rate": drop_rate},

@@ -286,3 +286,30 @@ def test_the_reject_score_choices_are_the_routers():
     from ferroute.routing import UncertaintyRouter
 
     assert sorted(s.value for s in Shift) == sorted(UncertaintyRouter.SHIFT_SCORES)
+
+
+def test_route_adapt_estimates_the_mix_first_and_refuses_what_it_cannot(tiny_model_dir, tmp_path):
+    import shutil
+
+    from ferroute.ensemble import Ensemble
+    from ferroute.labelshift import PriorAdapter
+
+    rng = np.random.default_rng(0)
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i in range(120):  # 48x48 images are taken as face crops as they are
+        Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(crops / f"{i:03d}.png")
+    res = runner.invoke(app, ["route", str(crops), "--model", str(tiny_model_dir), "--adapt"])
+    assert res.exit_code == 2 and "priors.json" in res.output and "calibrate" in res.output
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    faces = rng.integers(0, 256, (200, 48, 48), dtype=np.uint8)
+    PriorAdapter().fit(Ensemble.load(model).predict_proba(faces), rng.dirichlet(np.ones(8), 200)).save(model)
+    res = runner.invoke(app, ["route", str(crops), "--model", str(model), "--adapt", "--format", "jsonl"])
+    assert res.exit_code == 0, res.output
+    assert "emotion mix of these faces: neutral" in res.output
+    assert sum(1 for x in res.stdout.splitlines() if x.startswith("{")) == 120
+    res = runner.invoke(app, ["route", *[str(p) for p in sorted(crops.iterdir())[:5]], "--model", str(model), "--adapt"])
+    assert res.exit_code == 2 and "at least 100 faces, got 5" in res.output
+    res = runner.invoke(app, ["route", str(crops), "--model", str(model), "--adapt", "--engine", "ray", "--out", str(tmp_path / "r.parquet")])
+    assert res.exit_code == 2 and "--engine local" in res.output

@@ -13,9 +13,13 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
     from ferroute.data import LabelledFaces
 
+    from ferroute.labelshift import PriorAdapter
+
     ck = LabelledFaces(te.images[:30], np.arange(30) % 8, np.arange(30) // 3)
-    rep = evaluate(tiny_ensemble(3), va, te, tmp_path / "rep", ldl=tiny_ensemble(1), corruptions=["fog", "contrast"], severities=(1, 5),
-                   progress=False, n_boot=50, ckplus=ck)
+    ens = tiny_ensemble(3)
+    priors = PriorAdapter(min_faces=10).fit(ens.predict_proba(va.images), va.distributions)
+    rep = evaluate(ens, va, te, tmp_path / "rep", ldl=tiny_ensemble(1), corruptions=["fog", "contrast"], severities=(1, 5),
+                   progress=False, n_boot=50, ckplus=ck, priors=priors)
     saved = json.loads((tmp_path / "rep" / "report.json").read_text())
     for key in ("accuracy", "n_test"):
         assert key in saved
@@ -37,11 +41,13 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
     g = saved["generalization"]
     assert g["n_nonface"] == 600 and sum(g["nonface_shares"].values()) == pytest.approx(1.0)
     assert g["n_ckplus"] == 30 and g["n_ckplus_subjects"] == 10 and 0 <= g["ckplus_accuracy"] <= 1
+    assert 0 <= g["ckplus_accuracy_adapted"] <= 1 and 0 <= g["ferplus_test_accuracy_adapted"] <= 1
+    assert sum(g["ckplus_mix_estimated"]) == pytest.approx(1.0, abs=1e-3) and sum(g["ckplus_shares_adapted"].values()) == pytest.approx(1.0)
     assert set(saved["ldl"]) >= {"spearman", "auroc", "kept_ratio"}
     for png in ("aleatoric_vs_disagreement.png", "auroc_vs_severity.png", "kept_ambiguous_vs_rejection.png"):
         assert (tmp_path / "rep" / png).stat().st_size > 1000
     md = (tmp_path / "rep" / "report.md").read_text()
-    assert "Spearman" in md
+    assert "Spearman" in md and "Adapted to each set" in md
     assert "2 of the 15 corruptions (fog, contrast)" in md and "over the 15 corruptions" not in md  # says what was run
     assert rep["n_test"] == len(te)
 

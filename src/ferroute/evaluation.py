@@ -38,6 +38,7 @@ from .corruptions import CORRUPTIONS, SEVERITIES, corrupted_set
 from .data import FERPlusSplit, LabelledFaces
 from .ensemble import Ensemble, how_it_runs
 from .export import OnnxEnsemble
+from .labelshift import PriorAdapter
 from .metrics import (
     N_BOOT,
     RATES,
@@ -68,13 +69,16 @@ def evaluate(
     workers: int | None = None,
     signals: "dict[str, Signal] | None" = None,
     ckplus: LabelledFaces | None = None,
+    priors: PriorAdapter | None = None,
 ) -> dict[str, Any]:
     """Run the protocol; write ``report.json``, ``report.md`` and PNG plots into ``out_dir``.
 
     ``signals``: the fitted input signals the router's shift score needs (the model folder's
     ``shift.json``, :func:`ferroute.shift.load_signals`). ``ckplus``: a second data set
     (:func:`ferroute.data.load_ckplus`) for the ``generalization`` section, which always
-    holds the non-face crops of :mod:`ferroute.nonface`."""
+    holds the non-face crops of :mod:`ferroute.nonface`. ``priors``: the model's emotion-mix
+    adapter (``priors.json``); with it, the section also says what adapting to each set's own
+    mix gives (CK+) and costs (FERPlus test, whose mix is the training one)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -226,7 +230,10 @@ def evaluate(
     if router.selection is not None:
         report["selection"] = router.selection
     t1 = time.time()
-    report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus)
+    report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors)
+    if priors is not None:
+        adapted = priors.reweight(pt, priors.estimate(pt)).mean(1)
+        report["generalization"]["ferplus_test_accuracy_adapted"] = float(np.mean(adapted[labelled].argmax(-1) == test.labels[labelled]))
     timings["generalization_s"] = time.time() - t1
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)
@@ -254,7 +261,7 @@ def _shares(decisions: np.ndarray) -> dict[str, float]:
     return {k: float(np.mean(decisions == k)) for k in ("accept", "ambiguous", "reject")}
 
 
-def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None) -> dict[str, Any]:
+def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, priors: PriorAdapter | None = None) -> dict[str, Any]:
     """Beyond FERPlus: what the router does with 48x48 non-face crops, and, with CK+, accuracy
     (per image and per subject, averaged over subjects) and decision shares. ``probs_of(faces)``
     runs the ensemble ``(N, M, C)``; ``decide(probs, faces)`` the router."""
@@ -282,4 +289,14 @@ def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None) ->
             "n_ckplus": int(len(right)),
             "n_ckplus_subjects": int(len(np.unique(ckplus.groups))),
         })
+        if priors is not None:  # moved to CK+'s own emotion mix, estimated from its unlabelled faces
+            mix = priors.estimate(probs)
+            adapted = priors.reweight(probs, mix)
+            right = adapted.mean(1).argmax(-1) == ckplus.labels
+            out.update({
+                "ckplus_accuracy_adapted": float(right.mean()),
+                "ckplus_accuracy_adapted_per_subject": float(np.mean([right[ckplus.groups == g].mean() for g in np.unique(ckplus.groups)])),
+                "ckplus_shares_adapted": _shares(decide(adapted, ckplus.images)),
+                "ckplus_mix_estimated": [round(float(q), 4) for q in mix],
+            })
     return out

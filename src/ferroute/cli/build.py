@@ -149,6 +149,7 @@ def calibrate(
     if single:
         typer.echo(f"stored tta {ens.tta}, precision {ens.precision} in {d / 'config.json'}; a single model gets no routing thresholds")
         return
+    from ..labelshift import PriorAdapter
     from ..shift import fit_signals, load_signals, save_signals
     from ..uncertainty import decompose
 
@@ -163,9 +164,23 @@ def calibrate(
         signals |= fit_signals(missing, *((tr.images, tr.labels) if tr else ()))
         save_signals(d, signals, note="pixels fitted on 12000 FERPlus training faces (ferroute.shift.training_subset)")
     sig = {k: signals[k].score(va.images) for k in router.needs}
-    router.fit({**decompose(ens.predict_proba(va.images, progress=True)), **sig}, va.disagreement)
+    probs = ens.predict_proba(va.images, progress=True)
+    router.fit({**decompose(probs), **sig}, va.disagreement)
+    router.selection = _kept_selection(d, shift)
     (d / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
     typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds} -> {d / 'router.json'}")
+    priors = PriorAdapter().fit(probs, va.distributions).save(d)
+    typer.echo(f"fitted the emotion-mix adapter (route --adapt) on the same faces -> {priors}")
+
+
+def _kept_selection(d: Path, shift: str) -> dict | None:
+    """The record of how ``shift`` was chosen (``scripts/select_shift_score.py --write``), kept
+    across a recalibration that keeps that score; a new score drops it."""
+    try:
+        old = json.loads((d / "router.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return old.get("selection") if isinstance(old, dict) and old.get("shift") == shift else None
 
 
 @app.command()
@@ -244,10 +259,11 @@ def evaluate(
         ldl_model.configure(tta=ens.tta)  # before any export: the graph bakes the TTA in
         ldl_model = with_backend(ldl_model, backend)
     ens = with_backend(ens, backend)
+    from ..labelshift import PriorAdapter
     from ..shift import load_signals
 
     try:
-        signals = load_signals(model_dir)
+        signals, priors = load_signals(model_dir), PriorAdapter.load(model_dir)
     except ValueError as exc:
         _fail(str(exc))
     if router is not None and any(k not in signals for k in router.needs):
@@ -261,7 +277,7 @@ def evaluate(
         _fail(str(exc))
     if ck is None:
         typer.secho(f"no CK+ at {ck_dir}; the generalization section holds the non-face crops only", fg=typer.colors.YELLOW, err=True)
-    rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap, signals=signals, ckplus=ck)
+    rep = run(ens, va, te, out, ldl=ldl_model, router=router, corruptions=names, workers=workers, n_boot=bootstrap, signals=signals, ckplus=ck, priors=priors)
     typer.echo(
         f"accuracy {rep['accuracy']:.3f} | Spearman {rep['ambiguity']['spearman_aleatoric']:.3f} "
         f"| epistemic AUROC sev5 {rep['shift']['auroc_epistemic']['5']:.3f} | shipped AUROC sev5 {rep['shift']['auroc_shipped']['5']:.3f} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
@@ -24,6 +24,9 @@ from .common import (
     _v,
     app,
 )
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -64,6 +67,25 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], set[str]]:
     return entries, missing
 
 
+def _adapted(loading: Future, photos: list[str]) -> Future:
+    """The loaded router moved to the emotion mix of ``photos``' faces (a first pass over them)."""
+    from concurrent.futures import Future
+
+    from ..ensemble import ModelError
+
+    router = loading.result()
+    typer.echo(f"estimating the emotion mix of the faces in {len(photos)} photos (a first pass) ...", err=True)
+    try:
+        adapted = router.adapt_to(photos)
+    except (ModelError, ValueError) as exc:
+        _fail(f"--adapt: {exc}")
+    mix = ", ".join(f"{lab} {100 * q:.0f} %" for lab, q in zip(router.labels, adapted.mix))
+    typer.echo(f"emotion mix of these faces: {mix}", err=True)
+    done: Future = Future()
+    done.set_result(adapted)
+    return done
+
+
 @app.command()
 def route(
     paths: list[str] = typer.Argument(..., help="Image or video files, folders (searched recursively) or globs."),
@@ -79,6 +101,7 @@ def route(
     resume: bool = typer.Option(False, "--resume", help="Skip the inputs already in --out (jsonl, csv or parquet) and add the rest."),
     engine: Engine = typer.Option(Engine.local, help="local: this process; ray: a Ray Data job (pip install 'ferroute[ray]'), results to --out as Parquet."),
     address: Optional[str] = typer.Option(None, help="--engine ray: join the Ray cluster at this address (default: start a local Ray for this command)."),
+    adapt: bool = typer.Option(False, "--adapt", help="The photos come from one source whose emotion mix may differ from FERPlus's (e.g. posed expressions): estimate that mix from their faces first (a first pass; 100+ faces) and move every output to it."),
 ) -> None:
     """Route every face in the given photos and videos: accept, ambiguous, reject or no_face.
 
@@ -108,6 +131,8 @@ def route(
         _fail("--format parquet needs --out FOLDER")
     if engine == "ray" and fmt != "parquet":
         _fail("--engine ray writes Parquet: give --out FOLDER (e.g. results.parquet)")
+    if engine == "ray" and adapt:
+        _fail("--adapt needs every face in one process: use --engine local")
     if engine == "ray":
         _need("ray", "ray", "pyarrow")
     elif fmt == "parquet":
@@ -131,6 +156,8 @@ def route(
     loading = ThreadPoolExecutor(max_workers=1).submit(_load_router, model, backend, device)
     cv2.setNumThreads(1)  # the face threads are the parallelism; OpenCV's own pool would oversubscribe
     detector = FaceDetector()
+    if adapt:
+        loading = _adapted(loading, [e for e in entries if e not in missing and not is_video(e)])
     appending = bool(done) or (resume and out is not None and out.is_file() and out.stat().st_size > 0)
     parts = None
     if fmt == "parquet":

@@ -146,8 +146,8 @@ class FERRouter:
         uint8, or images whose faces are found first. It estimates their emotion mix
         (:class:`ferroute.labelshift.PriorAdapter`; at least 100 faces) and moves every later
         output to it; ``self`` is left as it was. Worth it for a set whose mix differs from
-        FERPlus's (posed expressions: CK+ accuracy 0.55 -> 0.68); on a FERPlus-like mix it costs
-        0.1-0.2 points (``docs/studies/label_shift.txt``)."""
+        FERPlus's (posed expressions: CK+ accuracy 0.551 -> 0.664); on a FERPlus-like mix it costs
+        0.2-0.4 points (``docs/studies/label_shift.txt``)."""
         if self.priors is None:
             where = self.model_dir or "this model"
             raise ModelError(f"{where}: no priors.json, so the model cannot adapt to a new emotion mix; "

@@ -3,7 +3,7 @@
     python scripts/make_model_card.py MODEL_DIR REPORT_DIR --machine "..."
 
 Everything in the card is read from files that commands wrote: config.json and
-train_log.json (ferroute train), router.json (ferroute calibrate) and report.json
+train_log.json (ferroute train), router.json and priors.json (ferroute calibrate) and report.json
 (ferroute evaluate). Nothing is typed in by hand except the machine description.
 """
 
@@ -31,6 +31,7 @@ def main() -> None:
     log = json.loads((args.model / "train_log.json").read_text())
     router = json.loads((args.model / "router.json").read_text())
     rep = json.loads((args.report / "report.json").read_text())
+    priors = json.loads((args.model / "priors.json").read_text()) if (args.model / "priors.json").is_file() else None
     guarantee = rep["routing"]["deployed"]["guarantee"].get("statement", "")
     de = rep["routing"]["deployed"]
     pa = rep["routing"]["paper"]
@@ -72,6 +73,9 @@ def main() -> None:
         f"- thresholds on FERPlus valid: reject when the shift score > {router['state']['z_threshold']:.3f} "
         f"(split-conformal, reject rate {router['reject_rate']:.0%}), ambiguous when aleatoric > {router['state']['aleatoric_threshold']:.3f} nats",
         f"- promise: {guarantee}",
+        *([f"- emotion-mix adapter (`priors.json`, `route --adapt`): temperature {priors['temperature']:.3f} and class biases fitted "
+           f"on the same validation faces; EM pulled by {priors['pull']:.0f} pseudo-faces towards the validation mix; "
+           f"at least {priors['min_faces']} faces"] if priors else []),
         *int8_lines,
         "",
         "## Measured (FERPlus test)",
@@ -95,6 +99,9 @@ def main() -> None:
         lines.append(f"| non-face 48x48 crops rejected | {fmt(g['nonface_rejected'])} | |")
     if "ckplus_accuracy" in g:
         lines.append(f"| CK+ accuracy (per image / per subject) | {fmt(g['ckplus_accuracy'])} / {fmt(g['ckplus_accuracy_per_subject'])} | |")
+    if "ckplus_accuracy_adapted" in g:
+        lines.append(f"| CK+ accuracy adapted to its own emotion mix (`route --adapt`) / FERPlus test accuracy adapted (the cost) | "
+                     f"{fmt(g['ckplus_accuracy_adapted'])} / {fmt(g['ferplus_test_accuracy_adapted'])} | |")
     if "ldl" in rep:
         lines.append(f"| LDL baseline: accuracy / Spearman / AUROC sev 5 | {fmt(rep['ldl']['accuracy'])} / {fmt(rep['ldl']['spearman'])} / {fmt(rep['ldl']['auroc']['5'])} | |")
     lines += [

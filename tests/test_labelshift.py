@@ -138,6 +138,8 @@ def test_adapt_to_refuses_a_small_batch_and_a_model_without_priors(router_and_va
     router, va = router_and_valid
     with pytest.raises(ValueError, match="at least 100 faces"):
         router.adapt_to(va.images[:20])
+    with pytest.raises(ValueError, match=r"\(N, 48, 48\) or a list of images"):
+        router.adapt_to(np.zeros((120, 160, 3), np.uint8))  # one photo as an array, not a batch of crops
     bare = copy.copy(router)
     bare.priors = None
     with pytest.raises(ModelError, match="priors.json"):

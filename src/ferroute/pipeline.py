@@ -152,7 +152,9 @@ class FERRouter:
             where = self.model_dir or "this model"
             raise ModelError(f"{where}: no priors.json, so the model cannot adapt to a new emotion mix; "
                              "run `ferroute calibrate` again for this model")
-        if isinstance(inputs, np.ndarray) and inputs.ndim == 3:
+        if isinstance(inputs, np.ndarray):
+            if inputs.ndim != 3 or inputs.shape[1:] != (48, 48):
+                raise ValueError(f"adapt_to takes gray face crops (N, 48, 48) or a list of images, got an array of shape {inputs.shape}")
             faces = inputs.astype(np.uint8)
         else:
             crops = self.prepare(inputs).crops

@@ -99,7 +99,7 @@ def main() -> None:
         lines.append(f"| non-face 48x48 crops rejected | {fmt(g['nonface_rejected'])} | |")
     if "ckplus_accuracy" in g:
         lines.append(f"| CK+ accuracy (per image / per subject) | {fmt(g['ckplus_accuracy'])} / {fmt(g['ckplus_accuracy_per_subject'])} | |")
-    if "ckplus_accuracy_adapted" in g:
+    if "ckplus_accuracy_adapted" in g and "ferplus_test_accuracy_adapted" in g:
         lines.append(f"| CK+ accuracy adapted to its own emotion mix (`route --adapt`) / FERPlus test accuracy adapted (the cost) | "
                      f"{fmt(g['ckplus_accuracy_adapted'])} / {fmt(g['ferplus_test_accuracy_adapted'])} | |")
     if "ldl" in rep:

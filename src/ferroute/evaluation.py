@@ -231,7 +231,7 @@ def evaluate(
         report["selection"] = router.selection
     t1 = time.time()
     report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors)
-    if priors is not None:
+    if priors is not None and len(pt) >= priors.min_faces:
         adapted = priors.reweight(pt, priors.estimate(pt)).mean(1)
         report["generalization"]["ferplus_test_accuracy_adapted"] = float(np.mean(adapted[labelled].argmax(-1) == test.labels[labelled]))
     timings["generalization_s"] = time.time() - t1
@@ -289,7 +289,7 @@ def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, pr
             "n_ckplus": int(len(right)),
             "n_ckplus_subjects": int(len(np.unique(ckplus.groups))),
         })
-        if priors is not None:  # moved to CK+'s own emotion mix, estimated from its unlabelled faces
+        if priors is not None and len(probs) >= priors.min_faces:  # moved to CK+'s own emotion mix, estimated from its unlabelled faces
             mix = priors.estimate(probs)
             adapted = priors.reweight(probs, mix)
             right = adapted.mean(1).argmax(-1) == ckplus.labels

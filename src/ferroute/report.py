@@ -163,7 +163,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                       f"{g['ckplus_accuracy']:.3f} per image, {g['ckplus_accuracy_per_subject']:.3f} averaged over subjects, "
                       f"{_f(g['ckplus_accuracy_not_rejected'])} on the faces not rejected; "
                       + ", ".join(f"{k} {_pct(v)}" for k, v in g["ckplus_shares"].items()) + ".", ""]
-        if "ckplus_accuracy_adapted" in g:
+        if "ckplus_accuracy_adapted" in g and "ferplus_test_accuracy_adapted" in g:
             lines += [f"Adapted to each set's own emotion mix (`route --adapt`, estimated from the unlabelled faces): CK+ "
                       f"accuracy {g['ckplus_accuracy_adapted']:.3f} per image, {g['ckplus_accuracy_adapted_per_subject']:.3f} "
                       f"per subject; its cost where the mix is FERPlus's own: test accuracy "

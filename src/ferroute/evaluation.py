@@ -116,7 +116,7 @@ def evaluate(
     dt = decomposed(pt, test.images)
     mean_t = pt.mean(axis=1)
     labelled = test.labels >= 0
-    accuracy = float(np.mean(mean_t[labelled].argmax(-1) == test.labels[labelled]))
+    accuracy = _accuracy(mean_t, test.labels)
     dis = test.disagreement
     rho_a, ci_a = spearman_ci(dt["aleatoric"], dis, n_boot)
     ambiguity = {
@@ -131,7 +131,7 @@ def evaluate(
     if ldl is not None:
         pl = infer(ldl, test.images)[:, 0]
         ldl_clean = entropy(pl)
-        ldl_acc = float(np.mean(pl[labelled].argmax(-1) == test.labels[labelled]))
+        ldl_acc = _accuracy(pl, test.labels)
     timings["clean_inference_s"] = time.time() - t0
 
     # ---- corruptions
@@ -233,7 +233,7 @@ def evaluate(
     report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors)
     if priors is not None and len(pt) >= priors.min_faces:
         adapted = priors.reweight(pt, priors.estimate(pt)).mean(1)
-        report["generalization"]["ferplus_test_accuracy_adapted"] = float(np.mean(adapted[labelled].argmax(-1) == test.labels[labelled]))
+        report["generalization"]["ferplus_test_accuracy_adapted"] = _accuracy(adapted, test.labels)
     timings["generalization_s"] = time.time() - t1
     if ldl is not None:
         rho_l, ci_l = spearman_ci(ldl_clean, dis, n_boot)
@@ -255,6 +255,17 @@ def evaluate(
     plots(out, dt, dis, mean_auroc, per, clean_scores, ood, amb, methods)
     (out / "report.md").write_text(render_markdown(report))
     return report
+
+
+def _accuracy(mean_probs: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy of mean probabilities ``(N, C)`` on the faces with a majority label (``labels >= 0``)."""
+    keep = labels >= 0
+    return float(np.mean(mean_probs[keep].argmax(-1) == labels[keep]))
+
+
+def _per_subject(right: np.ndarray, groups: np.ndarray) -> float:
+    """Accuracy per subject, averaged over subjects (each subject counts once, however many faces)."""
+    return float(np.mean([right[groups == g].mean() for g in np.unique(groups)]))
 
 
 def _shares(decisions: np.ndarray) -> dict[str, float]:
@@ -283,7 +294,7 @@ def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, pr
         kept = dec != "reject"
         out.update({
             "ckplus_accuracy": float(right.mean()),
-            "ckplus_accuracy_per_subject": float(np.mean([right[ckplus.groups == g].mean() for g in np.unique(ckplus.groups)])),
+            "ckplus_accuracy_per_subject": _per_subject(right, ckplus.groups),
             "ckplus_accuracy_not_rejected": float(right[kept].mean()) if kept.any() else None,
             "ckplus_shares": _shares(dec),
             "n_ckplus": int(len(right)),
@@ -295,7 +306,7 @@ def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, pr
             right = adapted.mean(1).argmax(-1) == ckplus.labels
             out.update({
                 "ckplus_accuracy_adapted": float(right.mean()),
-                "ckplus_accuracy_adapted_per_subject": float(np.mean([right[ckplus.groups == g].mean() for g in np.unique(ckplus.groups)])),
+                "ckplus_accuracy_adapted_per_subject": _per_subject(right, ckplus.groups),
                 "ckplus_shares_adapted": _shares(decide(adapted, ckplus.images)),
                 "ckplus_mix_estimated": [round(float(q), 4) for q in mix],
             })

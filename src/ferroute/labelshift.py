@@ -51,7 +51,7 @@ class PriorAdapter:
     def fit(self, member_probs: np.ndarray, distributions: np.ndarray) -> PriorAdapter:
         """Fit the calibration (one temperature, a bias per class but the first) of the members'
         mean to validation vote distributions ``(N, C)``, and the validation mix it implies."""
-        logp = torch.log(torch.as_tensor(np.asarray(member_probs), dtype=torch.float64).clamp_min(1e-8))
+        logp = _log(member_probs)
         target = torch.as_tensor(np.asarray(distributions), dtype=torch.float64)
         if logp.ndim != 3 or target.shape != (logp.shape[0], logp.shape[2]):
             raise ValueError(f"fit needs member probabilities (N, M, C) and distributions (N, C), got {tuple(logp.shape)} "
@@ -69,7 +69,7 @@ class PriorAdapter:
         opt.step(nll)
         x = x.detach()
         self.temperature, self.bias = float(torch.exp(x[0])), np.r_[0.0, x[1:].numpy()]
-        self.source_mix = self.calibrate(member_probs).mean((0, 1))
+        self.source_mix = _calibrated(logp, x).mean((0, 1)).numpy()
         return self
 
     def _require(self) -> None:
@@ -79,11 +79,9 @@ class PriorAdapter:
 
     def calibrate(self, member_probs: np.ndarray) -> np.ndarray:
         """Calibrated member probabilities ``(N, M, C)``."""
-        if self.temperature is None:
-            self._require()
-        logp = torch.log(torch.as_tensor(np.asarray(member_probs), dtype=torch.float64).clamp_min(1e-8))
+        self._require()
         x = torch.as_tensor(np.r_[np.log(self.temperature), self.bias[1:]])
-        return _calibrated(logp, x).numpy()
+        return _calibrated(_log(member_probs), x).numpy()
 
     def estimate(self, member_probs: np.ndarray, max_iter: int = 1000, tol: float = 1e-8) -> np.ndarray:
         """The batch's emotion mix ``(C,)``: MAP-EM on its calibrated ensemble means."""
@@ -140,6 +138,11 @@ class PriorAdapter:
             raise ValueError(f"{path}: unreadable ({exc}); run `ferroute calibrate` again for this model") from None
 
 
+def _log(member_probs: np.ndarray) -> torch.Tensor:
+    return torch.log(torch.as_tensor(np.asarray(member_probs), dtype=torch.float64).clamp_min(1e-8))
+
+
 def _calibrated(logp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Softmax of ``logp / T + bias``; ``x``: log T, then the biases of classes 1..C-1."""
     bias = torch.cat([x.new_zeros(1), x[1:]])
     return torch.softmax(logp / torch.exp(x[0]) + bias, dim=-1)

@@ -13,7 +13,7 @@ import numpy as np
 from .backbones import check_device
 from .ensemble import Ensemble, ModelError
 from .export import OnnxEnsemble, with_backend
-from .faces import FaceDetector, Prepared, find_faces
+from .faces import CROP_SIZE, FaceDetector, Prepared, find_faces
 from .images import MAX_PIXELS, ImageInput, MemoryBudget
 from .labelshift import PriorAdapter
 from .routing import NotCalibratedError, UncertaintyRouter
@@ -153,12 +153,12 @@ class FERRouter:
             raise ModelError(f"{where}: no priors.json, so the model cannot adapt to a new emotion mix; "
                              "run `ferroute calibrate` again for this model")
         if isinstance(inputs, np.ndarray):
-            if inputs.ndim != 3 or inputs.shape[1:] != (48, 48):
+            if inputs.ndim != 3 or inputs.shape[1:] != CROP_SIZE:
                 raise ValueError(f"adapt_to takes gray face crops (N, 48, 48) or a list of images, got an array of shape {inputs.shape}")
             faces = inputs.astype(np.uint8)
         else:
             crops = self.prepare(inputs).crops
-            faces = np.stack(crops) if crops else np.zeros((0, 48, 48), np.uint8)
+            faces = np.stack(crops) if crops else np.zeros((0, *CROP_SIZE), np.uint8)
         out = copy.copy(self)
         out.mix = self.priors.estimate(self.ensemble.predict_proba(faces, batch_size=batch_size))
         return out

@@ -176,11 +176,15 @@ def calibrate(
 def _kept_selection(d: Path, shift: str) -> dict | None:
     """The record of how ``shift`` was chosen (``scripts/select_shift_score.py --write``), kept
     across a recalibration that keeps that score; a new score drops it."""
+    from ..ensemble import ModelError
+    from ..pipeline import load_router
+    from ..routing import NotCalibratedError
+
     try:
-        old = json.loads((d / "router.json").read_text())
-    except (OSError, ValueError):
+        old = load_router(d)
+    except (ModelError, NotCalibratedError):  # none yet, or damaged: nothing to keep
         return None
-    return old.get("selection") if isinstance(old, dict) and old.get("shift") == shift else None
+    return old.selection if old.shift == shift else None
 
 
 @app.command()

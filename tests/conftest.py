@@ -3,8 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from hypothesis import settings
+
+try:  # a core install (no torch) runs the tests marked `core`; the rest need ferroute[train]
+    import torch
+except ImportError:
+    torch = None
 
 # CI replays the same generated examples every run (a failure there is reproducible);
 # locally hypothesis explores new ones.
@@ -12,7 +16,17 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if torch is not None:
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Without torch only the `core` tests can run: the others are skipped, saying why."""
+    if torch is None:
+        skip = pytest.mark.skip(reason='needs PyTorch: pip install "ferroute[train]" (this is a core install)')
+        for item in items:
+            if "core" not in item.keywords:
+                item.add_marker(skip)
 
 
 def _ferplus_dir() -> Path | None:

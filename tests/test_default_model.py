@@ -120,7 +120,7 @@ def test_bf16_and_fp32_route_real_faces_alike(ferplus_dir):
     te = load_split("valid", ferplus_dir).subset(slice(0, 400))
     out = {}
     for precision in ("fp32", "bf16"):
-        r = ferroute.load()
+        r = ferroute.load(backend="torch")
         r.ensemble.configure(precision=precision)
         out[precision] = (r.ensemble.predict_proba(te.images), [f["decision"] for f in r.route_faces(te.images)])
     diff = np.abs(out["fp32"][0] - out["bf16"][0])
@@ -140,7 +140,7 @@ def test_fast_model_in_int8_routes_real_faces_like_fp32(ferplus_dir):
     te = load_split("valid", ferplus_dir).subset(slice(0, 400))
     out = {}
     for precision in ("fp32", "int8"):
-        r = ferroute.load("fast")
+        r = ferroute.load("fast", backend="torch")
         assert r.ensemble.precision == "int8" and r.ensemble.is_quantized  # as shipped
         r.ensemble.configure(precision=precision)
         assert r.ensemble.runtime.uses_int8() == (precision == "int8")

@@ -12,7 +12,6 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
 
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
     from ferroute.data import LabelledFaces
-
     from ferroute.labelshift import PriorAdapter
 
     ck = LabelledFaces(te.images[:30], np.arange(30) % 8, np.arange(30) // 3)

@@ -4,8 +4,9 @@
 >>> router = ferroute.load()                 # embedded default ensemble, calibrated
 >>> router.route("photo.jpg")                # one JSON-able dict per face
 
-Names are imported on first use, so ``import ferroute`` (and ``ferroute --help``) does not
-load torch.
+Names are imported on first use, so ``import ferroute`` (and ``ferroute --help``) stays quick.
+Routing needs no torch: the embedded models run as ONNX graphs on onnxruntime; PyTorch comes
+with ``pip install "ferroute[train]"`` for training, calibration, evaluation and export.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: public name -> module that defines it
 _EXPORTS = {

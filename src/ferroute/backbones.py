@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -18,42 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .config import BackboneConfig, ModelError  # noqa: F401  (re-exported: older imports name them here)
 from .data import EMOTIONS
-
-
-class ModelError(ValueError):
-    """A model directory is missing, incomplete or inconsistent."""
-
-
-@dataclass
-class BackboneConfig:
-    """What a backbone needs to be rebuilt and fed: architecture, input and labels."""
-
-    name: str
-    input_size: int
-    in_chans: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    labels: tuple[str, ...] = EMOTIONS
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["mean"], d["std"], d["labels"] = list(self.mean), list(self.std), list(self.labels)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "BackboneConfig":
-        return cls(
-            name=str(d["name"]),
-            input_size=int(d["input_size"]),
-            in_chans=int(d["in_chans"]),
-            mean=tuple(float(x) for x in d["mean"]),
-            std=tuple(float(x) for x in d["std"]),
-            labels=tuple(str(x) for x in d.get("labels", EMOTIONS)),
-            kwargs=dict(d.get("kwargs", {})),
-        )
-
 
 Builder = Callable[..., tuple[nn.Module, BackboneConfig]]
 _REGISTRY: dict[str, Builder] = {}

@@ -114,6 +114,10 @@ class Ensemble(nn.Module):
         self.meta["inference"]["int8"] = self.runtime.quantize(faces, max_faces, batch_size)
         return self.configure(precision="int8")
 
+    def run_info(self) -> dict[str, Any]:
+        """Views, device, arithmetic, backend and compile state, for reports and the server's model info."""
+        return _run_info(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Member probabilities ``(B, M, C)`` float32 for a preprocessed batch ``(B, in_chans, S, S)``.
 
@@ -224,17 +228,22 @@ def check_outputs(ens: "Ensemble", where: Path) -> None:
 
 
 def how_it_runs(model: Any) -> dict[str, Any]:
+    """The :meth:`run_info` of an :class:`Ensemble` or an onnxruntime one."""
+    return model.run_info()
+
+
+def _run_info(model: "Ensemble") -> dict[str, Any]:
     """Views, device, arithmetic, backend and compile state of a model's inference (an
     :class:`Ensemble` or an onnxruntime one, which runs on the CPU), for reports and the
     server's model info."""
-    dev = model.device if isinstance(model, Ensemble) else torch.device("cpu")
+    dev = model.device
     return {
         "tta": model.tta,
         "device": str(dev),
-        "precision": ("int8" if model.runtime.uses_int8(dev) else "bf16" if model.runtime.uses_bf16(dev) else "fp32")
-        if isinstance(model, Ensemble) else "fp32",
+        "precision": "int8" if model.runtime.uses_int8(dev) else "bf16" if model.runtime.uses_bf16(dev) else "fp32",
         "backend": type(model).__name__,
-        "compiled": isinstance(model, Ensemble) and model.runtime.is_compiled,
+        "compiled": model.runtime.is_compiled,
+        "threads": torch.get_num_threads(),
     }
 
 

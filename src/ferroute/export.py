@@ -1,109 +1,109 @@
-"""ONNX export of a whole ensemble (one graph, outputs ``(B, M, C)`` probabilities) and an
-onnxruntime CPU path with the same ``predict_proba`` interface as :class:`Ensemble`."""
+"""ONNX export of a whole ensemble (needs torch: the ``train`` extra): one graph from gray face
+crops ``(B, 48, 48)`` uint8 to member probabilities ``(B, M, C)``, which the core runs with
+onnxruntime (:mod:`ferroute.onnxrun`)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .backbones import BackboneConfig
-from .cache import cache_dir
-from .ensemble import Ensemble, preprocess
+from .config import BackboneConfig
+from .ensemble import Ensemble
+from .onnxrun import GRAPH_FILE, INPUT_SIZE, WEIGHTS_KEY, OnnxEnsemble, weights_digest
+
+__all__ = ["export_onnx", "resize_matrix", "write_graph", "to_onnx_backend", "with_backend", "OnnxEnsemble"]
 
 
-class _Probs(nn.Module):
-    def __init__(self, ens: Ensemble):
+def resize_matrix(src: int, dst: int) -> torch.Tensor:
+    """The ``(dst, src)`` matrix ``W`` with ``W @ x @ W.T`` equal to the antialiased bilinear
+    resize that :func:`ferroute.backbones.preprocess` applies to an ``(src, src)`` image (it is
+    separable and linear, so resizing the identity's rows gives it)."""
+    eye = torch.eye(src, dtype=torch.float64).view(1, 1, src, src)  # resizing only the rows of I gives W @ I
+    rows = F.interpolate(eye, size=(dst, src), mode="bilinear", align_corners=False, antialias=True)
+    return rows.view(dst, src).float()
+
+
+class _FromCrops(nn.Module):
+    """uint8 crops ``(B, S, S)`` -> the ensemble's probabilities ``(B, M, C)``: preprocessing in the graph."""
+
+    def __init__(self, ens: Ensemble, cfg: BackboneConfig, size: int = INPUT_SIZE):
         super().__init__()
         self.ens = ens
+        self.chans = cfg.in_chans
+        self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.resize = cfg.input_size != size
+        self.register_buffer("w", resize_matrix(size, cfg.input_size))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.ens(x)
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        x = faces.to(torch.float32) / 255.0
+        if self.resize:
+            x = torch.matmul(torch.matmul(self.w, x), self.w.t())
+        x = x.unsqueeze(1)
+        if self.chans != 1:
+            x = x.expand(-1, self.chans, -1, -1)
+        return self.ens((x - self.mean) / self.std)
 
 
-def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17) -> Path:
-    """Write ``path`` (.onnx): input ``(B, in_chans, S, S)`` normalised, output ``(B, M, C)``.
+def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17, weights_digest: str | None = None) -> Path:
+    """Write ``path`` (.onnx): input ``faces (B, 48, 48)`` uint8, output ``probs (B, M, C)``.
 
-    The backbone config travels in the graph's metadata so the file is self-describing.
+    The backbone config, member count and test-time views travel in the graph's metadata, so
+    the file is self-describing; ``weights_digest`` (:func:`ferroute.onnxrun.weights_digest` of
+    the folder it came from) lets a load notice a graph older than its weights. The graph is float32 (onnxruntime's CPU kernels have no bf16
+    convolutions), whatever precision the torch model runs in.
     """
     import onnx
 
     path = Path(path)
     fused, precision = ens.options.fused, ens.precision
-    # one graph for every batch size (onnxruntime runs grouped convs well), in float32
-    # (onnxruntime's CPU kernels have no bf16 convolutions)
+    # one graph for every batch size (onnxruntime runs grouped convs well)
     ens.configure(fused="stacked" if fused == "auto" else fused, precision="fp32")
-    wrapper = _Probs(ens).eval()  # export restores the wrapper's mode: it must be eval
     cfg = ens.config
-    x = torch.zeros(2, cfg.in_chans, cfg.input_size, cfg.input_size)
+    wrapper = _FromCrops(ens, cfg).eval()  # export restores the wrapper's mode: it must be eval
+    x = torch.zeros(2, INPUT_SIZE, INPUT_SIZE, dtype=torch.uint8)
     try:
         with torch.no_grad():
             wrapper(x)  # build any fused copy now, outside the tracer
         torch.onnx.export(
-            wrapper, (x,), str(path), input_names=["input"], output_names=["probs"],
-            dynamic_axes={"input": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset, dynamo=False,
+            wrapper, (x,), str(path), input_names=["faces"], output_names=["probs"],
+            dynamic_axes={"faces": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset, dynamo=False,
         )
     finally:
         ens.configure(fused=fused, precision=precision)
     model = onnx.load(str(path))
-    meta = model.metadata_props.add()
-    meta.key, meta.value = "ferroute_backbone", json.dumps(cfg.to_dict())
-    meta = model.metadata_props.add()
-    meta.key, meta.value = "ferroute_members", str(ens.num_members)
-    meta = model.metadata_props.add()
-    meta.key, meta.value = "ferroute_tta", ens.tta
+    meta = {"ferroute_backbone": json.dumps(cfg.to_dict()), "ferroute_members": str(ens.num_members),
+            "ferroute_tta": ens.tta, "ferroute_precision": "fp32"}
+    if weights_digest is not None:
+        meta[WEIGHTS_KEY] = weights_digest
+    for k, v in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = k, v
     onnx.save(model, str(path))
     return path
 
 
-class OnnxEnsemble:
-    """An exported ensemble run by onnxruntime on the CPU; same outputs as :class:`Ensemble`."""
-
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        props: dict[str, Any] = self.session.get_modelmeta().custom_metadata_map
-        if "ferroute_backbone" not in props:
-            raise ValueError(f"{path}: not a ferroute ONNX export (no ferroute_backbone metadata)")
-        self.config = BackboneConfig.from_dict(json.loads(props["ferroute_backbone"]))
-        self.num_members = int(props["ferroute_members"])
-        self.tta = props.get("ferroute_tta", "none")  # baked into the graph at export
-
-    def set_tta(self, tta: str) -> None:
-        if tta != self.tta:
-            raise ValueError(f"this ONNX graph was exported with tta={self.tta!r}; re-export for {tta!r}")
-
-    def predict_proba(self, faces: np.ndarray, batch_size: int = 256, progress: bool = False) -> np.ndarray:
-        """Grayscale faces ``(N, H, W)`` uint8 -> member probabilities ``(N, M, C)`` float32."""
-        out = np.empty((len(faces), self.num_members, len(self.config.labels)), dtype=np.float32)
-        for s in range(0, len(faces), batch_size):
-            x = preprocess(faces[s : s + batch_size], self.config).numpy()
-            out[s : s + len(x)] = self.session.run(None, {"input": x})[0]
-        return out
+def write_graph(model_dir: str | Path) -> Path:
+    """Export the ensemble in ``model_dir`` to ``model_dir/ensemble.onnx`` (what the core runs)."""
+    model_dir = Path(model_dir)
+    return export_onnx(Ensemble.load(model_dir), model_dir / GRAPH_FILE, weights_digest=weights_digest(model_dir))
 
 
-def onnx_cache_dir() -> Path:
-    """Where exported graphs of loaded models are kept (``$FERROUTE_CACHE/onnx``)."""
-    return cache_dir("onnx")
+def _key(ens: Ensemble) -> str:
+    import hashlib
+
+    return hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in ens.parameters()) + ens.tta.encode()).hexdigest()[:16]
 
 
 def to_onnx_backend(ens: Ensemble, folder: str | Path, threads: int | None = None) -> OnnxEnsemble:
-    """Export ``ens`` (with its current TTA) into ``folder`` and load it in onnxruntime."""
-    import hashlib
-
+    """Export ``ens`` (with its current TTA) into ``folder`` (a cache) and load it in onnxruntime."""
     from . import cache
 
-    key = hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in ens.parameters()) + ens.tta.encode()).hexdigest()[:16]
-    stem = Path(folder) / f"ensemble-{key}"
+    stem = Path(folder) / f"ensemble-{_key(ens)}"
     path = cache.find(stem, ".onnx") or cache.store(stem, ".onnx", lambda tmp: export_onnx(ens, tmp))
     if path is None:  # the cache cannot be written: export to a private temporary folder
         import tempfile
@@ -118,4 +118,7 @@ def with_backend(ens: Ensemble, backend: str) -> "Ensemble | OnnxEnsemble":
     cached under ``$FERROUTE_CACHE/onnx``) run by onnxruntime."""
     if backend not in ("torch", "onnx"):
         raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
-    return ens if backend == "torch" else to_onnx_backend(ens, onnx_cache_dir())
+    from .cache import cache_dir
+
+    return ens if backend == "torch" else to_onnx_backend(ens, cache_dir("onnx"))
+

@@ -18,7 +18,7 @@ chosen on validation faces resampled to random emotion mixes
 Fit -> estimate -> reweight, each loud when out of order: :meth:`PriorAdapter.fit` on
 validation member probabilities and vote distributions (``ferroute calibrate`` stores the
 result as ``priors.json``), :meth:`PriorAdapter.estimate` on a batch, :meth:`PriorAdapter.reweight`
-with that estimate. Hand-written (about 40 lines, numpy and torch only) rather than a
+with that estimate. Hand-written (about 40 lines; numpy, and torch to fit) rather than a
 quantification library such as QuaPy, which would pull scikit-learn into the core install.
 Shapes: member probabilities ``(N, M, C)``, mixes ``(C,)``.
 """
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .shift import NotFittedError
 
@@ -50,8 +49,16 @@ class PriorAdapter:
 
     def fit(self, member_probs: np.ndarray, distributions: np.ndarray) -> PriorAdapter:
         """Fit the calibration (one temperature, a bias per class but the first) of the members'
-        mean to validation vote distributions ``(N, C)``, and the validation mix it implies."""
-        logp = _log(member_probs)
+        mean to validation vote distributions ``(N, C)``, and the validation mix it implies
+        (fitting needs torch's L-BFGS: the ``train`` extra; using a fitted adapter does not)."""
+        import torch
+
+        def _calibrated(logp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+            """Softmax of ``logp / T + bias``; ``x``: log T, then the biases of classes 1..C-1."""
+            bias = torch.cat([x.new_zeros(1), x[1:]])
+            return torch.softmax(logp / torch.exp(x[0]) + bias, dim=-1)
+
+        logp = torch.log(torch.as_tensor(np.asarray(member_probs), dtype=torch.float64).clamp_min(1e-8))
         target = torch.as_tensor(np.asarray(distributions), dtype=torch.float64)
         if logp.ndim != 3 or target.shape != (logp.shape[0], logp.shape[2]):
             raise ValueError(f"fit needs member probabilities (N, M, C) and distributions (N, C), got {tuple(logp.shape)} "
@@ -80,8 +87,10 @@ class PriorAdapter:
     def calibrate(self, member_probs: np.ndarray) -> np.ndarray:
         """Calibrated member probabilities ``(N, M, C)``."""
         self._require()
-        x = torch.as_tensor(np.r_[np.log(self.temperature), self.bias[1:]])
-        return _calibrated(_log(member_probs), x).numpy()
+        z = np.log(np.clip(np.asarray(member_probs, np.float64), 1e-8, None)) / self.temperature + self.bias
+        z -= z.max(-1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(-1, keepdims=True)
 
     def estimate(self, member_probs: np.ndarray, max_iter: int = 1000, tol: float = 1e-8) -> np.ndarray:
         """The batch's emotion mix ``(C,)``: MAP-EM on its calibrated ensemble means."""
@@ -137,12 +146,3 @@ class PriorAdapter:
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: unreadable ({exc}); run `ferroute calibrate` again for this model") from None
 
-
-def _log(member_probs: np.ndarray) -> torch.Tensor:
-    return torch.log(torch.as_tensor(np.asarray(member_probs), dtype=torch.float64).clamp_min(1e-8))
-
-
-def _calibrated(logp: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Softmax of ``logp / T + bias``; ``x``: log T, then the biases of classes 1..C-1."""
-    bias = torch.cat([x.new_zeros(1), x[1:]])
-    return torch.softmax(logp / torch.exp(x[0]) + bias, dim=-1)

@@ -6,19 +6,27 @@ import copy
 import json
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 
-from .backbones import check_device
-from .ensemble import Ensemble, ModelError
-from .export import OnnxEnsemble, with_backend
+from .config import ModelError
 from .faces import CROP_SIZE, FaceDetector, Prepared, find_faces
 from .images import MAX_PIXELS, ImageInput, MemoryBudget
 from .labelshift import PriorAdapter
+from .onnxrun import GRAPH_FILE, OnnxEnsemble, load_graph
 from .routing import NotCalibratedError, UncertaintyRouter
 from .shift import SIGNALS_FILE, Signal, load_signals
 from .stream import route_stream
+
+if TYPE_CHECKING:
+    from .ensemble import Ensemble
+
+#: Inference backends: ``onnx`` runs the graph shipped in the model folder (the core, no torch);
+#: ``torch`` runs the safetensors members (the ``train`` extra); ``auto`` is onnx where the
+#: folder has its graph, else torch.
+BACKENDS = ("auto", "onnx", "torch")
+TRAIN_EXTRA = 'pip install "ferroute[train]"'
 
 #: Models embedded in the package, by name: (ensemble folder, folder of its LDL baseline).
 #: ``default`` is the quality model; ``fast`` runs every stage at half resolution and in int8
@@ -102,24 +110,37 @@ class FERRouter:
                              "run `ferroute calibrate` again for this model")
 
     @classmethod
-    def load(cls, model_dir: str | Path | None = None, backend: str = "torch", device: str = "cpu") -> "FERRouter":
+    def load(cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "cpu",
+             threads: int | None = None) -> "FERRouter":
         """Load a model directory or embedded model name (default: the embedded ensemble) with its calibrated router.
 
-        ``device`` (``cpu``, ``cuda``, ``cuda:N``) is where the torch backend runs the ensemble;
-        ``backend='onnx'`` exports the ensemble once (cached under ``$FERROUTE_CACHE/onnx``)
-        and runs it with onnxruntime on the CPU.
+        ``backend='onnx'`` runs the folder's ``ensemble.onnx`` with onnxruntime on the CPU (no
+        torch needed; ``threads`` intra-op threads, default the CPUs this process may use);
+        ``'torch'`` runs the safetensors members on ``device`` (``cpu``, ``cuda``, ``cuda:N``;
+        needs ``ferroute[train]``); ``'auto'`` is onnx where the folder has its graph and the
+        device is the CPU, else torch.
         """
-        dev = check_device(device, backend)
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         d = resolve_model_dir(model_dir)
         if not d.is_dir():
             raise ModelError(f"{d}: model directory not found (embedded models: {', '.join(EMBEDDED_MODELS)})")
-        ens = Ensemble.load(d).to(dev)
+        if not (d / "config.json").is_file():
+            raise ModelError(f"{d}: not a ferroute model directory (no config.json)")
+        if backend == "auto":
+            backend = "onnx" if (d / GRAPH_FILE).is_file() and device == "cpu" else "torch"
+        if backend == "onnx" and device != "cpu":
+            raise ValueError(f"the onnx backend runs on the CPU; use backend torch for device {device!r}")
         router = load_router(d)
         try:
             signals, priors = load_signals(d), PriorAdapter.load(d)
         except ValueError as exc:
             raise ModelError(str(exc)) from None
-        return cls(with_backend(ens, backend), router, model_dir=d, signals=signals, priors=priors)
+        if backend == "onnx" and (d / GRAPH_FILE).is_file():
+            ens: Ensemble | OnnxEnsemble = load_graph(d, threads=threads)
+        else:
+            ens = _torch_ensemble(d, backend, device, threads)
+        return cls(ens, router, model_dir=d, signals=signals, priors=priors)
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -226,7 +247,25 @@ class FERRouter:
         return items
 
 
-def load(model_dir: str | Path | None = None, backend: str = "torch", device: str = "cpu") -> FERRouter:
+def _torch_ensemble(d: Path, backend: str, device: str, threads: int | None) -> "Ensemble | OnnxEnsemble":
+    """The safetensors members run by torch (or, for ``onnx`` on a folder without its graph,
+    exported to a cached graph first); a clear error where torch is not installed."""
+    try:
+        import torch
+    except ImportError:
+        raise ModelError(f"{d}: backend {backend!r} needs PyTorch, which this install does not have ({TRAIN_EXTRA})"
+                         + ("" if backend == "torch" else f", or a graph in the folder: `ferroute export {d}`")) from None
+    from .backbones import check_device
+    from .ensemble import Ensemble
+    from .export import with_backend
+
+    dev = check_device(device, backend)
+    if threads:
+        torch.set_num_threads(threads)
+    return with_backend(Ensemble.load(d).to(dev), backend)
+
+
+def load(model_dir: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int | None = None) -> FERRouter:
     """``ferroute.load()``: the embedded default model, or a model directory, ready to route
-    (on ``device``: ``cpu``, ``cuda`` or ``cuda:N``)."""
-    return FERRouter.load(model_dir, backend=backend, device=device)
+    (its ONNX graph on onnxruntime where it has one, else torch on ``device``)."""
+    return FERRouter.load(model_dir, backend=backend, device=device, threads=threads)

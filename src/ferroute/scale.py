@@ -81,14 +81,11 @@ class RouteCrops:
     """Stage 2 (actor): the model, loaded once per actor; routes a batch of stage-1 rows."""
 
     def __init__(self, model: str | None = None, threads: int | None = None):
-        import torch
-
         from .pipeline import FERRouter
         from .results import model_identity
 
-        if threads:
-            torch.set_num_threads(threads)
-        self.router = FERRouter.load(model)
+        # the actor's CPUs, set on the onnxruntime session itself (it ignores OMP_NUM_THREADS)
+        self.router = FERRouter.load(model, threads=threads)
         self.model, self.version = model_identity(self.router)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> Any:

@@ -22,7 +22,6 @@ from fastapi_offline import FastAPIOffline
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import __version__
-from .ensemble import how_it_runs
 from .faces import Prepared
 from .images import MAX_PIXELS, ImageError, MemoryBudget
 from .limits import Guard, Limits, error_body, log
@@ -183,7 +182,7 @@ def create_app(
             "reject_rate": router.router.reject_rate,
             "reject_score": router.router.shift,
             "guarantee": router.router.guarantee(),
-            "inference": how_it_runs(router.ensemble),
+            "inference": router.ensemble.run_info(),
             "model_card": card.read_text() if card and card.is_file() else None,
             "limits": {"max_upload_bytes": max_upload, "max_pixels": pixels, "max_files": max_files, "max_body_bytes": limits.max_body_bytes,
                        "max_active": limits.max_active, "max_queued": limits.max_queued, "max_decode_bytes": budget.total},
@@ -221,7 +220,7 @@ def create_app(
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | None = None, workers: int = 1,
-          backend: str = "torch", device: str = "cpu", keep_alive_s: int = 5) -> None:
+          backend: str = "auto", device: str = "cpu", keep_alive_s: int = 5) -> None:
     """Run the service with uvicorn (one model per worker process). Limits come from
     ``$FERROUTE_*`` (see :func:`limits_from_env`); uvicorn itself refuses connections past
     twice the admitted requests (503) and closes idle keep-alive connections after ``keep_alive_s``."""
@@ -239,7 +238,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | Non
 
 
 def _factory() -> FastAPI:
-    router = FERRouter.load(os.environ.get("FERROUTE_MODEL_DIR") or None, backend=os.environ.get("FERROUTE_BACKEND", "torch"),
+    router = FERRouter.load(os.environ.get("FERROUTE_MODEL_DIR") or None, backend=os.environ.get("FERROUTE_BACKEND", "auto"),
                             device=os.environ.get("FERROUTE_DEVICE", "cpu"))
     return create_app(router)
 

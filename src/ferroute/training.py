@@ -265,8 +265,11 @@ def train_ensemble(
     tc: TrainConfig | None = None,
     progress: bool = True,
     command: str | None = None,
+    max_new: int | None = None,
 ) -> Path:
     """Train ``members`` seeds into ``out_dir``; members already on disk are kept (resume).
+    ``max_new`` caps the members trained in this call (one per run keeps each run short);
+    ``config.json`` is written only once all ``members`` are on disk.
 
     With ``tc.distill_from`` the architecture is the teacher's (``backbone`` and
     ``backbone_kwargs`` must agree with it or be left at their defaults) and the result
@@ -284,12 +287,19 @@ def train_ensemble(
     log.update({"backbone": backbone, "backbone_kwargs": backbone_kwargs, "train": asdict(tc), "command": command})
     log.setdefault("members", {})
     cfg = None
+    trained = 0
     for k in range(members):
         path = out / f"member_{k}.safetensors"
         if path.is_file() and str(k) in log["members"]:
             if progress:
                 print(f"member {k}: already trained, skipping ({path})")
             continue
+        if max_new is not None and trained >= max_new:
+            log_path.write_text(json.dumps(log, indent=2) + "\n")
+            if progress:
+                print(f"stopped after {trained} new member(s): {k} of {members} on disk; run the same command again to continue")
+            return out
+        trained += 1
         teach = None if teacher is None else Teacher(teacher.members[k].float(), TTA_VIEWS[teacher.tta])
         model, cfg, mlog = train_member(train, valid, backbone, backbone_kwargs, tc, seed=tc.seed + k, progress=progress,
                                         desc=f"member {k + 1}/{members}", teacher=teach)

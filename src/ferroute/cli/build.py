@@ -37,6 +37,7 @@ def train(
     backbone: str = typer.Option("cnn", help="Backbone name: cnn, efficientnet_lite0, dinov2_s14."),
     backbone_arg: list[str] = typer.Option([], "--backbone-arg", help="Backbone option KEY=VALUE, repeatable (e.g. width=16)."),
     members: int = typer.Option(5, min=1, help="Ensemble members (they differ only by seed)."),
+    max_new: Optional[int] = typer.Option(None, "--max-new", min=1, help="Train at most this many members not yet on disk, then stop (one member per run: run again to continue; config.json is written once all members exist)."),
     epochs: int = typer.Option(12, min=1, help="Passes over the training faces, per member."),
     batch_size: int = typer.Option(128, min=1, help="Faces per training step."),
     lr: float = typer.Option(3e-3, help="Peak learning rate (AdamW, one-cycle schedule)."),
@@ -53,6 +54,7 @@ def train(
     distill_from: Optional[Path] = typer.Option(None, help="Trained model to distil: member k starts from its member k and learns that member's output averaged over its test-time views, so the result needs none (architecture taken from it)."),
 ) -> None:
     """Train a Deep Ensemble (or, with --ldl, the single LDL baseline) on FERPlus."""
+    _need("train", "torch", "safetensors")
     target, precision = _v(target), _v(precision)  # type: ignore[assignment]
     if backbone != "cnn":
         _need("train", "timm")
@@ -69,7 +71,7 @@ def train(
     if ldl:
         members, target = 1, "soft"
     if distill_from is not None:  # checked here, before the data is read
-        from ..ensemble import ModelError
+        from ..config import ModelError
         from ..pipeline import resolve_model_dir
         from ..training import load_teacher
 
@@ -88,7 +90,7 @@ def train(
     tc = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, target=target, augment=not no_augment, deploy_augment=deploy_augment, seed=seed, pretrained=not no_pretrained, threads=threads, device=device, precision=precision,
                      distill_from=None if distill_from is None else str(distill_from))
     command = _command_line(ctx)
-    path = train_ensemble(tr, va, out, backbone=backbone, backbone_kwargs=_parse_kv(backbone_arg), members=members, tc=tc, command=command)
+    path = train_ensemble(tr, va, out, backbone=backbone, backbone_kwargs=_parse_kv(backbone_arg), members=members, tc=tc, command=command, max_new=max_new)
     typer.echo(f"wrote {path}")
 
 
@@ -117,7 +119,9 @@ def calibrate(
     precision: Optional[Precision] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX/AVX512-BF16 CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
-    """Fit the UAR thresholds on FERPlus validation faces and store them with the model."""
+    """Fit the UAR thresholds on FERPlus validation faces and store them with the model (and write
+    the model's ONNX graph, ensemble.onnx, which the core runs)."""
+    _need("train", "torch", "safetensors")
     tta, shift, precision = _v(tta), _v(shift), _v(precision)  # type: ignore[assignment]
     from ..data import DataError, load_split
     from ..ensemble import write_config
@@ -171,12 +175,24 @@ def calibrate(
     typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds} -> {d / 'router.json'}")
     priors = PriorAdapter().fit(probs, va.distributions).save(d)
     typer.echo(f"fitted the emotion-mix adapter (route --adapt) on the same faces -> {priors}")
+    _write_graph(d)
+
+
+def _write_graph(d: Path) -> None:
+    """Write ``d/ensemble.onnx`` (the core's graph), or say why not."""
+    from ..export import write_graph
+
+    try:
+        typer.echo(f"wrote the ONNX graph the core runs -> {write_graph(d)}")
+    except ImportError:
+        typer.secho(f"no ONNX graph written (the onnx package is missing: pip install \"ferroute[train]\"); "
+                    f"the core cannot run {d} until `ferroute export {d}`", fg=typer.colors.YELLOW, err=True)
 
 
 def _kept_selection(d: Path, shift: str) -> dict | None:
     """The record of how ``shift`` was chosen (``scripts/select_shift_score.py --write``), kept
     across a recalibration that keeps that score; a new score drops it."""
-    from ..ensemble import ModelError
+    from ..config import ModelError
     from ..pipeline import load_router
     from ..routing import NotCalibratedError
 
@@ -205,7 +221,7 @@ def evaluate(
 ) -> None:
     """Run the dual-validation protocol on FERPlus test and write the report."""
     backend, compile, precision = _v(backend), _v(compile), _v(precision)  # type: ignore[assignment]
-    _need("train", "scipy", "matplotlib")
+    _need("train", "torch", "safetensors", "scipy", "matplotlib")
     from ..corruptions import CORRUPTIONS
     from ..data import DataError, load_split
     from ..ensemble import Ensemble, ModelError
@@ -295,15 +311,14 @@ def evaluate(
 @app.command()
 def export(
     model_dir: Path = typer.Argument(..., help="Model directory to export, or an embedded model: default, fast."),
-    out: Path = typer.Argument(..., help="Output file (.onnx)."),
+    out: Optional[Path] = typer.Argument(None, help="Output file (.onnx) [default: MODEL_DIR/ensemble.onnx, the graph the core runs]."),
     fmt: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format (onnx)."),
 ) -> None:
-    """Export all members as one ONNX graph with (B, M, C) probability output."""
+    """Export all members as one ONNX graph: gray crops (B, 48, 48) uint8 in, (B, M, C) probabilities out."""
+    _need("train", "torch", "safetensors", "onnx")
     from ..export import export_onnx
+    from ..onnxrun import GRAPH_FILE, weights_digest
 
-    ens, _ = _load_model(model_dir)
-    try:
-        path = export_onnx(ens, out)
-    except ImportError:
-        _fail("ONNX export needs the onnx package: pip install 'ferroute[onnx]'")
+    ens, d = _load_model(model_dir)
+    path = export_onnx(ens, out or d / GRAPH_FILE, weights_digest=weights_digest(d))
     typer.echo(f"wrote {path} ({ens.num_members} members, input {ens.config.in_chans}x{ens.config.input_size}x{ens.config.input_size})")

@@ -21,7 +21,7 @@ def _choices(name: str, *values: str) -> type[Enum]:
 
 
 Format = _choices("Format", "table", "jsonl", "csv", "parquet")
-Backend = _choices("Backend", "torch", "onnx")
+Backend = _choices("Backend", "auto", "onnx", "torch")
 EvalBackend = _choices("EvalBackend", "auto", "torch", "onnx")
 Engine = _choices("Engine", "local", "ray")
 Tta = _choices("Tta", "none", "hflip", "hflip-shift")
@@ -38,6 +38,8 @@ def _v(x: Optional[Enum]) -> Optional[str]:
     return None if x is None else str(x.value)
 MODEL_HELP = "Model directory, or an embedded model: default, fast (default: default)."
 DEVICE_HELP = "Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."
+BACKEND_HELP = ("Inference backend: onnx (the model folder's graph on onnxruntime, CPU; no torch), torch (the safetensors "
+                "members; pip install \"ferroute[train]\") or auto: onnx where the folder has its graph and the device is the CPU.")
 
 
 def _version(value: bool) -> None:
@@ -62,9 +64,15 @@ def _need(extra: str, *modules: str) -> None:
     """A usage error naming the extra to install where a command's optional dependency is missing."""
     import importlib.util
 
-    lacking = [m for m in modules if importlib.util.find_spec(m) is None]
+    def installed(m: str) -> bool:
+        try:
+            return importlib.util.find_spec(m) is not None
+        except (ImportError, ValueError):  # a module blocked or half-removed
+            return False
+
+    lacking = [m for m in modules if not installed(m)]
     if lacking:
-        _fail(f"this needs {', '.join(lacking)}: pip install 'ferroute[{extra}]'")
+        _fail(f"this needs {', '.join(lacking)}, which this install does not have: pip install \"ferroute[{extra}]\"")
 
 
 def _command_line(ctx: typer.Context) -> str:
@@ -102,7 +110,13 @@ def _parse_kv(items: list[str]) -> dict[str, object]:
 
 
 def _device(device: str, backend: str = "torch"):
-    """The torch device asked for; a usage error where it is missing or the backend cannot use it."""
+    """The torch device asked for; a usage error where it is missing or the backend cannot use it.
+    The CPU needs no torch (the onnx backend runs there); any other device does."""
+    if device == "cpu" and backend != "torch":
+        return "cpu"
+    if backend == "onnx":
+        _fail(f"--device: the onnx backend runs on the CPU; use --backend torch for device {device!r}")
+    _need("train", "torch")
     from ..backbones import check_device
 
     try:
@@ -135,7 +149,7 @@ def _quantize(ens, faces) -> None:
 
 def _load_router(model: Optional[Path], backend: str, device: str):
     """The router, or a usage error (exit 2) naming what is wrong with the model or options."""
-    from ..ensemble import ModelError
+    from ..config import ModelError
     from ..pipeline import FERRouter
     from ..routing import NotCalibratedError
 
@@ -143,6 +157,6 @@ def _load_router(model: Optional[Path], backend: str, device: str):
         return FERRouter.load(model, backend=backend, device=device)
     except (ModelError, NotCalibratedError, ValueError) as exc:
         _fail(str(exc))
-    except ImportError:
-        _fail("--backend onnx needs onnx and onnxruntime: pip install 'ferroute[onnx]'")
+    except ImportError as exc:
+        _fail(f"{exc.name or exc}: not installed; pip install \"ferroute[train]\" for the torch backend and for exporting graphs")
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .common import (
+    BACKEND_HELP,
     DEVICE_HELP,
     EXIT_FAILED_ITEMS,
     EXIT_OK,
@@ -71,7 +72,7 @@ def _adapted(loading: Future, photos: list[str]) -> Future:
     """The loaded router moved to the emotion mix of ``photos``' faces (a first pass over them)."""
     from concurrent.futures import Future
 
-    from ..ensemble import ModelError
+    from ..config import ModelError
 
     router = loading.result()
     typer.echo(f"estimating the emotion mix of the faces in {len(photos)} photos (a first pass) ...", err=True)
@@ -96,7 +97,7 @@ def route(
     fps: float = typer.Option(2.0, min=0.01, help="Frames per second sampled from videos."),
     batch_size: int = typer.Option(64, min=1, help="Images decoded and routed per batch."),
     workers: int = typer.Option(2, min=1, help="Threads that decode and detect faces while the ensemble runs."),
-    backend: Backend = typer.Option(Backend.torch, help="Inference backend: torch or onnx (onnxruntime, CPU)."),
+    backend: Backend = typer.Option(Backend.auto, help=BACKEND_HELP),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
     resume: bool = typer.Option(False, "--resume", help="Skip the inputs already in --out (jsonl, csv or parquet) and add the rest."),
     engine: Engine = typer.Option(Engine.local, help="local: this process; ray: a Ray Data job (pip install 'ferroute[ray]'), results to --out as Parquet."),
@@ -345,7 +346,7 @@ def serve(
     port: int = typer.Option(8000, help="Port to listen on."),
     model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
     workers: int = typer.Option(1, min=1, help="Worker processes, each with its own model copy."),
-    backend: Backend = typer.Option(Backend.torch, help="Inference backend: torch or onnx (onnxruntime, CPU)."),
+    backend: Backend = typer.Option(Backend.auto, help=BACKEND_HELP),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
     max_active: Optional[int] = typer.Option(None, min=1, help="Routing requests worked on at once, per worker [default: 4, or $FERROUTE_MAX_ACTIVE]."),
     max_queued: Optional[int] = typer.Option(None, min=0, help="Routing requests waiting for a slot; past that: 503 with Retry-After [default: 32, or $FERROUTE_MAX_QUEUED]."),

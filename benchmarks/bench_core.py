@@ -37,6 +37,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else the machine type."""
+    try:
+        return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.machine()
+
+
 def du(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
@@ -120,7 +128,7 @@ def main() -> None:
     from ferroute.data import load_split
     from ferroute.faces import FaceDetector, find_faces
 
-    say(f"# bench_core: {time.strftime('%Y-%m-%d')}, ferroute {ferroute.__version__}, {platform.processor() or platform.machine()}, "
+    say(f"# bench_core: {time.strftime('%Y-%m-%d')}, ferroute {ferroute.__version__}, {cpu_name()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
     say(f"# command: python benchmarks/bench_core.py {' '.join(sys.argv[1:])}")
     core, full = args.venvs / "core", args.venvs / "torch"

@@ -57,7 +57,9 @@ def main() -> None:
         print(s, flush=True)
         lines.append(s)
 
-    say(f"# bench_int8_onnx: {time.strftime('%Y-%m-%d')}, ferroute {ferroute.__version__}, {platform.machine()}, "
+    from bench_core import cpu_name
+
+    say(f"# bench_int8_onnx: {time.strftime('%Y-%m-%d')}, ferroute {ferroute.__version__}, {cpu_name()}, "
         f"{usable_cpus()} CPUs, onnxruntime {__import__('onnxruntime').__version__}")
     say(f"# command: python benchmarks/bench_int8_onnx.py {' '.join(sys.argv[1:])}")
     va, te = load_split("valid"), load_split("test")

@@ -71,7 +71,10 @@ def main() -> None:
            "(the score chosen for the default model on held-out corruptions; `ferroute calibrate` fitted its thresholds on this model's "
            "own validation outputs)"),
         f"- thresholds on FERPlus valid: reject when the shift score > {router['state']['z_threshold']:.3f} "
-        f"(split-conformal, reject rate {router['reject_rate']:.0%}), ambiguous when aleatoric > {router['state']['aleatoric_threshold']:.3f} nats",
+        f"(split-conformal, reject rate {router['reject_rate']:.0%}), "
+        + (f"ambiguous when the agreement (the mean calibrated to annotator votes, temperature {router['state']['vote_temperature']:.3f}) "
+           f"is below {router['state']['ambiguous_below']:.2f}" if router["state"].get("vote_temperature") is not None else
+           f"ambiguous when aleatoric > {router['state']['aleatoric_threshold']:.3f} nats"),
         f"- promise: {guarantee}",
         *([f"- emotion-mix adapter (`priors.json`, `route --adapt`): temperature {priors['temperature']:.3f} and class biases fitted "
            f"on the same validation faces; EM pulled by {priors['pull']:.0f} pseudo-faces towards the validation mix; "
@@ -102,6 +105,18 @@ def main() -> None:
     if "ckplus_accuracy_adapted" in g and "ferplus_test_accuracy_adapted" in g:
         lines.append(f"| CK+ accuracy adapted to its own emotion mix (`route --adapt`) / FERPlus test accuracy adapted (the cost) | "
                      f"{fmt(g['ckplus_accuracy_adapted'])} / {fmt(g['ferplus_test_accuracy_adapted'])} | |")
+    if "calibration" in rep and rep["calibration"].get("after"):
+        c = rep["calibration"]
+        lines.append(f"| the distribution against the votes: JS / top-share calibration error, calibrated (uncalibrated; vote-noise ceiling) | "
+                     f"{fmt(c['after']['js'])} / {fmt(c['after']['top_share_ece'])} ({fmt(c['before']['js'])} / {fmt(c['before']['top_share_ece'])}; "
+                     f"{fmt(c['noise_ceiling']['js'])} / {fmt(c['noise_ceiling']['ece'])}) | |")
+    for where, label in (("clean", "FERPlus test"), ("corrupted", "FERPlus test, 15 corruptions at severity 5"), ("ckplus", "CK+")):
+        x = rep.get("selective", {}).get(where)
+        if x:
+            acc = x["decisions"]["accept"]
+            lines.append(f"| accepted faces, {label}: share / accuracy | {fmt(acc['share'])} / {fmt(acc['accuracy'])} | |")
+    if "ckplus_accuracy_own_labels" in g:
+        lines.append(f"| CK+ accuracy, top emotion among CK+'s own labels | {fmt(g['ckplus_accuracy_own_labels'])} | |")
     if "ldl" in rep:
         lines.append(f"| LDL baseline: accuracy / Spearman / AUROC sev 5 | {fmt(rep['ldl']['accuracy'])} / {fmt(rep['ldl']['spearman'])} / {fmt(rep['ldl']['auroc']['5'])} | |")
     lines += [

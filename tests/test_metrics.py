@@ -79,3 +79,41 @@ def test_spearman_ci_brackets_estimate():
     x = rng.normal(size=400)
     rho, (lo, hi) = spearman_ci(x, x + rng.normal(size=400), n_boot=200)
     assert lo < rho < hi and 0.5 < rho < 0.9
+
+
+def test_kl_and_js_against_votes():
+    from ferroute.metrics import js_divergence, kl_divergence
+
+    rng = np.random.default_rng(0)
+    p, q = rng.dirichlet(np.ones(8), 50), rng.dirichlet(np.ones(8), 50)
+    assert np.allclose(kl_divergence(p, p), 0, atol=1e-9)
+    assert (kl_divergence(p, q) > 0).all()
+    js = js_divergence(p, q)
+    assert np.allclose(js, js_divergence(q, p)) and (js <= np.log(2) + 1e-12).all()
+
+
+def test_top_share_calibration_is_zero_for_a_predictor_that_is_its_own_truth():
+    from ferroute.metrics import top_share_calibration
+
+    p = np.random.default_rng(1).dirichlet(np.ones(8), 200)
+    assert top_share_calibration(p, p)["ece"] == pytest.approx(0, abs=1e-12)
+    assert top_share_calibration(p, np.full_like(p, 1 / 8))["ece"] > 0.1
+
+
+def test_aurc_orders_scorers():
+    from ferroute.metrics import aurc, risk_coverage
+
+    correct = np.array([1, 1, 1, 0, 0] * 20, bool)
+    perfect, reverse = correct.astype(float), -correct.astype(float)
+    assert aurc(perfect, correct) < aurc(np.zeros(100), correct) < aurc(reverse, correct)
+    cov, risk = risk_coverage(perfect, correct)
+    assert cov[-1] == 1 and risk[-1] == pytest.approx(0.4) and risk[59] == 0
+
+
+def test_vote_noise_ceiling_is_sane():
+    from ferroute.metrics import vote_noise_ceiling
+
+    rng = np.random.default_rng(2)
+    votes = np.stack([rng.multinomial(10, q) for q in rng.dirichlet(np.full(8, 0.3), 300)])
+    c = vote_noise_ceiling(votes, draws=3)
+    assert 0 < c["js"] < np.log(2) and 0 < c["spearman"] < 1 and c["kl"] > 0

@@ -148,3 +148,49 @@ def test_union_rejects_when_either_part_is_unusual():
     assert 0.0 < np.mean(r.decide(d) == "reject") <= 0.08
     r2 = UncertaintyRouter.from_dict(r.to_dict())
     np.testing.assert_array_equal(r2.decide(odd), r.decide(odd))
+
+
+def _votes(p, seed=3, n_votes=10):
+    """Vote shares drawn from the members' mean, like ~10 annotators per face."""
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.multinomial(n_votes, q / q.sum()) for q in p.mean(1)]) / n_votes
+
+
+def test_agreement_router_flags_by_the_stated_share_and_says_so():
+    import re
+
+    p, amb = synthetic()
+    r = UncertaintyRouter().fit(p, amb, votes=_votes(p))
+    assert r.has_agreement and 0.4 <= r.ambiguous_below <= 0.8
+    reps = r.route(p, LABELS)
+    for rep in reps:
+        if rep["decision"] == "reject":
+            continue
+        assert rep["agreement"] == pytest.approx(max(rep["distribution"].values()), abs=1e-3)
+        assert (rep["decision"] == "ambiguous") == (rep["agreement"] < r.ambiguous_below)
+        share = int(re.search(r"about (\d+)% of people", rep["reason"]).group(1))
+        assert rep["emotion"] in rep["reason"].lower()
+        assert abs(share - 100 * rep["agreement"]) <= 0.5 + 1e-9
+    r2 = UncertaintyRouter.from_dict(r.to_dict())
+    np.testing.assert_array_equal(r.decide(p), r2.decide(p))
+    r2.ambiguous_below = 0.95  # the user's level: more faces flagged, rejections unchanged
+    d1, d2 = r.decide(p), r2.decide(p)
+    assert np.sum(d2 == "ambiguous") >= np.sum(d1 == "ambiguous")
+    assert ((d1 == "reject") == (d2 == "reject")).all()
+    assert r2.thresholds["ambiguous_below"] == 0.95
+
+
+@pytest.mark.parametrize("bad", [0, 1, 1.5, -0.2, float("nan"), "0.5"])
+def test_an_ambiguity_level_outside_zero_one_is_refused(bad):
+    p, amb = synthetic()
+    r = UncertaintyRouter().fit(p, amb, votes=_votes(p))
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        r.ambiguous_below = bad
+
+
+def test_a_router_without_votes_keeps_the_aleatoric_rule():
+    p, amb = synthetic()
+    r = UncertaintyRouter().fit(p, amb)
+    assert not r.has_agreement and "ambiguous_below" not in r.thresholds
+    with pytest.raises(ValueError, match="calibrate"):
+        r.ambiguous_below = 0.6

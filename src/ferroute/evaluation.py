@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from .agreement import agreement, calibrate, flag_quality
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupted_set
 from .data import FERPlusSplit, LabelledFaces
 from .ensemble import Ensemble, how_it_runs
@@ -42,13 +43,19 @@ from .labelshift import PriorAdapter
 from .metrics import (
     N_BOOT,
     RATES,
+    aurc,
     auroc,
+    js_divergence,
     kept_ratio_ci,
+    kl_divergence,
     ratio,
+    risk_coverage,
     routing_table,
     spearman_ci,
+    top_share_calibration,
+    vote_noise_ceiling,
 )
-from .report import plots, render_markdown
+from .report import plots, render_markdown, selective_plots
 from .routing import UncertaintyRouter
 from .shift import Signal
 from .uncertainty import decompose, entropy
@@ -105,11 +112,14 @@ def evaluate(
 
     def decomposed(probs: np.ndarray, faces: np.ndarray) -> dict[str, np.ndarray]:
         """The decomposition and the input signals the router's shift score needs, of ``faces``."""
-        return {**decompose(probs), **{k: v.score(np.asarray(faces)) for k, v in sig.items()}}
+        return {**decompose(probs), "agreement": agreement(router.calibrated(probs)),
+                **{k: v.score(np.asarray(faces)) for k, v in sig.items()}}
 
     # ---- calibration on clean validation faces
     if not router.is_fitted:
-        router.fit(decomposed(infer(ensemble, valid.images), valid.images), valid.disagreement)
+        pv = infer(ensemble, valid.images)
+        router.fit({**decompose(pv), **{k: v.score(valid.images) for k, v in sig.items()}}, valid.disagreement)
+        router.fit_agreement(pv, valid.distributions)
 
     # ---- clean test
     pt = infer(ensemble, test.images)
@@ -141,13 +151,18 @@ def evaluate(
     t1 = time.time()
     scores: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     rejected: dict[tuple[str, int], float] = {}
+    sel_ood: list[dict[str, np.ndarray]] = []  # selective-prediction inputs of the most severe sets
     for key in tqdm(list(sets), desc="shift inference", unit="set", disable=not progress):
         p = infer(ensemble, sets[key])
         d = decomposed(p, sets[key])
         s = {"epistemic": d["epistemic"], "aleatoric": d["aleatoric"], "total": d["total"], "uar": router.shift_score(d)}
-        rejected[key] = float(np.mean(router.decide(d, score=s["uar"]) == "reject"))
+        dec = router.decide(d, score=s["uar"])
+        rejected[key] = float(np.mean(dec == "reject"))
+        pl_k = infer(ldl, sets[key])[:, 0] if ldl is not None else None
         if ldl is not None:
-            s["ldl"] = entropy(infer(ldl, sets[key])[:, 0])
+            s["ldl"] = entropy(pl_k)
+        if key[1] == max(severities):
+            sel_ood.append(_selective_inputs(p, d["agreement"], dec, test.labels, pl_k))
         scores[key] = s
     timings["shift_inference_s"] = time.time() - t1
 
@@ -218,8 +233,25 @@ def evaluate(
         "thresholds": router.thresholds,
         "decisions_clean_test": {k: int(v) for k, v in zip(*np.unique(decisions, return_counts=True))},
     }
+    # ---- the distribution against the votes; what the ambiguity flag and each decision are worth
+    votes = test.distributions
+    calib = _calibration(pt, router, votes, dis, valid, pl if ldl is not None else None, test.votes)
+    top_votes = votes.max(1)
+    level = router.ambiguous_below
+    ambiguity["flag"] = {
+        "rule": "agreement < level; default level chosen on validation faces (ferroute.agreement: flagged share closest to the share whose actual top vote share is below it)",
+        "default": flag_quality(dt["agreement"], top_votes, level) if level is not None else None,
+        "at": {str(lv): flag_quality(dt["agreement"], top_votes, lv) for lv in (0.5, 0.6, 0.7)},
+    } if router.has_agreement else None
+    selective: dict[str, Any] = {"clean": _selective(_selective_inputs(pt, dt["agreement"], decisions, test.labels, pl if ldl is not None else None))}
+    if sel_ood:
+        pooled = {k: np.concatenate([x[k] for x in sel_ood]) for k in sel_ood[0]}
+        selective["corrupted"] = {**_selective(pooled), "severity": max(severities), "corruptions": names}
     report: dict[str, Any] = {
+        "machine": machine(),
         "accuracy": accuracy,
+        "calibration": calib,
+        "selective": selective,
         "n_test": int(n),
         "n_test_labelled": int(labelled.sum()),
         "ambiguity": ambiguity,
@@ -231,6 +263,11 @@ def evaluate(
         report["selection"] = router.selection
     t1 = time.time()
     report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors)
+    if ckplus is not None:
+        pc = infer(ensemble, ckplus.images)
+        dc = decomposed(pc, ckplus.images)
+        plc = infer(ldl, ckplus.images)[:, 0] if ldl is not None else None
+        selective["ckplus"] = _selective(_selective_inputs(pc, dc["agreement"], router.decide(dc), ckplus.labels, plc))
     if priors is not None and len(pt) >= priors.min_faces:
         adapted = priors.reweight(pt, priors.estimate(pt)).mean(1)
         report["generalization"]["ferplus_test_accuracy_adapted"] = _accuracy(adapted, test.labels)
@@ -253,8 +290,25 @@ def evaluate(
 
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     plots(out, dt, dis, mean_auroc, per, clean_scores, ood, amb, methods)
+    selective_plots(out, report)
     (out / "report.md").write_text(render_markdown(report))
     return report
+
+
+def machine() -> str:
+    """The CPU this ran on (model name, cores it may use, memory), for the report's figures."""
+    import os
+
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
+        flags = Path("/proc/cpuinfo").read_text()
+        extras = [name for flag, name in (("avx512_bf16", "AVX512-BF16"), ("amx_tile", "AMX")) if flag in flags]
+        mem = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))) / 2**20
+    except (OSError, StopIteration, ValueError):
+        import platform
+
+        return f"{platform.machine()}, {os.cpu_count()} CPUs"
+    return f"{cpu}, {len(os.sched_getaffinity(0))} cores ({', '.join(extras) or 'no AVX512-BF16, no AMX'}), {mem:.0f} GB"
 
 
 def _accuracy(mean_probs: np.ndarray, labels: np.ndarray) -> float:
@@ -292,8 +346,13 @@ def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, pr
         right = probs.mean(1).argmax(-1) == ckplus.labels
         dec = decide(probs, ckplus.images)
         kept = dec != "reject"
+        own = np.unique(ckplus.labels)  # the emotions this set has (CK+: seven, no neutral)
+        mean = probs.mean(1)
+        right_own = own[mean[:, own].argmax(-1)] == ckplus.labels
         out.update({
             "ckplus_accuracy": float(right.mean()),
+            "ckplus_accuracy_own_labels": float(right_own.mean()),
+            "ckplus_own_labels": [int(k) for k in own],
             "ckplus_accuracy_per_subject": _per_subject(right, ckplus.groups),
             "ckplus_accuracy_not_rejected": float(right[kept].mean()) if kept.any() else None,
             "ckplus_shares": _shares(dec),
@@ -310,4 +369,86 @@ def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, pr
                 "ckplus_shares_adapted": _shares(decide(adapted, ckplus.images)),
                 "ckplus_mix_estimated": [round(float(q), 4) for q in mix],
             })
+    return out
+
+
+#: Scorers of the selective-prediction section: higher = more confident, kept first.
+SCORERS = ("uar", "max_prob", "neg_total_entropy", "ldl_max_prob")
+_TIER = {"accept": 2.0, "ambiguous": 1.0, "reject": 0.0}
+
+
+def _selective_inputs(probs: np.ndarray, agree: np.ndarray, decisions: np.ndarray, labels: np.ndarray,
+                      ldl_probs: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Per labelled face: correct top emotion, decision and each scorer's confidence. UAR's
+    confidence keeps accepted faces first, then ambiguous, then rejected, each by agreement."""
+    keep = np.asarray(labels) >= 0
+    mean = probs.mean(1)
+    out = {"correct": (mean.argmax(-1) == labels)[keep], "decision": np.asarray(decisions, object)[keep],
+           "uar": (np.array([_TIER[str(d)] for d in decisions]) + np.asarray(agree))[keep],
+           "max_prob": mean.max(-1)[keep], "neg_total_entropy": -entropy(mean)[keep]}
+    if ldl_probs is not None:
+        out["ldl_max_prob"] = ldl_probs.max(-1)[keep]
+        out["ldl_correct"] = (ldl_probs.argmax(-1) == labels)[keep]
+    return out
+
+
+def _selective(x: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Accuracy and share of each decision, AURC of each scorer, and what a plain max-probability
+    threshold reaches at the coverage of ``accept``."""
+    correct, dec = x["correct"], x["decision"]
+    per = {k: {"share": float(np.mean(dec == k)), "accuracy": float(correct[dec == k].mean()) if np.any(dec == k) else None}
+           for k in ("accept", "ambiguous", "reject")}
+    curves = {k: x[k] for k in SCORERS if k in x}
+    out: dict[str, Any] = {
+        "n": int(len(correct)),
+        "accuracy_all": float(correct.mean()),
+        "decisions": per,
+        "aurc": {k: aurc(v, x["ldl_correct"] if k == "ldl_max_prob" else correct) for k, v in curves.items()},
+    }
+    cov = per["accept"]["share"]
+    if cov > 0:
+        k = max(1, int(round(cov * len(correct))))
+        order = np.argsort(-x["max_prob"], kind="stable")[:k]
+        out["max_prob_at_accept_coverage"] = {"coverage": k / len(correct), "accuracy": float(correct[order].mean())}
+    grid = np.linspace(0.05, 1.0, 20)
+    out["risk_coverage"] = {}
+    for name, conf in curves.items():
+        c, r = risk_coverage(conf, x["ldl_correct"] if name == "ldl_max_prob" else correct)
+        out["risk_coverage"][name] = [round(float(np.interp(g, c, r)), 4) for g in grid]
+    out["risk_coverage"]["coverage"] = [round(float(g), 2) for g in grid]
+    return out
+
+
+def _calibration(pt: np.ndarray, router: UncertaintyRouter, votes: np.ndarray, dis: np.ndarray, valid: FERPlusSplit,
+                 ldl_probs: np.ndarray | None, raw_votes: np.ndarray) -> dict[str, Any]:
+    """The predicted distribution against the votes on test: KL(votes || predicted), JS, the
+    top-share calibration error, Spearman with disagreement; before and after the vote
+    calibration, beside uniform, the class prior (validation votes' mean), the LDL model and
+    the vote-noise ceiling (one resampling of the votes predicting another)."""
+    from .uncertainty import entropy as ent
+
+    raw = pt.mean(1)
+
+    def row(pred: np.ndarray) -> dict[str, Any]:
+        cal = top_share_calibration(pred, votes)
+        h = ent(pred)
+        return {"kl": float(kl_divergence(votes, pred).mean()), "js": float(js_divergence(votes, pred).mean()),
+                "top_share_ece": cal["ece"], "reliability": cal["bins"],
+                "spearman_entropy": float(spearmanr(h, dis).statistic) if np.ptp(h) > 0 else None}
+
+    n = len(votes)
+    out: dict[str, Any] = {
+        "temperature": router._require().get("vote_temperature"),
+        "before": row(raw),
+        "uniform": row(np.full_like(votes, 1 / votes.shape[1])),
+        "class_prior": row(np.repeat(valid.distributions.mean(0, keepdims=True), n, 0)),
+        "noise_ceiling": vote_noise_ceiling(raw_votes),
+        "n": int(n),
+        "note": "KL floors predictions at 1e-6; reliability bins: [mean predicted top share, mean actual share of votes for that emotion, faces]",
+    }
+    if out["temperature"] is not None:
+        out["after"] = row(calibrate(raw, out["temperature"]))
+        out["after"]["spearman_disagreement_1_minus_agreement"] = float(spearmanr(-agreement(calibrate(raw, out["temperature"])), dis).statistic)
+    if ldl_probs is not None:
+        out["ldl"] = row(ldl_probs)
     return out

@@ -1,10 +1,14 @@
 """The statistics of the dual-validation protocol: rank correlation with a bootstrap CI,
-AUROC, what a router keeps at a matched rejection rate, and the kept ratio with its CI.
+AUROC, what a router keeps at a matched rejection rate, and the kept ratio with its CI; the
+predicted distribution against the votes (KL, JS, top-share calibration, the vote-noise
+ceiling); selective accuracy (risk-coverage, AURC).
 
 Shapes: scores are ``(N,)`` per face; higher means more uncertain or less familiar.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from scipy.stats import rankdata, spearmanr
@@ -105,3 +109,81 @@ def kept_ratio_ci(
     if len(ratios) < n_boot // 2:
         return [None, None]  # the baseline keeps no ambiguous face in most resamples: no ratio
     return [float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))]
+
+
+# --------------------------------------------------------------------------- distributions against votes
+
+
+def kl_divergence(votes: np.ndarray, pred: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """KL(votes || pred) per face ``(N,)`` in nats; ``pred`` floored at ``eps`` and renormalised
+    (a zero predicted where people voted would be infinite)."""
+    p, q = np.asarray(votes, float), np.clip(np.asarray(pred, float), eps, None)
+    q = q / q.sum(-1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(p > 0, p * (np.log(p) - np.log(q)), 0.0).sum(-1)
+
+
+def js_divergence(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """Jensen-Shannon divergence per face ``(N,)`` in nats (symmetric, finite, at most ln 2)."""
+    p, q = np.asarray(p, float), np.asarray(q, float)
+    m = (p + q) / 2
+    return (kl_divergence(p, m, 1e-12) + kl_divergence(q, m, 1e-12)) / 2
+
+
+def top_share_calibration(pred: np.ndarray, votes: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Reliability of the predicted share of the top emotion against the actual share of votes
+    for that emotion: 10 equal-width bins of the prediction; ``ece`` is the face-weighted mean
+    gap. Bins as lists (centre-free: mean predicted, mean actual, count)."""
+    pred, votes = np.asarray(pred, float), np.asarray(votes, float)
+    top = pred.argmax(-1)
+    conf = pred[np.arange(len(pred)), top]
+    actual = votes[np.arange(len(votes)), top]
+    which = np.clip((conf * bins).astype(int), 0, bins - 1)
+    rows, gap = [], 0.0
+    for b in range(bins):
+        sel = which == b
+        if sel.any():
+            rows.append([float(conf[sel].mean()), float(actual[sel].mean()), int(sel.sum())])
+            gap += sel.sum() * abs(conf[sel].mean() - actual[sel].mean())
+    return {"ece": float(gap / len(pred)), "bins": rows}
+
+
+def vote_noise_ceiling(votes: np.ndarray, draws: int = 20, seed: int = 0) -> dict[str, float]:
+    """How well one draw of each face's votes predicts another: resample each face's ``n`` votes
+    twice from its observed vote shares (plug-in multinomial, ``n`` = its own vote count) and
+    score draw A as a "prediction" of draw B as the report scores the model: KL(B || A) (A
+    floored at 1e-6), JS(A, B), top-share calibration error, and Spearman between the two draws'
+    vote entropies (the ceiling for aleatoric against disagreement). Averaged over ``draws``."""
+    from .uncertainty import entropy
+
+    counts = np.asarray(votes, np.int64)
+    n = counts.sum(-1)
+    share = counts / n[:, None]
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[float]] = {"kl": [], "js": [], "ece": [], "spearman": []}
+    for _ in range(draws):
+        a = np.stack([rng.multinomial(k, s) for k, s in zip(n, share)]) / n[:, None]
+        b = np.stack([rng.multinomial(k, s) for k, s in zip(n, share)]) / n[:, None]
+        out["kl"].append(float(kl_divergence(b, a).mean()))
+        out["js"].append(float(js_divergence(a, b).mean()))
+        out["ece"].append(top_share_calibration(a, b)["ece"])
+        out["spearman"].append(float(spearmanr(entropy(a), entropy(b)).statistic))
+    return {k: float(np.mean(v)) for k, v in out.items()} | {"draws": draws}
+
+
+# --------------------------------------------------------------------------- selective prediction
+
+
+def risk_coverage(confidence: np.ndarray, correct: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Coverage and selective risk (error rate among the kept) when keeping the most confident
+    first; ties kept together in input order (a stable sort)."""
+    order = np.argsort(-np.asarray(confidence, float), kind="stable")
+    c = np.asarray(correct, float)[order]
+    k = np.arange(1, len(c) + 1)
+    return k / len(c), 1 - np.cumsum(c) / k
+
+
+def aurc(confidence: np.ndarray, correct: np.ndarray) -> float:
+    """Area under the risk-coverage curve (lower is better): the mean selective risk over all
+    coverages, as in Geifman et al. (2019)."""
+    return float(risk_coverage(confidence, correct)[1].mean())

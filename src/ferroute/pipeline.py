@@ -111,14 +111,15 @@ class FERRouter:
 
     @classmethod
     def load(cls, model_dir: str | Path | None = None, backend: str = "auto", device: str = "cpu",
-             threads: int | None = None) -> "FERRouter":
+             threads: int | None = None, ambiguous_below: float | None = None) -> "FERRouter":
         """Load a model directory or embedded model name (default: the embedded ensemble) with its calibrated router.
 
         ``backend='onnx'`` runs the folder's ``ensemble.onnx`` with onnxruntime on the CPU (no
         torch needed; ``threads`` intra-op threads, default the CPUs this process may use);
         ``'torch'`` runs the safetensors members on ``device`` (``cpu``, ``cuda``, ``cuda:N``;
         needs ``ferroute[train]``); ``'auto'`` is onnx where the folder has its graph and the
-        device is the CPU, else torch.
+        device is the CPU, else torch. ``ambiguous_below``: the agreement level under which a
+        face is ``ambiguous`` (default: the model's, chosen on validation faces).
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
@@ -132,6 +133,7 @@ class FERRouter:
         if backend == "onnx" and device != "cpu":
             raise ValueError(f"the onnx backend runs on the CPU; use backend torch for device {device!r}")
         router = load_router(d)
+        router.ambiguous_below = ambiguous_below
         try:
             signals, priors = load_signals(d), PriorAdapter.load(d)
         except ValueError as exc:
@@ -265,7 +267,9 @@ def _torch_ensemble(d: Path, backend: str, device: str, threads: int | None) -> 
     return with_backend(Ensemble.load(d).to(dev), backend)
 
 
-def load(model_dir: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int | None = None) -> FERRouter:
+def load(model_dir: str | Path | None = None, backend: str = "auto", device: str = "cpu", threads: int | None = None,
+         ambiguous_below: float | None = None) -> FERRouter:
     """``ferroute.load()``: the embedded default model, or a model directory, ready to route
-    (its ONNX graph on onnxruntime where it has one, else torch on ``device``)."""
-    return FERRouter.load(model_dir, backend=backend, device=device, threads=threads)
+    (its ONNX graph on onnxruntime where it has one, else torch on ``device``); faces whose
+    predicted agreement is under ``ambiguous_below`` are ``ambiguous`` (default: the model's level)."""
+    return FERRouter.load(model_dir, backend=backend, device=device, threads=threads, ambiguous_below=ambiguous_below)

@@ -64,6 +64,49 @@ def plots(out: Path, dt: Decomposition, dis: np.ndarray, mean_auroc: dict, per: 
     plt.close(fig)
 
 
+def selective_plots(out: Path, r: dict[str, Any]) -> None:
+    """``risk_coverage.png`` (selective risk against coverage per scorer: clean, corrupted, CK+)
+    and ``reliability.png`` (predicted against actual top share, before and after the vote calibration)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sel = r["selective"]
+    names = {"uar": "UAR (decision, then agreement)", "max_prob": "max probability", "neg_total_entropy": "total entropy",
+             "ldl_max_prob": "LDL max probability"}
+    fig, axes = plt.subplots(1, len(sel), figsize=(4.2 * len(sel), 3.8), squeeze=False)
+    for ax, (where, x) in zip(axes[0], sel.items()):
+        cov = x["risk_coverage"]["coverage"]
+        for k, label in names.items():
+            if k in x["risk_coverage"]:
+                ax.plot(cov, x["risk_coverage"][k], label=f"{label} (AURC {x['aurc'][k]:.3f})")
+        acc = x["decisions"]["accept"]
+        if acc["accuracy"] is not None:
+            ax.scatter([acc["share"]], [1 - acc["accuracy"]], color="green", zorder=5, label="UAR accept")
+        ax.set_title(f"{where} ({x['n']} labelled faces)")
+        ax.set_xlabel("coverage (share of faces kept)")
+        ax.set_ylabel("error among kept")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "risk_coverage.png", dpi=120)
+    plt.close(fig)
+    cal = r["calibration"]
+    fig, ax = plt.subplots(figsize=(4.6, 4.2))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
+    for key, label in (("before", "members' mean"), ("after", "vote-calibrated"), ("ldl", "LDL model")):
+        if key in cal:
+            b = np.array(cal[key]["reliability"])
+            ax.plot(b[:, 0], b[:, 1], marker="o", label=f"{label} (ECE {cal[key]['top_share_ece']:.3f})")
+    ax.set_xlabel("predicted share of people picking the top emotion")
+    ax.set_ylabel("actual share of votes for it")
+    ax.set_title("Reliability on FERPlus test")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "reliability.png", dpi=120)
+    plt.close(fig)
+
+
 def _f(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
@@ -160,7 +203,7 @@ def render_markdown(r: dict[str, Any]) -> str:
                   + ", ".join(f"{k} {_pct(v)}" for k, v in g["nonface_shares"].items()) + ".", ""]
         if "ckplus_accuracy" in g:
             lines += [f"CK+ ({g['n_ckplus']} crops, {g['n_ckplus_subjects']} subjects; never trained or tuned on): accuracy "
-                      f"{g['ckplus_accuracy']:.3f} per image, {g['ckplus_accuracy_per_subject']:.3f} averaged over subjects, "
+                      f"{g['ckplus_accuracy']:.3f} per image ({_f(g.get('ckplus_accuracy_own_labels'))} with the top emotion taken among CK+'s own labels), {g['ckplus_accuracy_per_subject']:.3f} averaged over subjects, "
                       f"{_f(g['ckplus_accuracy_not_rejected'])} on the faces not rejected; "
                       + ", ".join(f"{k} {_pct(v)}" for k, v in g["ckplus_shares"].items()) + ".", ""]
         if "ckplus_accuracy_adapted" in g and "ferplus_test_accuracy_adapted" in g:
@@ -168,8 +211,50 @@ def render_markdown(r: dict[str, Any]) -> str:
                       f"accuracy {g['ckplus_accuracy_adapted']:.3f} per image, {g['ckplus_accuracy_adapted_per_subject']:.3f} "
                       f"per subject; its cost where the mix is FERPlus's own: test accuracy "
                       f"{g['ferplus_test_accuracy_adapted']:.3f} against {r['accuracy']:.3f}.", ""]
+    lines += _worth_lines(r)
     if "selection" in r:
         sel = r["selection"]
         lines += ["## How the reject score was chosen", "", sel.get("summary", ""), ""]
     lines += [f"Wall time: {r['timings']['total_s']:.0f} s.", ""]
     return "\n".join(lines)
+
+
+def _worth_lines(r: dict[str, Any]) -> list[str]:
+    """The distribution against the votes, the ambiguity flag and what each decision is worth."""
+    lines: list[str] = []
+    cal = r.get("calibration")
+    if cal:
+        lines += ["## The distribution against the votes (FERPlus test)", "",
+                  f"Vote temperature {_f(cal['temperature'])} (fitted on validation votes). KL(votes || predicted) and JS in nats; "
+                  "ECE: mean gap between the predicted and the actual share of people picking the top emotion.", "",
+                  "| predictor | KL | JS | top-share ECE | Spearman (entropy vs disagreement) |", "|---|---|---|---|---|"]
+        for key, label in (("before", "members' mean"), ("after", "vote-calibrated (shipped)"), ("ldl", "LDL single model"),
+                           ("class_prior", "class prior"), ("uniform", "uniform")):
+            if key in cal:
+                x = cal[key]
+                lines.append(f"| {label} | {x['kl']:.3f} | {x['js']:.3f} | {x['top_share_ece']:.3f} | {_f(x['spearman_entropy'])} |")
+        nc = cal["noise_ceiling"]
+        lines += [f"| vote-noise ceiling (one resampling of the votes predicting another) | {nc['kl']:.3f} | {nc['js']:.3f} | "
+                  f"{nc['ece']:.3f} | {nc['spearman']:.3f} |", "", "![reliability](reliability.png)", ""]
+    flag = r["ambiguity"].get("flag")
+    if flag:
+        d = flag["default"]
+        lines += ["## The ambiguity flag", "", f"Ambiguous when the predicted agreement is below the level. {flag['rule']}.", "",
+                  "| level | flagged | actual top vote share below it | precision | recall |", "|---|---|---|---|---|"]
+        for lv, x in [(f"{d['level']:.2f} (default)", d)] + [(k, v) for k, v in flag["at"].items()]:
+            lines.append(f"| {lv} | {_pct(x['flagged_share'])} | {_pct(x['actual_share'])} | {_f(x['precision'])} | {_f(x['recall'])} |")
+        lines.append("")
+    sel = r.get("selective")
+    if sel:
+        lines += ["## What each decision is worth", "",
+                  "| faces | accept: share / accuracy | ambiguous | reject | all | max-probability at accept's coverage | AURC: UAR / max prob / entropy / LDL |",
+                  "|---|---|---|---|---|---|---|"]
+        for where, x in sel.items():
+            dd = x["decisions"]
+            cell = {k: f"{_pct(v['share'])} / {_f(v['accuracy'])}" for k, v in dd.items()}
+            mp = x.get("max_prob_at_accept_coverage")
+            au = x["aurc"]
+            lines.append(f"| {where} ({x['n']}) | {cell['accept']} | {cell['ambiguous']} | {cell['reject']} | {x['accuracy_all']:.3f} | "
+                         f"{_f(mp['accuracy']) if mp else 'n/a'} | " + " / ".join(_f(au.get(k)) for k in ("uar", "max_prob", "neg_total_entropy", "ldl_max_prob")) + " |")
+        lines += ["", "![risk-coverage](risk_coverage.png)", ""]
+    return lines

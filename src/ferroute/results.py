@@ -5,7 +5,8 @@ Columns (Arrow types): ``source`` string; ``face`` int32 (index within the image
 right; null on a no_face or error row); ``box`` list<int32> ``[x, y, w, h]`` in the image's
 pixels; ``score`` float64 (detector confidence); ``decision`` string (accept, ambiguous,
 reject, no_face, error); ``reason`` string; ``emotion`` string (null unless accepted or
-ambiguous); ``distribution`` struct of the 8 emotions' probabilities; ``aleatoric``,
+ambiguous); ``distribution`` struct of the 8 emotions' vote-calibrated shares; ``agreement``
+float64 (predicted share of people who would pick the top emotion); ``aleatoric``,
 ``epistemic``, ``total``, ``shift_score`` float64; ``percentiles`` struct<aleatoric,
 epistemic, total> (share of FERPlus validation faces below); ``error`` string; ``model``
 string and ``model_version`` string (ferroute's version and the model files' checksum).
@@ -21,10 +22,10 @@ from .data import EMOTIONS
 
 SCORES = ("aleatoric", "epistemic", "total")
 #: the columns of :func:`schema`, in order
-COLUMNS = ("source", "face", "box", "score", "decision", "reason", "emotion", "distribution", *SCORES, "shift_score",
+COLUMNS = ("source", "face", "box", "score", "decision", "reason", "emotion", "distribution", "agreement", *SCORES, "shift_score",
            "percentiles", "error", "model", "model_version")
 #: the columns of :func:`text_rows` (a console table or CSV), in order
-TEXT_COLUMNS = ("source", "time", "track", "face", "box", "score", "decision", "emotion", "aleatoric", "epistemic", "reason")
+TEXT_COLUMNS = ("source", "time", "track", "face", "box", "score", "decision", "emotion", "agreement", "aleatoric", "epistemic", "reason")
 
 
 def schema(labels: tuple[str, ...] = EMOTIONS) -> Any:
@@ -33,7 +34,7 @@ def schema(labels: tuple[str, ...] = EMOTIONS) -> Any:
 
     f64 = pa.float64()
     types = {"face": pa.int32(), "box": pa.list_(pa.int32()), "score": f64, "distribution": pa.struct([(e, f64) for e in labels]),
-             **dict.fromkeys((*SCORES, "shift_score"), f64), "percentiles": pa.struct([(s, f64) for s in SCORES])}
+             **dict.fromkeys((*SCORES, "shift_score", "agreement"), f64), "percentiles": pa.struct([(s, f64) for s in SCORES])}
     return pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
 
 
@@ -46,7 +47,7 @@ def result_rows(item: dict[str, Any], model: str, model_version: str) -> list[di
     rows = []
     for k, f in enumerate(item.get("faces", [])):
         row = {**base, "decision": f["decision"], "reason": f.get("reason"), "emotion": f.get("emotion"),
-               "distribution": f.get("distribution"), "percentiles": f.get("percentiles"),
+               "distribution": f.get("distribution"), "agreement": f.get("agreement"), "percentiles": f.get("percentiles"),
                **{s: f.get(s) for s in (*SCORES, "shift_score")}}
         if f.get("box"):  # a detected face; a crop given as a face has no box
             row.update(face=k, box=[int(v) for v in f["box"]], score=f.get("score"))

@@ -9,8 +9,10 @@ UAR asks two questions in order:
    ``z = (log eps - mu(a)) / sd(a)``, where ``mu`` and ``sd`` are the mean and spread of
    ``log eps`` among validation faces of aleatoric level ``a`` (quantile bins, linearly
    interpolated). ``z`` above its threshold -> ``reject``.
-2. *Do people disagree about it?* Aleatoric above its threshold -> ``ambiguous``.
-   Otherwise -> ``accept``.
+2. *Would people disagree about it?* Its ``agreement``, the vote-calibrated predicted share
+   of people who would pick its top emotion (:mod:`ferroute.agreement`), below the
+   ambiguity level -> ``ambiguous``. Otherwise -> ``accept``. (A router calibrated before
+   agreement existed flags aleatoric above its threshold instead.)
 
 The reject (shift) score is one of :data:`UncertaintyRouter.SHIFT_SCORES`: ``epistemic``
 (the paper's), ``conditional`` (the z above), ``pixels`` (how unusual the crop's image
@@ -28,8 +30,11 @@ exchangeable with them (drawn like the validation faces), the chance that it is 
 is then at most ``reject_rate`` (default 5 %), averaged over calibration draws; and with 95 %
 confidence over the draw of the validation faces, this router's own false-reject rate is at
 most ``guarantee()["reject_rate_upper_95"]`` (the Beta(n + 1 - k, k) law of a conformal
-quantile; about 5.6 % for FERPlus's 3,579 validation faces). The ambiguity threshold is the aleatoric value that best separates the
-faces whose annotator disagreement is in the top third (maximum balanced accuracy).
+quantile; about 5.6 % for FERPlus's 3,579 validation faces). The ambiguity level and the
+vote temperature are fitted on the same faces' vote distributions (:mod:`ferroute.agreement`:
+the level whose flagged share matches the share of faces people actually split on); users may
+set their own level (``ambiguous_below``). The aleatoric threshold (the value that best
+separates the faces whose annotator disagreement is in the top third) is kept for reference.
 
 The single-score baseline routes on total entropy alone: reject above the same conformal
 quantile of validation total entropy, accept otherwise.
@@ -42,6 +47,7 @@ from typing import Any
 
 import numpy as np
 
+from . import agreement as agr
 from .uncertainty import Decomposition, decompose
 
 _LOG_EPS = 1e-6
@@ -109,12 +115,19 @@ def reject_reason(part: str, percentile: float) -> str:
             f"than on {than}{similar}), so no emotion is reported.")
 
 
-def keep_reason(decision: str, top2: list[tuple[str, float]]) -> str:
-    """Why a face is ``ambiguous`` or accepted, from its two likeliest emotions ``[(label, p), ...]``."""
+def keep_reason(decision: str, top2: list[tuple[str, float]], level: float | None = None) -> str:
+    """Why a face is ``ambiguous`` or accepted, from its two likeliest emotions ``[(label, p), ...]``
+    (vote-calibrated shares of people) and the ambiguity ``level`` it was compared with."""
     (top, p1), (second, p2) = top2
+    if level is None:  # a router calibrated before agreement: shares are the members' mean
+        if decision == "ambiguous":
+            return f"Ambiguous: people would likely disagree about this face; it reads as {top} ({p1:.0%}) or {second} ({p2:.0%})."
+        return f"Clear {top} expression ({p1:.0%}); the members agree and the face looks familiar."
     if decision == "ambiguous":
-        return f"Ambiguous: people would likely disagree about this face; it reads as {top} ({p1:.0%}) or {second} ({p2:.0%})."
-    return f"Clear {top} expression ({p1:.0%}); the members agree and the face looks familiar."
+        return (f"Ambiguous: about {p1:.0%} of people would call this {top}, {p2:.0%} {second} "
+                f"(fewer than {level:.0%} would agree).")
+    other = f", {p2:.0%} {second}" if p2 >= 0.05 else ""
+    return f"{top.capitalize()}: about {p1:.0%} of people would call it that{other}; the face looks familiar to the model."
 
 
 def conformal_guarantee(n: int, k: int, reject_rate: float) -> dict[str, Any]:
@@ -164,6 +177,7 @@ class UncertaintyRouter:
         self.n_bins = n_bins
         self.shift = shift
         self._state: dict[str, Any] | None = None
+        self._level: float | None = None  # the user's ambiguity level (ambiguous_below)
         #: how the shift score was chosen (written by scripts/select_shift_score.py), or None
         self.selection: dict[str, Any] | None = None
 
@@ -197,10 +211,13 @@ class UncertaintyRouter:
                              "decompose(probs) | {'pixels': PixelStats.score(faces), ...} (ferroute.shift), as FERRouter does")
         return d  # type: ignore[return-value]
 
-    def fit(self, probs: np.ndarray | Decomposition, disagreement: np.ndarray) -> "UncertaintyRouter":
+    def fit(self, probs: np.ndarray | Decomposition, disagreement: np.ndarray, votes: np.ndarray | None = None,
+            ) -> "UncertaintyRouter":
         """Calibrate on clean validation faces: member probabilities ``(N, M, C)`` (or their
         decomposition, with any signal the shift score needs, e.g. ``pixels``) and the
-        annotators' disagreement ``(N,)`` (vote entropy).
+        annotators' disagreement ``(N,)`` (vote entropy); with ``votes``, their vote
+        distributions ``(N, C)`` and member probabilities, also the agreement
+        (:meth:`fit_agreement`).
 
         A shift score learned from data (the conditional z's bins, a union's percentiles)
         learns on one half of the faces (a seeded split) and the conformal threshold is set on
@@ -240,7 +257,50 @@ class UncertaintyRouter:
         cand = np.unique(np.quantile(a, np.linspace(0.05, 0.95, 181)))
         bal = [0.5 * (np.mean(a[top] > t) + np.mean(a[~top] <= t)) for t in cand]
         self._state["aleatoric_threshold"] = float(cand[int(np.argmax(bal))])
+        if votes is not None:
+            self.fit_agreement(probs, votes)  # type: ignore[arg-type]
         return self
+
+    def fit_agreement(self, probs: np.ndarray, votes: np.ndarray) -> "UncertaintyRouter":
+        """Fit the vote temperature and the default ambiguity level (:mod:`ferroute.agreement`)
+        on validation member probabilities ``(N, M, C)`` and vote distributions ``(N, C)``."""
+        st = self._require()
+        mean, votes = np.asarray(probs, float).mean(1), np.asarray(votes, float)
+        if mean.shape != votes.shape:
+            raise ValueError(f"fit_agreement needs member probabilities (N, M, C) and votes (N, C), got {np.shape(probs)} and {votes.shape}")
+        t = agr.fit_temperature(mean, votes)
+        st["vote_temperature"] = t
+        st["ambiguous_below"] = agr.choose_level(agr.agreement(agr.calibrate(mean, t)), votes.max(1))
+        return self
+
+    @property
+    def has_agreement(self) -> bool:
+        """Whether ambiguity is read from agreement (a router calibrated with votes)."""
+        return self._require().get("vote_temperature") is not None
+
+    @property
+    def ambiguous_below(self) -> float | None:
+        """The agreement level below which a face is ``ambiguous``: the user's, else the fitted default."""
+        if self._level is not None:
+            return self._level
+        return self._require().get("ambiguous_below")
+
+    @ambiguous_below.setter
+    def ambiguous_below(self, level: float | None) -> None:
+        if level is not None:
+            if not isinstance(level, (int, float)) or not 0 < float(level) < 1 or math.isnan(float(level)):
+                raise ValueError(f"ambiguous_below must be a share between 0 and 1 (e.g. 0.6), got {level!r}")
+            if self._state is not None and not self.has_agreement:
+                raise ValueError("this router was calibrated before agreement existed: run `ferroute calibrate` again to set an ambiguity level")
+            level = float(level)
+        self._level = level
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The vote-calibrated distributions ``(B, C)`` of member probabilities ``(B, M, C)``
+        (the members' mean where the router has no vote temperature)."""
+        mean = np.asarray(probs, float).mean(1)
+        t = self._require().get("vote_temperature")
+        return mean if t is None else agr.calibrate(mean, t)
 
     def _part(self, name: str, d: Any) -> np.ndarray:
         """One part of the shift score, higher = less like the validation faces."""
@@ -271,7 +331,10 @@ class UncertaintyRouter:
     @property
     def thresholds(self) -> dict[str, float]:
         st = self._require()
-        return {"shift_z": st["z_threshold"], "aleatoric": st["aleatoric_threshold"]}
+        out = {"shift_z": st["z_threshold"], "aleatoric": st["aleatoric_threshold"]}
+        if self.has_agreement:
+            out["ambiguous_below"] = self.ambiguous_below
+        return out
 
     def guarantee(self) -> dict[str, Any]:
         """What the reject threshold promises for in-distribution faces (JSON-able)."""
@@ -285,13 +348,24 @@ class UncertaintyRouter:
         """Percentile (0-100) of ``values`` among validation faces for score ``name``."""
         return 100.0 * percentile_in(self._require()[f"{name}_reference"], values)
 
-    def decide(self, probs: np.ndarray | Decomposition, score: np.ndarray | None = None) -> np.ndarray:
+    def decide(self, probs: np.ndarray | Decomposition, score: np.ndarray | None = None, agree: np.ndarray | None = None) -> np.ndarray:
         """Decisions ``(B,)`` of ``'accept' | 'ambiguous' | 'reject'``; ``score``: the
-        :meth:`shift_score` of the same inputs when the caller has it already."""
+        :meth:`shift_score` of the same inputs when the caller has it already; ``agree``: their
+        agreement ``(B,)`` (needed, with a vote-calibrated router, when ``probs`` is a decomposition)."""
         st = self._require()
         d = self._signals(probs)
         z = self.shift_score(d) if score is None else score
-        out = np.where(np.asarray(d["aleatoric"]) > st["aleatoric_threshold"], "ambiguous", "accept").astype(object)
+        if self.has_agreement:
+            if agree is None and isinstance(probs, dict):
+                if "agreement" not in probs:
+                    raise ValueError("this router reads ambiguity from agreement: pass agree=, a decomposition with "
+                                     "'agreement', or member probabilities")
+                agree = probs["agreement"]
+            elif agree is None:
+                agree = agr.agreement(self.calibrated(np.asarray(probs)))
+            out = np.where(np.asarray(agree) < self.ambiguous_below, "ambiguous", "accept").astype(object)
+        else:
+            out = np.where(np.asarray(d["aleatoric"]) > st["aleatoric_threshold"], "ambiguous", "accept").astype(object)
         out[z > st["z_threshold"]] = "reject"
         return out
 
@@ -301,9 +375,11 @@ class UncertaintyRouter:
         self._require()
         p = np.asarray(probs, float)
         d: dict[str, np.ndarray] = {**decompose(p), **(signals or {})}
-        mean = p.mean(axis=1)
+        mean = self.calibrated(p)  # vote-calibrated shares of people (the members' mean on an older router)
+        agree = agr.agreement(mean)
+        level = self.ambiguous_below if self.has_agreement else None
         z = self.shift_score(d)  # type: ignore[arg-type]
-        decisions = self.decide(d, score=z)  # type: ignore[arg-type]
+        decisions = self.decide(d, score=z, agree=agree)  # type: ignore[arg-type]
         pct = {k: self.percentile(k, d[k]) for k in ("aleatoric", "epistemic", "total")}
         part_pct = self._part_percentiles(d) if np.any(decisions == "reject") else {}
         reports = []
@@ -316,13 +392,14 @@ class UncertaintyRouter:
                 part = max(part_pct, key=lambda q: part_pct[q][i])
                 reason = reject_reason(part, 100 * float(part_pct[part][i]))
             else:
-                reason = keep_reason(dec, [(labels[j], float(mean[i, j])) for j in order[:2]])
+                reason = keep_reason(dec, [(labels[j], float(mean[i, j])) for j in order[:2]], level)
             reports.append(
                 {
                     "decision": dec,
                     "reason": reason,
                     "emotion": None if dec == "reject" else top,
                     "distribution": dist,
+                    "agreement": None if dec == "reject" else round(float(agree[i]), 4),
                     "aleatoric": round(float(d["aleatoric"][i]), 5),
                     "epistemic": round(float(d["epistemic"][i]), 6),
                     "total": round(float(d["total"][i]), 5),
@@ -338,10 +415,28 @@ class UncertaintyRouter:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "UncertaintyRouter":
-        r = cls(reject_rate=float(d["reject_rate"]), n_bins=int(d["n_bins"]), shift=str(d.get("shift", "conditional")))
-        r._state = dict(d["state"])
+        """A router from its stored form, checked for sense: every threshold a finite number
+        (``ValueError`` naming the key and the value otherwise)."""
+        r = cls(reject_rate=_number(d, "reject_rate"), n_bins=int(_number(d, "n_bins")), shift=str(d.get("shift", "conditional")))
+        st = dict(d["state"])
+        for key in ("z_threshold", "aleatoric_threshold"):
+            _number(st, key, allow_inf=key == "z_threshold")
+        if st.get("vote_temperature") is not None or st.get("ambiguous_below") is not None:
+            if _number(st, "vote_temperature") <= 0:
+                raise ValueError(f"vote_temperature must be positive, got {st['vote_temperature']!r}")
+            if not 0 < _number(st, "ambiguous_below") < 1:
+                raise ValueError(f"ambiguous_below must be between 0 and 1, got {st['ambiguous_below']!r}")
+        r._state = st
         r.selection = d.get("selection")
         return r
+
+
+def _number(d: dict[str, Any], key: str, allow_inf: bool = False) -> float:
+    """``d[key]`` as a float, refused unless it is a real number (not a string, null, bool or NaN)."""
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{key} must be a finite number, got {v!r}")
+    return float(v)
 
 
 class SingleScoreRouter:

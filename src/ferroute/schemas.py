@@ -37,7 +37,8 @@ class FaceReport(BaseModel):
     decision: Decision
     reason: str = Field(description="one sentence a person can act on")
     emotion: Optional[Emotion] = Field(None, description="the most likely emotion; null when rejected or no face")  # type: ignore[valid-type]
-    distribution: Optional[dict[Emotion, float]] = Field(None, description="probability of each of the 8 FERPlus emotions")  # type: ignore[valid-type]
+    distribution: Optional[dict[Emotion, float]] = Field(None, description="predicted share of people who would pick each of the 8 FERPlus emotions (calibrated to annotator votes)")  # type: ignore[valid-type]
+    agreement: Optional[float] = Field(None, description="predicted share of people who would pick the top emotion; below the model's level (GET /v1/model: thresholds.ambiguous_below) the face is ambiguous")
     aleatoric: Optional[float] = Field(None, description="expected entropy of the members (nats): ambiguity")
     epistemic: Optional[float] = Field(None, description="mutual information (nats): disagreement between members")
     total: Optional[float] = Field(None, description="entropy of the mean distribution (nats)")

@@ -170,9 +170,11 @@ def calibrate(
     sig = {k: signals[k].score(va.images) for k in router.needs}
     probs = ens.predict_proba(va.images, progress=True)
     router.fit({**decompose(probs), **sig}, va.disagreement)
+    router.fit_agreement(probs, va.distributions)  # the vote temperature and the default ambiguity level
     router.selection = _kept_selection(d, shift)
     (d / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
-    typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds} -> {d / 'router.json'}")
+    typer.echo(f"calibrated on {len(va)} validation faces: {router.thresholds}, vote temperature "
+               f"{router._require()['vote_temperature']:.3f} -> {d / 'router.json'}")
     priors = PriorAdapter().fit(probs, va.distributions).save(d)
     typer.echo(f"fitted the emotion-mix adapter (route --adapt) on the same faces -> {priors}")
     _write_graph(d)

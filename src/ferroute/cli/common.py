@@ -38,6 +38,8 @@ def _v(x: Optional[Enum]) -> Optional[str]:
     return None if x is None else str(x.value)
 MODEL_HELP = "Model directory, or an embedded model: default, fast (default: default)."
 DEVICE_HELP = "Where the ensemble runs: cpu, cuda or cuda:N (torch backend)."
+AMBIGUOUS_HELP = ("Call a face ambiguous when fewer than this share of people would pick its top emotion (predicted, "
+                  "calibrated to annotator votes), e.g. 0.6 [default: the model's level, chosen on validation faces].")
 BACKEND_HELP = ("Inference backend: onnx (the model folder's graph on onnxruntime, CPU; no torch), torch (the safetensors "
                 "members; pip install \"ferroute[train]\") or auto: onnx where the folder has its graph and the device is the CPU.")
 
@@ -147,14 +149,14 @@ def _quantize(ens, faces) -> None:
         _fail(f"--precision int8: {exc}")
 
 
-def _load_router(model: Optional[Path], backend: str, device: str):
+def _load_router(model: Optional[Path], backend: str, device: str, ambiguous_below: Optional[float] = None):
     """The router, or a usage error (exit 2) naming what is wrong with the model or options."""
     from ..config import ModelError
     from ..pipeline import FERRouter
     from ..routing import NotCalibratedError
 
     try:
-        return FERRouter.load(model, backend=backend, device=device)
+        return FERRouter.load(model, backend=backend, device=device, ambiguous_below=ambiguous_below)
     except (ModelError, NotCalibratedError, ValueError) as exc:
         _fail(str(exc))
     except ImportError as exc:

@@ -1,90 +1,165 @@
-"""Load test of `ferroute serve` on loopback: concurrent clients, latency, errors, memory.
+"""Load test of `ferroute serve` on loopback: crowds, hostile connections, memory.
 
-    python benchmarks/bench_server.py [--clients 50] [--requests 20] [--model DIR]
+    python benchmarks/bench_server.py [--clients 10,50,100,200,500] [--requests 20] [--soak-s 0] [--out docs/bench_server.txt]
 
-Starts a real uvicorn process on 127.0.0.1, sends `clients x requests` POST /v1/route
-requests (one 48x48 face each) from concurrent clients, and prints requests/s, p50/p95
-latency, the error count, and the server's resident memory after the first requests and
-at the end (growth beyond warm-up would show a leak).
+Starts a real `ferroute serve` (default limits) on 127.0.0.1 and measures, from client
+processes on the same machine:
+
+* crowds: each of ``--clients`` concurrent clients sends ``--requests`` POST /v1/route, once
+  with `examples/clear_face.png` and once with a `photos_dev` photo: status counts, p50 / p95 /
+  p99 latency of the answered (200) requests, req/s, whether every non-200 is the error
+  envelope with a request id, and the server's peak RSS;
+* 85 half-open connections (request headers never finished): how long `/healthz` takes while
+  they are open;
+* 4 and 8 slow-body clients (1 byte a second): how long a normal request takes meanwhile;
+* a soak (``--soak-s`` seconds of 50 clients, 0 to skip): status counts and RSS over time.
+
+Every request loop is bounded in count and time and targets 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import io
+import os
+import socket
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
 import psutil
-from PIL import Image
 
 from ferroute.server import start_local_server
 
+ROOT = Path(__file__).resolve().parents[1]
 
-async def run(url: str, clients: int, requests: int, payloads: list[bytes], proc: psutil.Process) -> dict:
+
+def envelope_ok(r: httpx.Response) -> bool:
+    try:
+        e = r.json()["error"]
+        return bool(e["code"]) and bool(e["request_id"]) and r.headers.get("x-request-id") == e["request_id"]
+    except Exception:
+        return False
+
+
+async def crowd(url: str, clients: int, requests: int, payload: bytes, name: str, proc: psutil.Process, deadline_s: float = 300) -> dict:
     lat: list[float] = []
-    errors = 0
-    rss_after_warmup = None
-    done = 0
-    async with httpx.AsyncClient(timeout=60) as client:
-        async def worker(k: int) -> None:
-            nonlocal errors, done, rss_after_warmup
-            for i in range(requests):
-                data = payloads[(k + i) % len(payloads)]
+    status: dict[str, int] = {}
+    bad_envelope = 0
+    peak = proc.memory_info().rss
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        stop = time.monotonic() + deadline_s
+
+        async def worker() -> None:
+            nonlocal bad_envelope, peak
+            for _ in range(requests):
+                if time.monotonic() > stop:
+                    return
                 t0 = time.perf_counter()
                 try:
-                    r = await client.post(url + "/v1/route", files=[("files", ("face.png", data, "image/png"))])
-                    if r.status_code != 200 or "faces" not in r.json()["results"][0]:
-                        errors += 1
-                except httpx.HTTPError:
-                    errors += 1
-                lat.append(time.perf_counter() - t0)
-                done += 1
-                if done == clients and rss_after_warmup is None:
-                    rss_after_warmup = proc.memory_info().rss
+                    r = await client.post(url + "/v1/route", files=[("files", (name, payload, "application/octet-stream"))])
+                    key = str(r.status_code)
+                    if r.status_code == 200:
+                        lat.append(time.perf_counter() - t0)
+                    elif not envelope_ok(r):
+                        bad_envelope += 1
+                except httpx.HTTPError as exc:
+                    key = type(exc).__name__
+                status[key] = status.get(key, 0) + 1
+                peak = max(peak, proc.memory_info().rss)
 
         t0 = time.perf_counter()
-        await asyncio.gather(*(worker(k) for k in range(clients)))
+        await asyncio.gather(*(worker() for _ in range(clients)))
         wall = time.perf_counter() - t0
-    return {
-        "requests": len(lat), "errors": errors, "wall_s": wall, "requests_per_s": len(lat) / wall,
-        "p50_ms": 1000 * float(np.percentile(lat, 50)), "p95_ms": 1000 * float(np.percentile(lat, 95)),
-        "rss_after_first_requests_mb": (rss_after_warmup or 0) / 2**20, "rss_end_mb": proc.memory_info().rss / 2**20,
-    }
+    pct = (lambda q: 1000 * float(np.percentile(lat, q))) if lat else (lambda q: float("nan"))
+    n = sum(status.values())
+    return {"requests": n, "status": dict(sorted(status.items())), "not_envelope": bad_envelope, "req_s": n / wall,
+            "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "peak_rss_mb": peak / 2**20}
+
+
+def half_open(url: str, n: int = 85) -> float:
+    port = int(url.rsplit(":", 1)[1])
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\n")
+        socks.append(s)
+    t = time.perf_counter()
+    httpx.get(url + "/healthz", timeout=30).raise_for_status()
+    took = time.perf_counter() - t
+    for s in socks:
+        s.close()
+    return took
+
+
+def slow_bodies(url: str, face: bytes, n: int) -> float:
+    port = int(url.rsplit(":", 1)[1])
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port))
+        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n-")
+        socks.append(s)
+    time.sleep(1)
+    for s in socks:
+        s.sendall(b"-")  # a byte a second, as the attack does
+    t = time.perf_counter()
+    httpx.post(url + "/v1/route", files=[("files", ("f.png", face, "image/png"))], timeout=60).raise_for_status()
+    took = time.perf_counter() - t
+    for s in socks:
+        s.close()
+    return took
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--clients", type=int, default=50)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--clients", default="10,50,100,200,500")
     ap.add_argument("--requests", type=int, default=20)
-    ap.add_argument("--model", default=None)
-    ap.add_argument("--rounds", type=int, default=2, help="rounds of clients x requests; memory is compared between rounds")
+    ap.add_argument("--soak-s", type=float, default=0)
+    ap.add_argument("--photo", type=Path, default=ROOT.parent / "shared" / "data" / "photos_dev" / "images")
+    ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    server, url = start_local_server(args.model, timeout=120)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_core import cpu_name
+
+    face = (ROOT / "examples" / "clear_face.png").read_bytes()
+    photo_path = args.photo if args.photo.is_file() else sorted(args.photo.glob("*.jpg"))[0]
+    photo = photo_path.read_bytes()
+    lines = [f"# bench_server: {time.strftime('%Y-%m-%d')}, {cpu_name()}, {os.cpu_count()} CPUs; ferroute serve with its default limits, "
+             f"clients on the same machine (loopback)", f"# command: python benchmarks/bench_server.py {' '.join(sys.argv[1:])}"]
+
+    def say(s: str) -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    proc, url = start_local_server(env=dict(os.environ, FERROUTE_API_TOKEN=""))
     try:
-        rng = np.random.default_rng(0)
-        payloads = []
-        for _ in range(16):
-            buf = io.BytesIO()
-            Image.fromarray(rng.integers(0, 256, (48, 48), dtype=np.uint8)).save(buf, "PNG")
-            payloads.append(buf.getvalue())
-        proc = psutil.Process(server.pid)
-        rounds = [asyncio.run(run(url, args.clients, args.requests, payloads, proc)) for _ in range(args.rounds)]
+        ps = psutil.Process(proc.pid)
+        for clients in (int(c) for c in args.clients.split(",")):
+            for name, payload in (("clear_face.png", face), (photo_path.name, photo)):
+                r = asyncio.run(crowd(url, clients, args.requests, payload, name, ps))
+                say(f"{clients:4d} clients x {args.requests} {name:22s}: {r['requests']} requests, status {r['status']}, "
+                    f"not in the envelope {r['not_envelope']}; {r['req_s']:.0f} req/s; answered p50/p95/p99 "
+                    f"{r['p50_ms']:.0f}/{r['p95_ms']:.0f}/{r['p99_ms']:.0f} ms; peak RSS {r['peak_rss_mb']:.0f} MB")
+        say(f"85 half-open connections: /healthz answered in {half_open(url):.3f} s")
+        for n in (4, 8):
+            say(f"{n} slow-body clients: a normal request took {slow_bodies(url, face, n):.3f} s")
+        if args.soak_s > 0:
+            t_end = time.monotonic() + args.soak_s
+            k = 0
+            while time.monotonic() < t_end:
+                r = asyncio.run(crowd(url, 50, 20, face, "clear_face.png", ps, deadline_s=t_end - time.monotonic()))
+                k += 1
+                if k % 10 == 1:
+                    say(f"soak round {k}: status {r['status']}, p95 {r['p95_ms']:.0f} ms, RSS {ps.memory_info().rss / 2**20:.0f} MB")
+            say(f"soak: {k} rounds over {args.soak_s:.0f} s, RSS at the end {ps.memory_info().rss / 2**20:.0f} MB")
     finally:
-        server.terminate()
-        server.wait(timeout=30)
-    print(f"# ferroute serve load test: {args.rounds} rounds of {args.clients} clients x {args.requests} requests on loopback")
-    for i, res in enumerate(rounds, 1):
-        print(f"round {i}: " + ", ".join(f"{k} {v:.1f}" if isinstance(v, float) else f"{k} {v}" for k, v in res.items()))
-    first = rounds[0]
-    print(f"memory: {first['rss_after_first_requests_mb']:.0f} MB after the first {args.clients} requests, "
-          + ", ".join(f"{r['rss_end_mb']:.0f} MB after round {i}" for i, r in enumerate(rounds, 1)))
-    if len(rounds) > 1:
-        print(f"growth over the last round: {rounds[-1]['rss_end_mb'] - rounds[-2]['rss_end_mb']:+.1f} MB")
-    sys.exit(1 if any(r["errors"] for r in rounds) else 0)
+        proc.terminate()
+        proc.wait(timeout=30)
+    if args.out:
+        args.out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

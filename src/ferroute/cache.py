@@ -43,6 +43,13 @@ def find(stem: Path, suffix: str) -> Path | None:
         digest = p.name[len(stem.name) + 1 : len(p.name) - len(suffix)]
         if len(digest) != DIGEST_CHARS or not all(c in "0123456789abcdef" for c in digest):
             continue  # another entry's name, or a temporary file
+        if p.is_symlink() or not p.is_file():  # a FIFO, a device, a link (to /dev/zero, say): never opened
+            warnings.warn(f"{p}: cache entry is not a regular file; removed, rebuilding it", stacklevel=2)
+            try:
+                p.unlink()
+            except OSError:
+                pass
+            continue
         try:
             ok = file_digest(p) == digest
         except OSError:

@@ -64,6 +64,7 @@ def load_graph(model_dir: str | Path, threads: int | None = None) -> OnnxEnsembl
         raise ModelError(f"{path}: no ONNX graph in this model folder; write it with `ferroute export {d}` "
                          "(needs PyTorch: pip install \"ferroute[train]\"), or route with --backend torch")
     ens = OnnxEnsemble(path, threads=threads)
+    ens.check_probes()
     stored = ens.session.get_modelmeta().custom_metadata_map.get(WEIGHTS_KEY)
     if any(d.glob("member_*.safetensors")) and stored is not None and stored != weights_digest(d):
         raise ModelError(f"{path}: the graph was exported from other weights than the member_*.safetensors beside it; "
@@ -119,6 +120,23 @@ class OnnxEnsemble:
         if not self._raw:
             raise ModelError(f"{self.path}: this graph takes preprocessed floats (an old export); "
                              "regenerate it with `ferroute export DIR`")
+
+    def check_probes(self) -> None:
+        """Refuse a graph whose outputs on a few built-in probe faces make no sense: not
+        finite, not distributions, or the same for every face in every member (weights
+        zeroed or untrained)."""
+        rng = np.random.default_rng(0)
+        ramp = np.tile(np.linspace(0, 255, INPUT_SIZE, dtype=np.float32), (INPUT_SIZE, 1))
+        probes = np.stack([rng.integers(0, 256, (INPUT_SIZE, INPUT_SIZE)).astype(np.float32), ramp, ramp.T, 255 - ramp,
+                           np.full((INPUT_SIZE, INPUT_SIZE), 128, np.float32), rng.normal(128, 40, (INPUT_SIZE, INPUT_SIZE))])
+        out = self.session.run(None, {self._input: np.clip(probes, 0, 255).astype(np.uint8)})[0]
+        if out.shape[1:] != (self.num_members, len(self.config.labels)):
+            raise ModelError(f"{self.path}: the graph gives outputs of shape {out.shape[1:]}, but its metadata says "
+                             f"{self.num_members} members x {len(self.config.labels)} labels")
+        if not np.isfinite(out).all() or np.abs(out.sum(-1) - 1).max() > 1e-3:
+            raise ModelError(f"{self.path}: the graph's outputs on probe faces are not probability distributions (NaN, inf or not summing to 1)")
+        if float(np.abs(out - out[:1]).max()) < 1e-6:
+            raise ModelError(f"{self.path}: every probe face gets the same output in every member: the weights are empty (zeroed) or untrained")
 
     @property
     def labels(self) -> tuple[str, ...]:

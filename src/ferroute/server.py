@@ -96,6 +96,10 @@ def limits_from_env(token: str | None = None) -> Limits:
         max_active=int(env("FERROUTE_MAX_ACTIVE", Limits.max_active)),
         max_queued=int(env("FERROUTE_MAX_QUEUED", Limits.max_queued)),
         queue_timeout_s=float(env("FERROUTE_QUEUE_TIMEOUT_S", Limits.queue_timeout_s)),
+        max_request_pixels=int(env("FERROUTE_MAX_REQUEST_PIXELS", Limits.max_request_pixels)),
+        max_request_faces=int(env("FERROUTE_MAX_REQUEST_FACES", Limits.max_request_faces)),
+        header_timeout_s=float(env("FERROUTE_HEADER_TIMEOUT_S", Limits.header_timeout_s)),
+        max_connections=int(env("FERROUTE_MAX_CONNECTIONS", Limits.max_connections)),
         token=(token if token is not None else env("FERROUTE_API_TOKEN")) or None,
     )
 
@@ -130,7 +134,7 @@ def create_app(
         "With FERROUTE_API_TOKEN set, /v1/ endpoints need 'Authorization: Bearer <token>'. "
         'Every error answers {"error": {"code", "message", "request_id"}}.',
     )
-    app.add_middleware(Guard, limits=limits)
+    app.add_middleware(Guard, limits=limits, decode_budget=budget)
 
     def rid(request: Request) -> str | None:
         return request.scope.get("state", {}).get("request_id")
@@ -189,14 +193,18 @@ def create_app(
         }
 
     @app.post("/v1/route", response_model=RouteResponse, responses=ERROR_RESPONSES)
-    def route(files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
+    def route(request: Request, files: list[UploadFile] = File(..., description="one or more images")) -> dict[str, Any]:
         """Route every face in each uploaded image: accept, ambiguous (with the distribution),
         reject (unfamiliar input) or no_face, each with its reason. A bad image is its own
         item's error; the others are still routed."""
+        import time
+
+        state = request.scope.setdefault("state", {})
         if not files:
             raise HTTPException(400, {"code": "no_files", "message": "no images uploaded"})
         if len(files) > max_files:
             raise HTTPException(413, {"code": "too_many_files", "message": f"{len(files)} files sent; at most {max_files} per request"})
+        t0 = time.monotonic()
         parts: list[Prepared] = []
         for k, f in enumerate(files):
             name = f.filename or f"file{k}"
@@ -207,6 +215,7 @@ def create_app(
             else:
                 parts.append(router.prepare([data], [name], max_pixels=pixels, budget=budget))
         prep = Prepared.concat(parts)
+        state["decode_s"], state["faces"] = time.monotonic() - t0, 0
         if len(prep.errors) == len(files):  # nothing usable: the request's error
             exc = prep.errors[0]
             if exc.kind == "busy":
@@ -214,7 +223,13 @@ def create_app(
             if exc.kind == "too_large":
                 raise HTTPException(413, {"code": "too_large", "message": str(exc)})
             raise HTTPException(422, {"code": "bad_image", "message": str(exc)})
-        return {"results": router.finish(prep, infer=batcher.submit)}
+        if len(prep.crops) > limits.max_request_faces:
+            raise HTTPException(413, {"code": "too_many_faces", "message": f"these images hold {len(prep.crops)} faces; the limit is "
+                                      f"{limits.max_request_faces} a request (send fewer images per request)"})
+        t1 = time.monotonic()
+        out = {"results": router.finish(prep, infer=batcher.submit)}
+        state["ensemble_s"], state["faces"] = time.monotonic() - t1, len(prep.crops)
+        return out
 
     return app
 
@@ -226,20 +241,34 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | Non
     twice the admitted requests (503) and closes idle keep-alive connections after ``keep_alive_s``."""
     import uvicorn
 
+    from .connections import protocol
+
     lim = limits_from_env()
-    extra = {"limit_concurrency": 2 * (lim.max_active + lim.max_queued) + 8, "timeout_keep_alive": keep_alive_s}
+    # connections: a header timeout, a connection limit far above the admission limit, every
+    # refusal in the error envelope (ferroute.connections); requests: the Guard (ferroute.limits)
+    http = protocol(header_timeout_s=lim.header_timeout_s, max_connections=lim.max_connections)
+    extra = {"limit_concurrency": None, "timeout_keep_alive": keep_alive_s, "http": http}
     if workers > 1:
         os.environ["FERROUTE_MODEL_DIR"] = str(model_dir or "")
         os.environ["FERROUTE_BACKEND"] = backend
         os.environ["FERROUTE_DEVICE"] = device
         uvicorn.run("ferroute.server:_factory", host=host, port=port, workers=workers, factory=True, **extra)
     else:
-        uvicorn.run(create_app(FERRouter.load(model_dir, backend=backend, device=device)), host=host, port=port, **extra)
+        uvicorn.run(create_app(FERRouter.load(model_dir, backend=backend, device=device, ambiguous_below=_level())), host=host, port=port, **extra)
+
+
+def _level() -> float | None:
+    """The ambiguity level from ``$FERROUTE_AMBIGUOUS_BELOW`` (None: the model's)."""
+    raw = os.environ.get("FERROUTE_AMBIGUOUS_BELOW")
+    try:
+        return None if not raw else float(raw)
+    except ValueError:
+        raise ValueError(f"FERROUTE_AMBIGUOUS_BELOW must be a share between 0 and 1 (e.g. 0.6), got {raw!r}") from None
 
 
 def _factory() -> FastAPI:
     router = FERRouter.load(os.environ.get("FERROUTE_MODEL_DIR") or None, backend=os.environ.get("FERROUTE_BACKEND", "auto"),
-                            device=os.environ.get("FERROUTE_DEVICE", "cpu"))
+                            device=os.environ.get("FERROUTE_DEVICE", "cpu"), ambiguous_below=_level())
     return create_app(router)
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Optional
 import typer
 
 from .common import (
+    AMBIGUOUS_HELP,
     BACKEND_HELP,
     DEVICE_HELP,
     EXIT_FAILED_ITEMS,
@@ -34,38 +35,96 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".we
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], set[str]]:
     """Files from paths, folders (recursive: images and videos), globs and list files (``.txt``:
-    one path or URI a line), in argument order, with
-    each path that matches nothing, or that a folder scan cannot use (a dangling link, a folder
-    named like an image), kept at its place; also the set of those paths."""
+    one path or URI a line), in argument order, with each path that matches nothing or cannot
+    be read (a dangling link, a folder named like an image, an unreadable file, folder or list)
+    kept at its place, to be reported as an error row; also the set of those paths."""
     import glob
+    import os
 
     from ..video import VIDEO_SUFFIXES
 
     suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     entries: list[str] = []
     missing: set[str] = set()
+
+    def bad(p: str) -> None:
+        entries.append(p)
+        missing.add(p)
+
     for p in paths:
         path = Path(p)
-        if path.suffix.lower() in (".txt", ".lst") and path.is_file():  # a list of paths or URIs, one per line
-            listed = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
-            entries += listed
-            missing.update(x for x in listed if "://" not in x and not Path(x).is_file())
+        try:
+            is_list, is_dir, exists = path.suffix.lower() in (".txt", ".lst") and path.is_file(), path.is_dir(), path.exists()
+        except OSError:  # e.g. a file inside a folder this user may not enter
+            bad(p)
             continue
-        if path.is_dir():
-            for f in sorted(path.rglob("*")):
-                if f.suffix.lower() not in suffixes:
-                    continue
+        if is_list:  # a list of paths or URIs, one per line
+            try:
+                listed = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+            except (OSError, UnicodeDecodeError):
+                bad(p)
+                continue
+            entries += listed
+            missing.update(x for x in listed if "://" not in x and not _readable_file(x))
+            continue
+        if is_dir:
+            unreadable: list[str] = []
+            found = []
+            for root, dirs, files in os.walk(path, onerror=lambda e: unreadable.append(e.filename), followlinks=False):
+                dirs.sort()
+                for name in files + [d for d in dirs if Path(d).suffix.lower() in suffixes]:
+                    f = Path(root) / name
+                    if f.suffix.lower() in suffixes:
+                        found.append(f)
+            for f in sorted(found) + [Path(u) for u in sorted(unreadable)]:
                 entries.append(str(f))
-                if not f.is_file():  # reported, not skipped
+                if str(f) in unreadable or not _readable_file(str(f)):  # reported, not skipped
                     missing.add(str(f))
-        elif path.exists():
+        elif exists:
             entries.append(str(path))
+            if not _readable_file(str(path)):
+                missing.add(str(path))
         elif any(c in p for c in "*?[") and (hits := sorted(h for h in glob.glob(p, recursive=True) if Path(h).is_file())):
             entries += hits
         else:
-            entries.append(p)
-            missing.add(p)
+            bad(p)
     return entries, missing
+
+
+def _input_key(p: str) -> str:
+    """How ``--resume`` recognises an input: a URI as written, a path resolved."""
+    import os
+
+    return p if "://" in p else os.path.realpath(p)
+
+
+def _readable_file(p: str) -> bool:
+    """A regular file this process may read."""
+    import os
+
+    try:
+        return Path(p).is_file() and os.access(p, os.R_OK)
+    except OSError:
+        return False
+
+
+def _problem(p: str) -> str:
+    """Why an input could not be used, in words, with what to do."""
+    import os
+
+    path = Path(p)
+    try:
+        if path.is_dir():
+            return f"{p}: a folder that cannot be read (permission denied, or named like an image); check its permissions"
+        if path.exists() and not os.access(p, os.R_OK):
+            return f"{p}: permission denied (check the file's and its folders' permissions)"
+        if path.exists() or path.is_symlink():
+            return f"{p}: not a readable file (dangling link or a folder) (check the path)"
+        if path.suffix.lower() in (".txt", ".lst") and path.parent.exists() and not os.access(path.parent, os.X_OK):
+            return f"{p}: permission denied (check the folder's permissions)"
+    except OSError as exc:
+        return f"{p}: cannot be read ({exc.strerror or exc}); check the file's and its folders' permissions"
+    return f"{p}: file not found (check the path)"
 
 
 def _adapted(loading: Future, photos: list[str]) -> Future:
@@ -102,6 +161,7 @@ def route(
     resume: bool = typer.Option(False, "--resume", help="Skip the inputs already in --out (jsonl, csv or parquet) and add the rest."),
     engine: Engine = typer.Option(Engine.local, help="local: this process; ray: a Ray Data job (pip install 'ferroute[ray]'), results to --out as Parquet."),
     address: Optional[str] = typer.Option(None, help="--engine ray: join the Ray cluster at this address (default: start a local Ray for this command)."),
+    ambiguous_below: Optional[float] = typer.Option(None, "--ambiguous-below", min=0.01, max=0.99, help=AMBIGUOUS_HELP),
     adapt: bool = typer.Option(False, "--adapt", help="The photos come from one source whose emotion mix may differ from FERPlus's (e.g. posed expressions): estimate that mix from their faces first (a first pass; 100+ faces) and move every output to it."),
 ) -> None:
     """Route every face in the given photos and videos: accept, ambiguous, reject or no_face.
@@ -150,11 +210,12 @@ def route(
         done = done_sources(out) if resume else set()
     else:
         done = _done_sources(out, fmt) if resume and out is not None and out.is_file() else set()
-    if done:
-        entries = [e for e in entries if e not in done]
+    if done:  # matched by resolved path: the same folder spelled relative or absolute is the same input
+        done_keys = {_input_key(d) for d in done}
+        entries = [e for e in entries if _input_key(e) not in done_keys]
         typer.echo(f"resuming: {len(done)} inputs already in {out}, {len(entries)} to go", err=True)
     # the model (torch and all) loads in a thread while the first photos are decoded and searched
-    loading = ThreadPoolExecutor(max_workers=1).submit(_load_router, model, backend, device)
+    loading = ThreadPoolExecutor(max_workers=1).submit(_load_router, model, backend, device, ambiguous_below)
     cv2.setNumThreads(1)  # the face threads are the parallelism; OpenCV's own pool would oversubscribe
     detector = FaceDetector()
     if adapt:
@@ -207,7 +268,7 @@ def route(
         it_photos = route_stream(loading, (e for e in photos if e not in missing), batch_size=batch_size, workers=workers, detector=detector)
         for e in entries:
             if e in missing:
-                emit({"source": e, "error": f"{e}: {'file not found' if not Path(e).exists() and not Path(e).is_symlink() else 'not a readable file (dangling link or a folder)'} (check the path)"})
+                emit({"source": e, "error": _problem(e)})
                 bar.update(1)
             elif is_video(e):
                 _route_video(loading.result(), e, fps, annotate, emit)
@@ -354,6 +415,7 @@ def serve(
     body_timeout: Optional[float] = typer.Option(None, min=0.1, help="Seconds a client has to send its request body, then 408 [default: 30, or $FERROUTE_BODY_TIMEOUT_S]."),
     max_body_mb: Optional[float] = typer.Option(None, min=0.01, help="Largest request body in MB, refused while reading (413) [default: 25, or $FERROUTE_MAX_BODY_BYTES]."),
     max_upload_mb: Optional[float] = typer.Option(None, min=0.01, help="Largest single image in MB: that image's error [default: 10, or $FERROUTE_MAX_UPLOAD_BYTES]."),
+    ambiguous_below: Optional[float] = typer.Option(None, "--ambiguous-below", min=0.01, max=0.99, help=AMBIGUOUS_HELP + " Also $FERROUTE_AMBIGUOUS_BELOW."),
     max_decode_mb: Optional[float] = typer.Option(None, min=1, help="Memory concurrent image decodes may hold, MB per worker [default: 1024, or $FERROUTE_MAX_DECODE_BYTES]."),
 ) -> None:
     """Serve the web page at /, the HTTP API (POST /v1/route, GET /v1/model, GET /healthz) and its docs at /docs.
@@ -371,7 +433,8 @@ def serve(
     given = {"FERROUTE_MAX_ACTIVE": max_active, "FERROUTE_MAX_QUEUED": max_queued, "FERROUTE_QUEUE_TIMEOUT_S": queue_timeout,
              "FERROUTE_BODY_TIMEOUT_S": body_timeout, "FERROUTE_MAX_BODY_BYTES": None if max_body_mb is None else int(max_body_mb * 2**20),
              "FERROUTE_MAX_UPLOAD_BYTES": None if max_upload_mb is None else int(max_upload_mb * 2**20),
-             "FERROUTE_MAX_DECODE_BYTES": None if max_decode_mb is None else int(max_decode_mb * 2**20)}
+             "FERROUTE_MAX_DECODE_BYTES": None if max_decode_mb is None else int(max_decode_mb * 2**20),
+             "FERROUTE_AMBIGUOUS_BELOW": ambiguous_below}
     os.environ.update({k: str(v) for k, v in given.items() if v is not None})  # worker processes read them too
     run(host=host, port=port, model_dir=model, workers=workers, backend=backend, device=device)
 

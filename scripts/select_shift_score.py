@@ -19,7 +19,7 @@ Nothing here sees the test faces or the 15 test corruptions' role in the choice:
   (:data:`UncertaintyRouter.SHIFT_SCORES`) that do not track annotator disagreement more
   than plain epistemic does (Spearman with disagreement on clean faces), so that ambiguity
   is not punished. The other candidates (DDU feature density, energy, their unions) are
-  measured for the record. Until session 15 the rule used the four corruptions alone; the
+  measured for the record. Until the 2026-12-01 run the rule used the four corruptions alone; the
   table shows that column too, and which score it would pick.
 
 Then, for the record only, the same validation faces under the 15 test corruptions show
@@ -190,7 +190,7 @@ def main() -> None:
     for r in rows.values():
         r["validation_auroc"] = float((4 * r["held_out_auroc_5"] + r["background_auroc"]) / 5)
     chosen = max(eligible, key=lambda n: rows[n]["validation_auroc"])
-    chosen_before = max(eligible, key=lambda n: rows[n]["held_out_auroc_5"])  # the rule until session 15
+    chosen_before = max(eligible, key=lambda n: rows[n]["held_out_auroc_5"])  # the rule until commit 8b32b70 (2026-12-01)
     names = list(rows)
     transfer = float(spearmanr([rows[n]["held_out_auroc_5"] for n in names], [rows[n]["test15_auroc_5"] for n in names]).statistic)
 
@@ -213,7 +213,7 @@ def main() -> None:
                      f"{r['background_auroc']:8.3f} {r['held_out_rejected_5']:9.3f} {r['background_rejected']:6.3f} "
                      f"{r['held_out_kept_ratio_0.9']:10.2f} {'yes' if r['held_out_dominates'] else 'no':>4s} {r['clean_rejected']:9.3f} | "
                      f"{r['test15_auroc_5']:9.3f} {r['test15_rejected_5']:7.3f} {r['test15_kept_ratio_0.9']:8.2f} | {r['nonface_rejected']:11.3f}{mark}")
-    lines += ["", f"the rule before session 15 (held-out corruptions alone) would pick: {chosen_before}",
+    lines += ["", f"the rule before commit 8b32b70 (2026-12-01) (held-out corruptions alone) would pick: {chosen_before}",
               f"transfer: Spearman between the candidates' held-out and 15-corruption AUROC at severity 5: {transfer:.3f}",
               "per held-out corruption (severity 5 AUROC) of the chosen score: "
               + ", ".join(f"{h} {v:.3f}" for h, v in rows[chosen]["held_out_auroc_5_per_corruption"].items())]

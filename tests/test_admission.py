@@ -152,3 +152,18 @@ def test_slow_bodies_hold_no_slot_and_malformed_requests_get_the_envelope(live):
     data = s.recv(4096)
     assert data.startswith(b"HTTP/1.1 400") and b'"bad_request"' in data and b"request_id" in data
     s.close()
+
+
+def test_the_drain_rate_is_measured_while_busy():
+    a = Admission(slots=2, queue_timeout_s=10.0, model=CostModel(base_s=0.1, per_mpx_s=0, per_face_s=0))
+    tickets = [a.try_admit(0.0, 1)[0] for _ in range(10)]
+    assert a.predicted_wait() == pytest.approx(1.0 / 2)  # 10 x 0.1 s over 2 slots at the start
+    t = 100.0
+    for tk in tickets[:8]:  # the server drains 0.1 predicted s every 0.2 s: half a second per second
+        t += 0.2
+        with a._lock:
+            busy = a.pending >= a.slots
+            a.pending_s -= tk.seconds
+            a.pending -= 1
+            a._measure(tk.seconds, busy, t)
+    assert a.rate < 2.0  # slower than the slots alone would say

@@ -6,8 +6,11 @@ request the service finishes (the handler reports the pixels it decoded and the 
 routed). Before a request is admitted its megapixels are read from its images' headers
 (:func:`peek_pixels`, no decoding) and its faces predicted from the recent faces per image.
 The wait it would see is the predicted work ahead of it (active and queued requests) divided
-by the routing slots; it is admitted while that wait fits the queue timeout, and otherwise
-refused at once with a ``Retry-After`` of that wait (rounded up).
+by the rate at which the service drains predicted work, measured as it runs (predicted
+seconds finished per wall-clock second while busy; the routing slots at start). The measured
+rate takes in what the per-request fit cannot: the event loop's own load, parsing, a CPU
+shared with other processes. A request is admitted while that wait fits the queue timeout,
+and otherwise refused at once with a ``Retry-After`` of that wait (rounded up).
 
 Hand-written (about 60 lines, numpy): a 3-parameter recursive least-squares fit; a queueing
 library would not know what a face costs.
@@ -72,18 +75,24 @@ class Admission:
         self.model = model or CostModel()
         self.pending_s = 0.0  # predicted seconds of every admitted, unfinished request
         self.pending = 0
+        self.rate = float(slots)  # predicted seconds drained per second (EMA while busy)
+        self._window_start: float | None = None
+        self._window_done = 0.0
         self._lock = threading.Lock()
 
+    def _wait(self) -> float:
+        return 0.0 if self.pending < self.slots else self.pending_s / max(self.rate, 1e-3)
+
     def predicted_wait(self) -> float:
-        """Seconds a request admitted now would wait for a slot (work ahead / slots)."""
+        """Seconds a request admitted now would wait (work ahead / drain rate)."""
         with self._lock:
-            return 0.0 if self.pending < self.slots else self.pending_s / self.slots
+            return self._wait()
 
     def try_admit(self, mpx: float, images: int) -> tuple[Ticket | None, float]:
         """A ticket, or ``None`` with the predicted wait when it would exceed the queue timeout."""
         cost = self.model.predict(mpx, self.model.expected_faces(images))
         with self._lock:
-            wait = 0.0 if self.pending < self.slots else self.pending_s / self.slots
+            wait = self._wait()
             if wait > self.queue_timeout_s:
                 return None, wait
             self.pending_s += cost
@@ -91,11 +100,31 @@ class Admission:
         return Ticket(cost, mpx, images), wait
 
     def done(self, ticket: Ticket, faces: int | None, seconds: float) -> None:
+        import time
+
         with self._lock:
+            busy = self.pending >= self.slots
             self.pending_s = max(0.0, self.pending_s - ticket.seconds)
             self.pending -= 1
+            if faces is not None:
+                self._measure(ticket.seconds, busy, time.monotonic())
         if faces is not None:
             self.model.observe(ticket.mpx, faces, ticket.images, seconds)
+
+
+    def _measure(self, drained: float, busy: bool, now: float, window_s: float = 0.5) -> None:
+        """Update the drain rate from busy windows of at least ``window_s`` (idle time says nothing)."""
+        if not busy:
+            self._window_start, self._window_done = None, 0.0
+            return
+        if self._window_start is None:
+            self._window_start, self._window_done = now, 0.0
+            return
+        self._window_done += drained
+        span = now - self._window_start
+        if span >= window_s:
+            self.rate = 0.7 * self.rate + 0.3 * (self._window_done / span)
+            self._window_start, self._window_done = now, 0.0
 
 
 def retry_after(wait_s: float) -> str:

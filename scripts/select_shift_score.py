@@ -1,4 +1,4 @@
-"""Choose the reject (shift) score on validation faces under the four held-out corruptions.
+"""Choose the reject (shift) score on validation faces under the held-out shift family.
 
     FERPLUS_DIR=... python scripts/select_shift_score.py [MODEL_DIR] [--write] [--n-train 12000]
 
@@ -6,16 +6,22 @@ Nothing here sees the test faces or the 15 test corruptions' role in the choice:
 
 * density signals (:mod:`ferroute.shift`) are fitted on ``--n-train`` FERPlus training faces;
 * FERPlus valid is split in two halves by a seeded permutation: the first calibrates each
-  candidate (its conformal 5 % threshold, and the per-signal percentiles a union uses), the
-  second measures it, clean and under ImageNet-C's held-out corruptions (speckle noise,
-  gaussian blur, spatter, saturate) at severities 1-5;
+  candidate (its conformal 5 % threshold, and the per-signal percentiles a union uses) and
+  trains the learned score (:class:`ferroute.shift.LearnedScore`: logistic regression over log
+  epistemic, face-likeness and the image statistics, on these faces clean and under the
+  held-out family, and on non-face corners of photos 150-299; its threshold comes from
+  5-fold out-of-fold scores), the second measures every candidate, clean and under the
+  held-out family (:data:`ferroute.corruptions.HELD_OUT`: speckle noise, gaussian blur,
+  spatter, six ImageNet-C-bar shifts, resolution loss, exposure with noise, occlusion) at
+  severities 1-5;
 * a validation non-face set: background corners of ``--photos`` (photos_dev, LFW news
   photos: 64x64 corners of the first 150 photos, away from the centred face), sources
   disjoint from the non-face probe that ``ferroute evaluate`` reports (scikit-image samples,
   drawings, text, noise);
-* the choice: the highest validation shift AUROC (the mean of five: the four held-out
-  corruptions at severity 5 and the validation non-face crops, each against the clean
-  measuring half) among the scores the router can ship
+* the choice (rule written 2026-12-06, before this run): the highest validation shift AUROC
+  (the mean over the held-out shifts at severity 5, with the validation non-face crops
+  weighing as much as all of them together, each against the clean measuring half) among
+  the scores the router can ship
   (:data:`UncertaintyRouter.SHIFT_SCORES`) that do not track annotator disagreement more
   than plain epistemic does (Spearman with disagreement on clean faces), so that ambiguity
   is not punished. The other candidates (DDU feature density, energy, their unions) are
@@ -51,9 +57,12 @@ from ferroute.routing import UncertaintyRouter, conformal_rank, percentile_in
 from ferroute.shift import (
     FaceLikeness,
     FeatureDensity,
+    ImageStatistics,
+    LearnedScore,
     PixelStats,
     energy,
     fit_signals,
+    pixel_stats,
     save_signals,
     training_subset,
 )
@@ -70,17 +79,18 @@ def signals(ens: Ensemble, faces: np.ndarray, router: UncertaintyRouter, density
     em = ens.embed(faces)
     d = decompose(em.probs)
     return {"total": d["total"], "epistemic": d["epistemic"], "conditional": router.shift_score(d), "energy": energy(em.logits),
-            "density": density.score(em.features), "pixels": pixels.score(faces), "face": face.score(faces), "aleatoric": d["aleatoric"]}
+            "density": density.score(em.features), "pixels": pixels.score(faces), "face": face.score(faces), "aleatoric": d["aleatoric"],
+            "stats": pixel_stats(faces)}
 
 
-def background_crops(photos: Path, n_photos: int = 150, side: int = 64) -> np.ndarray:
+def background_crops(photos: Path, n_photos: int = 150, side: int = 64, start: int = 0) -> np.ndarray:
     """Validation non-face crops ``(4 * n_photos, 48, 48)``: the four ``side`` x ``side``
     corners of the first ``n_photos`` photos (sorted by name) of an LFW-style folder, whose
     face is centred; gray, resized to 48x48. A rule blind to any model."""
     from PIL import Image
 
     folder = photos / "images" if (photos / "images").is_dir() else photos
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:n_photos]
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[start : start + n_photos]
     if not files:
         raise SystemExit(f"{folder}: no photos for the validation non-face crops; pass --photos DIR")
     out = []
@@ -137,6 +147,8 @@ def main() -> None:
 
     s_cal, s_ev = sig(cal.images), sig(ev.images)
     held = corrupted_set(ev.images, list(HELD_OUT), (1, 2, 3, 4, 5), seed=1)
+    held_cal = corrupted_set(cal.images, list(HELD_OUT), (1, 2, 3, 4, 5), seed=2)  # the learned score's shifted faces
+    s_held_cal = {k: sig(np.asarray(v)) for k, v in held_cal.items()}
     test15 = corrupted_set(ev.images, list(CORRUPTIONS), (5,), seed=1)
     s_held = {k: sig(np.asarray(v)) for k, v in held.items()}
     s_15 = {k: sig(np.asarray(v)) for k, v in test15.items()}
@@ -144,11 +156,29 @@ def main() -> None:
     s_nf = sig(nonface)
     photos = args.photos or resolve_data_dir(None).parent / "photos_dev"
     s_bg = sig(background_crops(photos))
+    s_bg_train = sig(background_crops(photos, start=150))  # other photos' corners: the learned score's non-faces
+
+    def cat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+        return {k: np.concatenate([p[k] for p in parts]) for k in ("epistemic", "face", "stats")}
+
+    def fit_learned(keep: np.ndarray) -> LearnedScore:
+        """The learned score from the calibration faces ``keep`` (clean and shifted) and the training non-faces."""
+        clean = {k: v[keep] for k, v in s_cal.items() if k in ("epistemic", "face", "stats")}
+        shifted = cat([{k: v[keep] for k, v in s.items() if k in ("epistemic", "face", "stats")} for s in s_held_cal.values()] + [s_bg_train])
+        return LearnedScore().fit(clean, shifted)
+
+    folds = np.arange(len(cal)) % 5
+    learned_oof = np.empty(len(cal))
+    for f in range(5):
+        m = fit_learned(folds != f)
+        learned_oof[folds == f] = m.score({k: v[folds == f] for k, v in s_cal.items()})
+    learned = fit_learned(np.ones(len(cal), bool))
     t_face = time.perf_counter()
     face.score(ev.images[:500])
     face_ms = (time.perf_counter() - t_face) / 500 * 1e3
 
     cands: dict[str, object] = {b: b for b in BASE}
+    cands["learned"] = learned.score
     for k in (2, 3):
         for parts in combinations(("epistemic", "conditional", "density", "pixels", "energy", "face"), k):
             if not ("epistemic" in parts and "conditional" in parts):
@@ -160,7 +190,7 @@ def main() -> None:
     amb = ev.disagreement >= np.quantile(ev.disagreement, 2 / 3)
     rows = {}
     for name, c in cands.items():
-        clean, calv = value(c, s_ev), value(c, s_cal)
+        clean, calv = value(c, s_ev), (learned_oof if name == "learned" else value(c, s_cal))
         k = conformal_rank(len(calv), 0.05)
         thr = np.sort(calv)[k - 1]
         held5 = {h: value(c, s_held[(h, 5)]) for h in HELD_OUT}
@@ -187,19 +217,19 @@ def main() -> None:
         }
     limit = rows["epistemic"]["spearman_disagreement"]
     eligible = [n for n, r in rows.items() if r["spearman_disagreement"] <= limit + 1e-9 and n in UncertaintyRouter.SHIFT_SCORES]
-    for r in rows.values():
-        r["validation_auroc"] = float((4 * r["held_out_auroc_5"] + r["background_auroc"]) / 5)
+    for r in rows.values():  # the non-face crops weigh as much as the held-out shifts together
+        r["validation_auroc"] = float((r["held_out_auroc_5"] + r["background_auroc"]) / 2)
     chosen = max(eligible, key=lambda n: rows[n]["validation_auroc"])
     chosen_before = max(eligible, key=lambda n: rows[n]["held_out_auroc_5"])  # the rule until commit 8b32b70 (2026-12-01)
     names = list(rows)
     transfer = float(spearmanr([rows[n]["held_out_auroc_5"] for n in names], [rows[n]["test15_auroc_5"] for n in names]).statistic)
 
     lines = [
-        f"# reject-score selection on validation faces under the 4 held-out corruptions ({time.time() - t0:.0f} s)",
+        f"# reject-score selection on validation faces under the {len(HELD_OUT)} held-out shifts ({time.time() - t0:.0f} s)",
         f"model {model_dir.name}: {ens.num_members} x {ens.config.name}, tta {ens.tta}; densities fitted on {len(pick)} training faces; "
         f"{len(cal)} validation faces calibrate, {len(ev)} measure; {len(s_bg['face'])} validation non-face crops (photos_dev corners); "
         f"{len(nonface)} probe non-face crops (record only); face signal {face_ms:.2f} ms per crop",
-        "rule: highest validation AUROC (mean of the 4 held-out corruptions at severity 5 and the validation non-face crops) among scores "
+        f"rule: highest validation AUROC (the mean over the {len(HELD_OUT)} held-out shifts at severity 5, averaged with the validation non-face crops) among scores "
         f"whose Spearman with annotator disagreement is at most plain epistemic's ({limit:.3f}); thresholds: conformal 5 % on the calibration half",
         "",
         f"{'score':34s} {'rho dis':>7s} {'val AUROC':>9s} {'held AUROC5':>11s} {'bg AUROC':>8s} {'held rej5':>9s} {'bg rej':>6s} {'held ratio':>10s} "
@@ -213,7 +243,7 @@ def main() -> None:
                      f"{r['background_auroc']:8.3f} {r['held_out_rejected_5']:9.3f} {r['background_rejected']:6.3f} "
                      f"{r['held_out_kept_ratio_0.9']:10.2f} {'yes' if r['held_out_dominates'] else 'no':>4s} {r['clean_rejected']:9.3f} | "
                      f"{r['test15_auroc_5']:9.3f} {r['test15_rejected_5']:7.3f} {r['test15_kept_ratio_0.9']:8.2f} | {r['nonface_rejected']:11.3f}{mark}")
-    lines += ["", f"the rule before commit 8b32b70 (2026-12-01) (held-out corruptions alone) would pick: {chosen_before}",
+    lines += ["", f"the rule before commit 8b32b70 (2026-12-01) (held-out shifts alone) would pick: {chosen_before}",
               f"transfer: Spearman between the candidates' held-out and 15-corruption AUROC at severity 5: {transfer:.3f}",
               "per held-out corruption (severity 5 AUROC) of the chosen score: "
               + ", ".join(f"{h} {v:.3f}" for h, v in rows[chosen]["held_out_auroc_5_per_corruption"].items())]
@@ -222,7 +252,7 @@ def main() -> None:
     DOCS.mkdir(exist_ok=True)
     (DOCS / "shift_score_selection.txt").write_text(text)
     summary = {"chosen": chosen, "rule": lines[2], "transfer_spearman": transfer, "rows": rows,
-               "summary": f"`{chosen}` was chosen on validation faces under the four held-out corruptions and validation non-face crops "
+               "summary": f"`{chosen}` was chosen on validation faces under the {len(HELD_OUT)} held-out shifts and validation non-face crops "
                           f"(mean AUROC {rows[chosen]['validation_auroc']:.3f}; held-out corruptions at severity 5: "
                           f"{rows[chosen]['held_out_auroc_5']:.3f}; the 15 test corruptions on the "
                           f"same validation faces, for the record: {rows[chosen]['test15_auroc_5']:.3f}; ranking transfer Spearman {transfer:.2f}). "
@@ -230,12 +260,22 @@ def main() -> None:
     (DOCS / "shift_score_selection.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.write:  # what `ferroute calibrate --shift <chosen>` does, plus the record of the choice
         router = UncertaintyRouter(shift=chosen)
-        pv = {**decompose(ens.predict_proba(va.images)), **{k: fitted[k].score(va.images) for k in router.needs}}
-        router.fit(pv, va.disagreement)
+        fitted["stats"] = ImageStatistics()
+        if chosen == "learned":  # thresholded on the measuring half, which the learned score never saw
+            router.learned = learned
+            pv = {**decompose(ens.predict_proba(ev.images)), **{k: fitted[k].score(ev.images) for k in router.needs}}
+            router.fit(pv, ev.disagreement)
+        else:
+            pv = {**decompose(ens.predict_proba(va.images)), **{k: fitted[k].score(va.images) for k in router.needs}}
+            router.fit(pv, va.disagreement)
+        old = json.loads((model_dir / "router.json").read_text())["state"] if (model_dir / "router.json").is_file() else {}
+        for k in ("vote_temperature", "ambiguous_below"):  # the agreement is the model's, whatever rejects
+            if k in old:
+                router._state[k] = old[k]
         router.selection = {k: v for k, v in summary.items() if k != "rows"} | {"chosen_row": rows[chosen]}
         (model_dir / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
         if router.needs:
-            save_signals(model_dir, {k: fitted[k] for k in router.needs},
+            save_signals(model_dir, {k: fitted[k] for k in router.needs if k in fitted},
                          note=f"pixels fitted on {len(pick)} FERPlus training faces (ferroute.shift.training_subset); face needs no fitting")
         print(f"wrote {model_dir / 'router.json'} ({chosen}; thresholds {router.thresholds})")
 

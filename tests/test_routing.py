@@ -194,3 +194,36 @@ def test_a_router_without_votes_keeps_the_aleatoric_rule():
     assert not r.has_agreement and "ambiguous_below" not in r.thresholds
     with pytest.raises(ValueError, match="calibrate"):
         r.ambiguous_below = 0.6
+
+
+def test_a_learned_reject_score_routes_and_names_the_signal_that_moved_it():
+    import json
+
+    from ferroute.shift import LearnedScore
+
+    rng = np.random.default_rng(5)
+    p, amb = synthetic(n=800)
+    n = len(p)
+
+    def signals(k, shift=0.0):
+        stats = rng.normal(0, 1, (k, 6))
+        stats[:, 2] += shift  # edge strength moves under this shift
+        return {"face": rng.uniform(0, 0.3, k) + shift * 0.0, "stats": stats}
+
+    d = decompose(p)
+    clean = {**d, **signals(n)}
+    shifted = {**decompose(synthetic(n=800, seed=9)[0]), **signals(n, shift=4.0)}
+    learned = LearnedScore().fit(clean, shifted)
+    assert learned.weights[LearnedScore.FEATURES.index("stat2")] ** 2 + learned.weights[LearnedScore.FEATURES.index("stat2_sq")] ** 2 > 0.1
+    r = UncertaintyRouter(shift="learned")
+    assert r.needs == ("face", "stats")
+    r.learned = learned
+    r.fit({**d, **signals(n)}, amb)
+    reps = r.route(synthetic(n=200, seed=11)[0], LABELS, signals(200, shift=4.0))
+    rejected = [x for x in reps if x["decision"] == "reject"]
+    assert len(rejected) > 150 and all("image itself" in x["reason"] for x in rejected)
+    r2 = UncertaintyRouter.from_dict(json.loads(json.dumps(r.to_dict())))
+    s = signals(50, shift=2.0)
+    np.testing.assert_allclose(r.shift_score({**decompose(p[:50]), **s}), r2.shift_score({**decompose(p[:50]), **s}))
+    with pytest.raises(NotCalibratedError, match="LearnedScore"):
+        UncertaintyRouter(shift="learned").fit(clean, amb)

@@ -164,9 +164,11 @@ class UncertaintyRouter:
     kind = "uar"
 
     SHIFT_SCORES = ("epistemic", "conditional", "pixels", "face", "epistemic+pixels", "conditional+pixels", "epistemic+face",
-                    "epistemic+pixels+face", "conditional+pixels+face")
+                    "epistemic+pixels+face", "conditional+pixels+face", "learned")
     #: signals a shift score needs besides the decomposition, computed upstream from the crop
-    SIGNALS = ("pixels", "face")
+    SIGNALS = ("pixels", "face", "stats")
+    #: the signals each part needs (a part not named here needs only the decomposition)
+    PART_NEEDS = {"pixels": ("pixels",), "face": ("face",), "learned": ("face", "stats")}
 
     def __init__(self, reject_rate: float = 0.05, n_bins: int = 10, shift: str = "conditional"):
         if not 0 < reject_rate < 1:
@@ -178,6 +180,8 @@ class UncertaintyRouter:
         self.shift = shift
         self._state: dict[str, Any] | None = None
         self._level: float | None = None  # the user's ambiguity level (ambiguous_below)
+        #: the learned reject score (``shift='learned'``), fitted outside the router on shifted data
+        self.learned: Any = None
         #: how the shift score was chosen (written by scripts/select_shift_score.py), or None
         self.selection: dict[str, Any] | None = None
 
@@ -189,7 +193,7 @@ class UncertaintyRouter:
     @property
     def needs(self) -> tuple[str, ...]:
         """Signals this router needs in its input besides the decomposition (e.g. ``('pixels',)``)."""
-        return tuple(p for p in self.parts if p in self.SIGNALS)
+        return tuple(dict.fromkeys(n for p in self.parts for n in self.PART_NEEDS.get(p, ())))
 
     @property
     def is_fitted(self) -> bool:
@@ -229,6 +233,9 @@ class UncertaintyRouter:
             raise ValueError(f"{len(a)} faces but {len(dis)} disagreement values")
         if len(a) < 4 * self.n_bins:
             raise ValueError(f"need at least {4 * self.n_bins} validation faces to calibrate, got {len(a)}")
+        if "learned" in self.parts and self.learned is None:
+            raise NotCalibratedError("shift 'learned' needs its LearnedScore (ferroute.shift) set on router.learned before fit: "
+                                     "it is fitted on shifted faces, which fit does not see (scripts/select_shift_score.py does both)")
         learned = "conditional" in self.parts or len(self.parts) > 1
         order = np.random.default_rng(0).permutation(len(a))
         learn, held = (order[: len(a) // 2], order[len(a) // 2 :]) if learned else (order, order)
@@ -252,7 +259,8 @@ class UncertaintyRouter:
         self._state["total_reference"] = np.sort(np.asarray(d["total"], float)).tolist()
         self._state["z_reference"] = np.sort(z_all).tolist()
         for p in self.needs:
-            self._state[f"{p}_reference"] = np.sort(np.asarray(d[p], float)).tolist()
+            if np.ndim(d[p]) == 1:  # a per-face signal; the image statistics are inputs of the learned score
+                self._state[f"{p}_reference"] = np.sort(np.asarray(d[p], float)).tolist()
         top = dis >= np.quantile(dis, 2 / 3)
         cand = np.unique(np.quantile(a, np.linspace(0.05, 0.95, 181)))
         bal = [0.5 * (np.mean(a[top] > t) + np.mean(a[~top] <= t)) for t in cand]
@@ -304,6 +312,8 @@ class UncertaintyRouter:
 
     def _part(self, name: str, d: Any) -> np.ndarray:
         """One part of the shift score, higher = less like the validation faces."""
+        if name == "learned":
+            return self.learned.score(d)
         if name == "conditional":
             st = self._require()
             a = np.asarray(d["aleatoric"], float)
@@ -390,7 +400,10 @@ class UncertaintyRouter:
             dec = str(decisions[i])
             if dec == "reject":
                 part = max(part_pct, key=lambda q: part_pct[q][i])
-                reason = reject_reason(part, 100 * float(part_pct[part][i]))
+                pct_i = 100 * float(part_pct[part][i])
+                if part == "learned":  # name the signal that raised the learned score most
+                    part = str(self.learned.top_group({k: v[i : i + 1] for k, v in d.items()})[0])
+                reason = reject_reason(part, pct_i)
             else:
                 reason = keep_reason(dec, [(labels[j], float(mean[i, j])) for j in order[:2]], level)
             reports.append(
@@ -410,7 +423,10 @@ class UncertaintyRouter:
         return reports
 
     def to_dict(self) -> dict[str, Any]:
-        d = {"kind": self.kind, "reject_rate": self.reject_rate, "n_bins": self.n_bins, "shift": self.shift, "state": self._require()}
+        st = self._require()
+        if self.learned is not None:
+            st = {**st, "learned": self.learned.to_dict()}
+        d = {"kind": self.kind, "reject_rate": self.reject_rate, "n_bins": self.n_bins, "shift": self.shift, "state": st}
         return d if self.selection is None else {**d, "selection": self.selection}
 
     @classmethod
@@ -426,6 +442,12 @@ class UncertaintyRouter:
                 raise ValueError(f"vote_temperature must be positive, got {st['vote_temperature']!r}")
             if not 0 < _number(st, "ambiguous_below") < 1:
                 raise ValueError(f"ambiguous_below must be between 0 and 1, got {st['ambiguous_below']!r}")
+        if "learned" in st:
+            from .shift import LearnedScore
+
+            r.learned = LearnedScore.from_dict(st.pop("learned"))
+        elif r.shift == "learned":
+            raise ValueError("shift 'learned' but no learned score in the state")
         r._state = st
         r.selection = d.get("selection")
         return r

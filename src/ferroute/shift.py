@@ -190,8 +190,109 @@ class FaceLikeness:
         return cls(int(np.asarray(a["size"])), float(np.asarray(a["pad"])))
 
 
+class ImageStatistics:
+    """The crop's :func:`pixel_stats` themselves ``(N, 6)``: the inputs of a learned reject
+    score (:class:`LearnedScore`), which weighs each; nothing to fit."""
+
+    def score(self, faces: np.ndarray) -> np.ndarray:
+        return pixel_stats(faces)
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        return {"columns": np.asarray(len(STAT_NAMES))}
+
+    @classmethod
+    def from_arrays(cls, a: dict[str, Any]) -> "ImageStatistics":
+        return cls()
+
+
+#: the columns of :func:`pixel_stats`, in words a reason can use
+STAT_NAMES = ("brightness", "contrast", "edge strength", "fine detail (noise)", "noise against edges", "clipped pixels")
+
 #: the input signals by name, and how each is built from its stored arrays
-SIGNAL_TYPES: dict[str, Any] = {"pixels": PixelStats, "face": FaceLikeness}
+SIGNAL_TYPES: dict[str, Any] = {"pixels": PixelStats, "face": FaceLikeness, "stats": ImageStatistics}
+
+
+class LearnedScore:
+    """A reject score learned from the signals the pipeline already has: logistic regression
+    over the log epistemic uncertainty, face-likeness (:class:`FaceLikeness`) and the crop's
+    six image statistics with their squares (exposure and blur shift both ways), each
+    standardised on clean faces. Higher = less like a clean FERPlus face (its logit).
+
+    Fitted on clean validation faces (0) against the same faces under the held-out shift
+    family and validation non-face crops (1), class-balanced, with an L2 penalty; stored as
+    plain numbers in ``router.json``. Every input's contribution (weight x standardised value,
+    relative to clean faces) says which signal moved a rejection most."""
+
+    def __init__(self, mean: np.ndarray | None = None, std: np.ndarray | None = None, weights: np.ndarray | None = None,
+                 bias: float = 0.0, l2: float = 1e-2):
+        self.mean, self.std, self.weights, self.bias, self.l2 = mean, std, weights, float(bias), float(l2)
+
+    #: the features, in order; the signal group each belongs to
+    FEATURES = ("log_epistemic", "face", *(f"stat{i}" for i in range(6)), *(f"stat{i}_sq" for i in range(6)))
+
+    @staticmethod
+    def group(feature: str) -> str:
+        return "epistemic" if feature == "log_epistemic" else "face" if feature == "face" else "pixels"
+
+    @staticmethod
+    def raw(d: dict[str, np.ndarray]) -> np.ndarray:
+        """The unstandardised inputs ``(N, 8)``: log epistemic, face, the six statistics."""
+        stats = np.asarray(d["stats"], np.float64)
+        return np.column_stack([np.log(np.asarray(d["epistemic"], np.float64) + 1e-6), np.asarray(d["face"], np.float64), stats])
+
+    def features(self, d: dict[str, np.ndarray], clean_raw: np.ndarray | None = None) -> np.ndarray:
+        """Standardised features ``(N, 14)`` (fitting: pass the clean faces' raw inputs to set the scale)."""
+        x = self.raw(d)
+        if clean_raw is not None:
+            self.mean, self.std = clean_raw.mean(0), clean_raw.std(0) + 1e-9
+        z = (x - self.mean) / self.std
+        return np.column_stack([z, z[:, 2:] ** 2])
+
+    def fit(self, clean: dict[str, np.ndarray], shifted: dict[str, np.ndarray]) -> "LearnedScore":
+        """Logistic regression of shifted (1) against clean (0); needs scipy (the ``train`` extra)."""
+        from scipy.optimize import minimize
+
+        xc = self.features(clean, clean_raw=self.raw(clean))
+        xs = self.features(shifted)
+        x = np.vstack([xc, xs])
+        y = np.r_[np.zeros(len(xc)), np.ones(len(xs))]
+        w = np.where(y == 1, 0.5 / len(xs), 0.5 / len(xc))  # each class weighs half
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            z = x @ theta[:-1] + theta[-1]
+            p = 1 / (1 + np.exp(-np.clip(z, -40, 40)))
+            ll = -(w * (y * np.log(p + 1e-12) + (1 - y) * np.log(1 - p + 1e-12))).sum() + self.l2 * (theta[:-1] ** 2).sum()
+            g = x.T @ (w * (p - y)) + 2 * self.l2 * theta[:-1]
+            return ll, np.r_[g, (w * (p - y)).sum()]
+
+        res = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B")
+        self.weights, self.bias = res.x[:-1], float(res.x[-1])
+        return self
+
+    def score(self, d: dict[str, np.ndarray]) -> np.ndarray:
+        """The logit ``(N,)``."""
+        if self.weights is None:
+            raise NotFittedError("LearnedScore is not fitted: fit(clean_signals, shifted_signals) first")
+        return self.features(d) @ self.weights + self.bias
+
+    def top_group(self, d: dict[str, np.ndarray]) -> np.ndarray:
+        """Per input, the signal group (``epistemic``, ``face``, ``pixels``) that raised its score most."""
+        contrib = self.features(d) * self.weights  # (N, 14): relative to a clean face at the mean (features 0)
+        groups = np.array([self.group(f) for f in self.FEATURES])
+        totals = np.stack([contrib[:, groups == g].sum(1) for g in ("epistemic", "face", "pixels")], axis=1)
+        return np.array(["epistemic", "face", "pixels"])[totals.argmax(1)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"features": list(self.FEATURES), "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
+                "weights": [float(v) for v in self.weights], "bias": self.bias, "l2": self.l2}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "LearnedScore":
+        out = cls(np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64), np.asarray(d["weights"], np.float64),
+                  float(d["bias"]), float(d.get("l2", 1e-2)))
+        if out.mean.shape != (8,) or out.std.shape != (8,) or out.weights.shape != (14,) or not np.all(np.isfinite(out.weights)):
+            raise ValueError("the learned score needs 8 means, 8 scales and 14 finite weights")
+        return out
 
 
 def energy(logits: np.ndarray) -> np.ndarray:
@@ -219,6 +320,9 @@ def fit_signals(names: tuple[str, ...] | list[str], train_images: np.ndarray | N
             raise ValueError(f"unknown input signal {name!r}; known: {', '.join(SIGNAL_TYPES)}")
         if name == "face":
             out[name] = FaceLikeness()
+            continue
+        if name == "stats":
+            out[name] = ImageStatistics()
             continue
         if train_images is None or train_labels is None:
             raise ValueError("the pixels signal is fitted on training faces: pass train_images and train_labels")

@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -43,6 +44,17 @@ def cpu_name() -> str:
         return next(ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("model name"))
     except (OSError, StopIteration):
         return platform.machine()
+
+
+def recorder() -> tuple[list[str], Callable[..., None]]:
+    """The lines a benchmark writes to its ``--out`` file, and ``say``, which prints and keeps one."""
+    lines: list[str] = []
+
+    def say(s: str = "") -> None:
+        print(s, flush=True)
+        lines.append(s)
+
+    return lines, say
 
 
 def du(path: Path) -> int:
@@ -118,11 +130,7 @@ def main() -> None:
     ap.add_argument("--venvs", type=Path, default=Path(tempfile.gettempdir()) / "ferroute-bench-venvs")
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
-    lines: list[str] = []
-
-    def say(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
+    lines, say = recorder()
 
     import ferroute
     from ferroute.data import load_split

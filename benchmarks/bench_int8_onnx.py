@@ -38,6 +38,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     ap.add_argument("--calib-faces", type=int, default=1024)
     args = ap.parse_args()
+    from bench_core import cpu_name, recorder
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -50,13 +51,7 @@ def main() -> None:
     from ferroute.onnxrun import GRAPH_FILE, OnnxEnsemble, usable_cpus
     from ferroute.pipeline import EMBEDDED_MODELS, FERRouter, resolve_model_dir
 
-    lines: list[str] = []
-
-    def say(s: str = "") -> None:
-        print(s, flush=True)
-        lines.append(s)
-
-    from bench_core import cpu_name
+    lines, say = recorder()
 
     say(f"# bench_int8_onnx: {time.strftime('%Y-%m-%d')}, ferroute {ferroute.__version__}, {cpu_name()}, "
         f"{usable_cpus()} CPUs, onnxruntime {__import__('onnxruntime').__version__}")

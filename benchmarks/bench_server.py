@@ -80,13 +80,19 @@ async def crowd(url: str, clients: int, requests: int, payload: bytes, name: str
             "p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "peak_rss_mb": peak / 2**20}
 
 
-def half_open(url: str, n: int = 85) -> float:
+def open_sockets(url: str, n: int, head: bytes) -> list[socket.socket]:
+    """``n`` loopback connections to the server, each having sent ``head`` and nothing more."""
     port = int(url.rsplit(":", 1)[1])
     socks = []
     for _ in range(n):
         s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\n")
+        s.sendall(head)
         socks.append(s)
+    return socks
+
+
+def half_open(url: str, n: int = 85) -> float:
+    socks = open_sockets(url, n, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n")
     t = time.perf_counter()
     httpx.get(url + "/healthz", timeout=30).raise_for_status()
     took = time.perf_counter() - t
@@ -96,12 +102,7 @@ def half_open(url: str, n: int = 85) -> float:
 
 
 def slow_bodies(url: str, face: bytes, n: int) -> float:
-    port = int(url.rsplit(":", 1)[1])
-    socks = []
-    for _ in range(n):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n-")
-        socks.append(s)
+    socks = open_sockets(url, n, b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 100000\r\n\r\n-")
     time.sleep(1)
     for s in socks:
         s.sendall(b"-")  # a byte a second, as the attack does

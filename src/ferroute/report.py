@@ -84,13 +84,8 @@ def selective_plots(out: Path, r: dict[str, Any]) -> None:
         acc = x["decisions"]["accept"]
         if acc["accuracy"] is not None:
             ax.scatter([acc["share"]], [1 - acc["accuracy"]], color="green", zorder=5, label="UAR accept")
-        ax.set_title(f"{where} ({x['n']} labelled faces)")
-        ax.set_xlabel("coverage (share of faces kept)")
-        ax.set_ylabel("error among kept")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "risk_coverage.png", dpi=120)
-    plt.close(fig)
+        _label(ax, f"{where} ({x['n']} labelled faces)", "coverage (share of faces kept)", "error among kept", 7)
+    _save(fig, out / "risk_coverage.png")
     cal = r["calibration"]
     fig, ax = plt.subplots(figsize=(4.6, 4.2))
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8)
@@ -98,12 +93,22 @@ def selective_plots(out: Path, r: dict[str, Any]) -> None:
         if key in cal:
             b = np.array(cal[key]["reliability"])
             ax.plot(b[:, 0], b[:, 1], marker="o", label=f"{label} (ECE {cal[key]['top_share_ece']:.3f})")
-    ax.set_xlabel("predicted share of people picking the top emotion")
-    ax.set_ylabel("actual share of votes for it")
-    ax.set_title("Reliability on FERPlus test")
-    ax.legend(fontsize=8)
+    _label(ax, "Reliability on FERPlus test", "predicted share of people picking the top emotion", "actual share of votes for it", 8)
+    _save(fig, out / "reliability.png")
+
+
+def _label(ax: Any, title: str, xlabel: str, ylabel: str, fontsize: int) -> None:
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=fontsize)
+
+
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
-    fig.savefig(out / "reliability.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 

@@ -132,6 +132,11 @@ def main() -> None:
                    "non-faces and heavily degraded faces, but not a clear face that is merely unusual for FERPlus (another "
                    "population, lighting or camera), and not JPEG artefacts or colour saturation (see the per-corruption figures); "
                    "member disagreement (epistemic) is reported but does not reject.",
+           "learned": "The reject score is learned (logistic regression over the members' disagreement, the face detector's view of "
+                      "the crop and six image statistics) on validation faces under the held-out shift family and on non-face corners "
+                      "of photos; it catches blur, exposure, compression and occlusion better than the face detector alone, and lets "
+                      "more drawings, text and textures through (the non-face figures above); a clear face that is merely unusual "
+                      "for FERPlus is not rejected.",
            }.get(router.get("shift"), "The reject score's parts are named in the router line above; what each catches and "
                  "misses is in the per-corruption and non-face figures."),
         "",

@@ -3,7 +3,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferroute.corruptions import CORRUPTIONS, HELD_OUT, IMAGENET_C_HELD_OUT, corrupt, corrupted_set
+from ferroute.corruptions import (
+    CORRUPTIONS,
+    HELD_OUT,
+    IMAGENET_C_HELD_OUT,
+    corrupt,
+    corrupted_set,
+)
 
 # scripts/make_reference_corruptions.py: the imagecorruptions package's outputs on four 48x48
 # inputs, ``<name>/<severity>`` shaped (draws, 4, 48, 48); one draw where it is deterministic

@@ -115,7 +115,7 @@ def calibrate(
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
     tta: Optional[Tta] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
-    shift: Shift = typer.Option(Shift.face, help="Reject score: 'face' (how little the crop looks like a face to the face detector; the default, chosen on validation faces under held-out corruptions and validation non-face crops: docs/shift_score_selection.txt), 'epistemic' (the paper's), its ambiguity-'conditional' z, 'pixels' (how unusual the crop's image statistics are, fitted on training faces), or a union that rejects when any part is unusual."),
+    shift: Optional[Shift] = typer.Option(None, help="Reject score [default: the model's own, else face]: 'learned' (fitted on shifted validation faces by scripts/select_shift_score.py --write, which also calibrates it), 'face' (how little the crop looks like a face to the face detector; the default, chosen on validation faces under held-out corruptions and validation non-face crops: docs/shift_score_selection.txt), 'epistemic' (the paper's), its ambiguity-'conditional' z, 'pixels' (how unusual the crop's image statistics are, fitted on training faces), or a union that rejects when any part is unusual."),
     precision: Optional[Precision] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX/AVX512-BF16 CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
@@ -125,6 +125,14 @@ def calibrate(
     tta, shift, precision = _v(tta), _v(shift), _v(precision)  # type: ignore[assignment]
     from ..data import DataError, load_split
     from ..ensemble import write_config
+    from ..pipeline import resolve_model_dir
+
+    if shift is None:  # keep the model's own score
+        stored = resolve_model_dir(model) / "router.json"
+        shift = json.loads(stored.read_text()).get("shift", "face") if stored.is_file() else "face"
+    if shift == "learned":
+        _fail("the learned reject score is fitted on shifted validation faces, which calibrate does not make: run "
+              f"`python scripts/select_shift_score.py {model} --write` (it fits, chooses and calibrates), or pick --shift face")
     from ..routing import UncertaintyRouter
 
     ens, d = _load_model(model, device)

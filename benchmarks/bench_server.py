@@ -91,6 +91,22 @@ def open_sockets(url: str, n: int, head: bytes) -> list[socket.socket]:
     return socks
 
 
+def server_waits(url: str) -> dict[float, float]:
+    """The server's cumulative histogram of slot waits from ``/metrics``: ``{upper bound: count}``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url + "/metrics", timeout=30).text
+    fam = next(f for f in text_string_to_metric_families(text) if f.name == "ferroute_observed_wait_seconds")
+    return {float(smp.labels["le"]): smp.value for smp in fam.samples if smp.name.endswith("_bucket")}
+
+
+def p95_bound(before: dict[float, float], after: dict[float, float]) -> float:
+    """The smallest histogram bound holding 95 % of the waits observed between two snapshots."""
+    counts = {le: after[le] - before.get(le, 0.0) for le in sorted(after)}
+    total = counts[float("inf")]
+    return next((le for le, c in counts.items() if total and c >= 0.95 * total), float("nan"))
+
+
 def half_open(url: str, n: int = 85) -> float:
     socks = open_sockets(url, n, b"POST /v1/route HTTP/1.1\r\nHost: x\r\n")
     t = time.perf_counter()
@@ -140,10 +156,12 @@ def main() -> None:
         ps = psutil.Process(proc.pid)
         for clients in (int(c) for c in args.clients.split(",")):
             for name, payload in (("clear_face.png", face), (photo_path.name, photo)):
+                before = server_waits(url)
                 r = asyncio.run(crowd(url, clients, args.requests, payload, name, ps))
                 say(f"{clients:4d} clients x {args.requests} {name:22s}: {r['requests']} requests, status {r['status']}, "
                     f"not in the envelope {r['not_envelope']}; {r['req_s']:.0f} req/s; answered p50/p95/p99 "
-                    f"{r['p50_ms']:.0f}/{r['p95_ms']:.0f}/{r['p99_ms']:.0f} ms; peak RSS {r['peak_rss_mb']:.0f} MB")
+                    f"{r['p50_ms']:.0f}/{r['p95_ms']:.0f}/{r['p99_ms']:.0f} ms (at the clients); server-side slot wait p95 "
+                    f"<= {p95_bound(before, server_waits(url)):g} s; peak RSS {r['peak_rss_mb']:.0f} MB")
         say(f"85 half-open connections: /healthz answered in {half_open(url):.3f} s")
         for n in (4, 8):
             say(f"{n} slow-body clients: a normal request took {slow_bodies(url, face, n):.3f} s")

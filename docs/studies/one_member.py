@@ -5,8 +5,8 @@
 Each RUN_DIR is a one-member model from ``ferroute train --members 1`` (any backbone). Every
 model is judged on FERPlus validation faces only: clean accuracy (majority-labelled faces),
 Spearman of its entropy with the annotators' vote entropy (what the aleatoric part must
-track), and accuracy under ImageNet-C's four held-out corruptions at severities 3 and 5
-(never the test's 15). CK+ (a check, never tuned on) is reported beside it, and the
+track), and accuracy under the held-out shift family (``ferroute.corruptions.HELD_OUT``; before
+2026-12-06, ImageNet-C's four held-out corruptions) at severities 3 and 5 (never the test's 15). CK+ (a check, never tuned on) is reported beside it, and the
 member's speed on this machine, measured in the same run (best of 3 passes over 1,024
 validation faces, the model's default run options, batch 256).
 

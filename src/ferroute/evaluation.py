@@ -262,12 +262,14 @@ def evaluate(
     if router.selection is not None:
         report["selection"] = router.selection
     t1 = time.time()
-    report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors)
+    ck = None  # CK+ through the ensemble and the router once: for generalization and for selective
     if ckplus is not None:
         pc = infer(ensemble, ckplus.images)
         dc = decomposed(pc, ckplus.images)
+        ck = (pc, router.decide(dc))
         plc = infer(ldl, ckplus.images)[:, 0] if ldl is not None else None
-        selective["ckplus"] = _selective(_selective_inputs(pc, dc["agreement"], router.decide(dc), ckplus.labels, plc))
+        selective["ckplus"] = _selective(_selective_inputs(pc, dc["agreement"], ck[1], ckplus.labels, plc))
+    report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors, ck)
     if priors is not None and len(pt) >= priors.min_faces:
         adapted = priors.reweight(pt, priors.estimate(pt)).mean(1)
         report["generalization"]["ferplus_test_accuracy_adapted"] = _accuracy(adapted, test.labels)
@@ -326,10 +328,12 @@ def _shares(decisions: np.ndarray) -> dict[str, float]:
     return {k: float(np.mean(decisions == k)) for k in ("accept", "ambiguous", "reject")}
 
 
-def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, priors: PriorAdapter | None = None) -> dict[str, Any]:
+def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, priors: PriorAdapter | None = None,
+                    ck: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
     """Beyond FERPlus: what the router does with 48x48 non-face crops, and, with CK+, accuracy
     (per image and per subject, averaged over subjects) and decision shares. ``probs_of(faces)``
-    runs the ensemble ``(N, M, C)``; ``decide(probs, faces)`` the router."""
+    runs the ensemble ``(N, M, C)``; ``decide(probs, faces)`` the router; ``ck``: CK+'s
+    probabilities and decisions when the caller has them already."""
     from .nonface import nonface_crops
 
     crops, kinds = nonface_crops()
@@ -342,9 +346,9 @@ def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, pr
         "n_nonface": len(crops),
     }
     if ckplus is not None:
-        probs = probs_of(ckplus.images)  # once: for the accuracy and the decisions
+        probs, dec = ck if ck is not None else (probs_of(ckplus.images), None)  # once: for the accuracy and the decisions
         right = probs.mean(1).argmax(-1) == ckplus.labels
-        dec = decide(probs, ckplus.images)
+        dec = decide(probs, ckplus.images) if dec is None else dec
         kept = dec != "reject"
         own = np.unique(ckplus.labels)  # the emotions this set has (CK+: seven, no neutral)
         mean = probs.mean(1)

@@ -104,7 +104,7 @@ class Guard:
 
         lim = self.limits
         if path == "/metrics" and scope.get("method") == "GET":
-            tel.set_state(self._waiting, self._slots, self.admission, self._body_bytes)
+            tel.set_state(self._waiting, self.admission, self._body_bytes)
             await _respond_raw(send_with_id, 200, tel.render(), tel.content_type)
             return
         if self._open >= lim.max_open_requests:

@@ -116,8 +116,7 @@ class OnnxEnsemble:
         self.precision = props.get("ferroute_precision", "fp32")
         inp = self.session.get_inputs()[0]
         self._input = inp.name
-        self._raw = inp.type == "tensor(uint8)"  # graphs from before preprocessing moved inside take floats
-        if not self._raw:
+        if inp.type != "tensor(uint8)":  # graphs from before preprocessing moved inside take floats
             raise ModelError(f"{self.path}: this graph takes preprocessed floats (an old export); "
                              "regenerate it with `ferroute export DIR`")
 

@@ -61,7 +61,7 @@ class Telemetry:
         if ensemble_s is not None:
             self.ensemble.observe(ensemble_s)
 
-    def set_state(self, waiting: int, slots: Any, admission: Any, body_bytes: int) -> None:
+    def set_state(self, waiting: int, admission: Any, body_bytes: int) -> None:
         self.queue.set(waiting)
         self.active.set(admission.pending - waiting if admission.pending > waiting else 0)
         self.backlog.set(admission.pending_s)

@@ -14,17 +14,19 @@ Nothing here sees the test faces or the 15 test corruptions' role in the choice:
   held-out family (:data:`ferroute.corruptions.HELD_OUT`: speckle noise, gaussian blur,
   spatter, six ImageNet-C-bar shifts, resolution loss, exposure with noise, occlusion) at
   severities 1-5;
-* a validation non-face set: background corners of ``--photos`` (photos_dev, LFW news
-  photos: 64x64 corners of the first 150 photos, away from the centred face), sources
-  disjoint from the non-face probe that ``ferroute evaluate`` reports (scikit-image samples,
-  drawings, text, noise);
-* the choice (rule written 2026-12-06, before this run): the highest validation shift AUROC
-  (the mean over the held-out shifts at severity 5, with the validation non-face crops
-  weighing as much as all of them together, each against the clean measuring half) among
-  the scores the router can ship
+* validation non-faces of two kinds, disjoint from the non-face probe that ``ferroute
+  evaluate`` reports (scikit-image samples, drawings, text, noise): background corners of
+  ``--photos`` (photos_dev, LFW news photos: 64x64 corners of the first 150 photos, away from
+  the centred face) and measuring-half faces cut into shuffled, turned tiles
+  (:func:`ferroute.nonface.tiled_faces`), which keep a face's pixel statistics;
+* the choice (the second rule, written 2026-12-06 before its run:
+  ``docs/studies/shift_rule_2.md``): among the scores the router can ship
   (:data:`UncertaintyRouter.SHIFT_SCORES`) that do not track annotator disagreement more
   than plain epistemic does (Spearman with disagreement on clean faces), so that ambiguity
-  is not punished. The other candidates (DDU feature density, energy, their unions) are
+  is not punished, and that reject at least ``face``'s share of validation non-faces less one
+  point, the highest validation shift AUROC (the mean over the held-out shifts at severity 5,
+  with the validation non-faces weighing as much as all of them together, each against the
+  clean measuring half). The other candidates (DDU feature density, energy, their unions) are
   measured for the record. Until the 2026-12-01 run the rule used the four corruptions alone; the
   table shows that column too, and which score it would pick.
 
@@ -51,7 +53,7 @@ from ferroute.corruptions import CORRUPTIONS, HELD_OUT, corrupted_set
 from ferroute.data import load_split, resolve_data_dir
 from ferroute.ensemble import Ensemble
 from ferroute.metrics import auroc, kept_at_rate
-from ferroute.nonface import nonface_crops
+from ferroute.nonface import nonface_crops, tiled_faces
 from ferroute.pipeline import default_model_dir
 from ferroute.routing import UncertaintyRouter, conformal_rank, percentile_in
 from ferroute.shift import (
@@ -155,8 +157,12 @@ def main() -> None:
     nonface, _ = nonface_crops()
     s_nf = sig(nonface)
     photos = args.photos or resolve_data_dir(None).parent / "photos_dev"
-    s_bg = sig(background_crops(photos))
-    s_bg_train = sig(background_crops(photos, start=150))  # other photos' corners: the learned score's non-faces
+    # validation non-faces of two kinds (docs/studies/shift_rule_2.md): photo corners, and tiled faces that keep a face's
+    # pixel statistics; the learned score trains on other photos' corners and the calibration half's faces tiled
+    s_corner, s_tiled = sig(background_crops(photos)), sig(tiled_faces(ev.images, seed=3))
+    s_bg = {k: np.concatenate([s_corner[k], s_tiled[k]]) for k in s_corner}
+    s_bg_train = {k: np.concatenate([a, b]) for (k, a), b in
+                  zip(sig(background_crops(photos, start=150)).items(), sig(tiled_faces(cal.images, seed=4)).values())}
 
     def cat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return {k: np.concatenate([p[k] for p in parts]) for k in ("epistemic", "face", "stats")}
@@ -164,8 +170,8 @@ def main() -> None:
     def fit_learned(keep: np.ndarray) -> LearnedScore:
         """The learned score from the calibration faces ``keep`` (clean and shifted) and the training non-faces."""
         clean = {k: v[keep] for k, v in s_cal.items() if k in ("epistemic", "face", "stats")}
-        shifted = cat([{k: v[keep] for k, v in s.items() if k in ("epistemic", "face", "stats")} for s in s_held_cal.values()] + [s_bg_train])
-        return LearnedScore().fit(clean, shifted)
+        shifted = cat([{k: v[keep] for k, v in s.items() if k in ("epistemic", "face", "stats")} for s in s_held_cal.values()])
+        return LearnedScore().fit(clean, shifted, nonface={k: s_bg_train[k] for k in ("epistemic", "face", "stats")})
 
     folds = np.arange(len(cal)) % 5
     learned_oof = np.empty(len(cal))
@@ -173,12 +179,16 @@ def main() -> None:
         m = fit_learned(folds != f)
         learned_oof[folds == f] = m.score({k: v[folds == f] for k, v in s_cal.items()})
     learned = fit_learned(np.ones(len(cal), bool))
+    s_cal["learned"] = learned_oof  # a union's percentiles and thresholds on the calibration half use out-of-fold scores
+    for s in (s_ev, s_nf, s_corner, s_tiled, s_bg, *s_held.values(), *s_15.values()):
+        s["learned"] = learned.score(s)
     t_face = time.perf_counter()
     face.score(ev.images[:500])
     face_ms = (time.perf_counter() - t_face) / 500 * 1e3
 
     cands: dict[str, object] = {b: b for b in BASE}
-    cands["learned"] = learned.score
+    cands["learned"] = "learned"
+    cands["learned+face"] = union(("learned", "face"), s_cal)
     for k in (2, 3):
         for parts in combinations(("epistemic", "conditional", "density", "pixels", "energy", "face"), k):
             if not ("epistemic" in parts and "conditional" in parts):
@@ -190,7 +200,7 @@ def main() -> None:
     amb = ev.disagreement >= np.quantile(ev.disagreement, 2 / 3)
     rows = {}
     for name, c in cands.items():
-        clean, calv = value(c, s_ev), (learned_oof if name == "learned" else value(c, s_cal))
+        clean, calv = value(c, s_ev), value(c, s_cal)
         k = conformal_rank(len(calv), 0.05)
         thr = np.sort(calv)[k - 1]
         held5 = {h: value(c, s_held[(h, 5)]) for h in HELD_OUT}
@@ -202,8 +212,10 @@ def main() -> None:
         rows[name] = {
             "spearman_disagreement": float(spearmanr(clean, ev.disagreement).statistic),
             "held_out_auroc_5": float(np.mean([auroc(clean, v) for v in held5.values()])),
-            "background_auroc": auroc(clean, value(c, s_bg)),
-            "background_rejected": float(np.mean(value(c, s_bg) > thr)),
+            "background_auroc": float(np.mean([auroc(clean, value(c, s_corner)), auroc(clean, value(c, s_tiled))])),
+            "background_rejected": float(np.mean([np.mean(value(c, s_corner) > thr), np.mean(value(c, s_tiled) > thr)])),
+            "background_by_kind": {"corners": {"auroc": auroc(clean, value(c, s_corner)), "rejected": float(np.mean(value(c, s_corner) > thr))},
+                                   "tiled": {"auroc": auroc(clean, value(c, s_tiled)), "rejected": float(np.mean(value(c, s_tiled) > thr))}},
             "held_out_auroc_by_severity": {str(sv): float(np.mean([auroc(clean, value(c, s_held[(h, sv)])) for h in HELD_OUT])) for sv in range(1, 6)},
             "held_out_auroc_5_per_corruption": {h: auroc(clean, v) for h, v in held5.items()},
             "clean_rejected": float(np.mean(clean > thr)),
@@ -219,7 +231,10 @@ def main() -> None:
     eligible = [n for n, r in rows.items() if r["spearman_disagreement"] <= limit + 1e-9 and n in UncertaintyRouter.SHIFT_SCORES]
     for r in rows.values():  # the non-face crops weigh as much as the held-out shifts together
         r["validation_auroc"] = float((r["held_out_auroc_5"] + r["background_auroc"]) / 2)
-    chosen = max(eligible, key=lambda n: rows[n]["validation_auroc"])
+    floor = rows["face"]["background_rejected"] - 0.01  # the second rule (docs/studies/shift_rule_2.md)
+    passing = [n for n in eligible if rows[n]["background_rejected"] >= floor - 1e-9]
+    chosen = max(passing, key=lambda n: rows[n]["validation_auroc"]) if passing else "face"
+    chosen_first_rule = max(eligible, key=lambda n: rows[n]["validation_auroc"])  # the rule of commit 6b93706
     chosen_before = max(eligible, key=lambda n: rows[n]["held_out_auroc_5"])  # the rule until commit 8b32b70 (2026-12-01)
     names = list(rows)
     transfer = float(spearmanr([rows[n]["held_out_auroc_5"] for n in names], [rows[n]["test15_auroc_5"] for n in names]).statistic)
@@ -227,23 +242,32 @@ def main() -> None:
     lines = [
         f"# reject-score selection on validation faces under the {len(HELD_OUT)} held-out shifts ({time.time() - t0:.0f} s)",
         f"model {model_dir.name}: {ens.num_members} x {ens.config.name}, tta {ens.tta}; densities fitted on {len(pick)} training faces; "
-        f"{len(cal)} validation faces calibrate, {len(ev)} measure; {len(s_bg['face'])} validation non-face crops (photos_dev corners); "
+        f"{len(cal)} validation faces calibrate, {len(ev)} measure; {len(s_bg['face'])} validation non-face crops (two kinds, below); "
         f"{len(nonface)} probe non-face crops (record only); face signal {face_ms:.2f} ms per crop",
-        f"rule: highest validation AUROC (the mean over the {len(HELD_OUT)} held-out shifts at severity 5, averaged with the validation non-face crops) among scores "
-        f"whose Spearman with annotator disagreement is at most plain epistemic's ({limit:.3f}); thresholds: conformal 5 % on the calibration half",
+        f"non-faces for validation: {len(s_corner['face'])} photo corners and {len(s_tiled['face'])} tiled measuring-half faces; the learned score "
+        f"trained on {len(s_bg_train['face'])} others (corners of photos 150-299, tiled calibration-half faces)",
+        f"rule (docs/studies/shift_rule_2.md): among scores whose Spearman with annotator disagreement is at most plain epistemic's ({limit:.3f}) and which "
+        f"reject at least face's share of validation non-faces less one point ({floor:.3f}), the highest validation AUROC (the mean over the "
+        f"{len(HELD_OUT)} held-out shifts at severity 5, averaged with the validation non-faces' AUROC, the mean over the two kinds); "
+        "thresholds: conformal 5 % on the calibration half",
         "",
         f"{'score':34s} {'rho dis':>7s} {'val AUROC':>9s} {'held AUROC5':>11s} {'bg AUROC':>8s} {'held rej5':>9s} {'bg rej':>6s} {'held ratio':>10s} "
         f"{'dom':>4s} {'clean rej':>9s} | {'15 AUROC5':>9s} {'15 rej5':>7s} {'15 ratio':>8s} | {'nonface rej':>11s}",
     ]
     for n in sorted(names, key=lambda n: -rows[n]["validation_auroc"]):
         r = rows[n]
-        mark = (" <- chosen" if n == chosen else "" if n in eligible else " (tracks ambiguity)"
+        mark = (" <- chosen" if n == chosen else " (fewer non-faces than face)" if n in eligible and n not in passing else "" if n in eligible else " (tracks ambiguity)"
                 if r["spearman_disagreement"] > limit + 1e-9 else " (measured, not shippable)")
         lines.append(f"{n:34s} {r['spearman_disagreement']:7.3f} {r['validation_auroc']:9.3f} {r['held_out_auroc_5']:11.3f} "
                      f"{r['background_auroc']:8.3f} {r['held_out_rejected_5']:9.3f} {r['background_rejected']:6.3f} "
                      f"{r['held_out_kept_ratio_0.9']:10.2f} {'yes' if r['held_out_dominates'] else 'no':>4s} {r['clean_rejected']:9.3f} | "
                      f"{r['test15_auroc_5']:9.3f} {r['test15_rejected_5']:7.3f} {r['test15_kept_ratio_0.9']:8.2f} | {r['nonface_rejected']:11.3f}{mark}")
-    lines += ["", f"the rule before commit 8b32b70 (2026-12-01) (held-out shifts alone) would pick: {chosen_before}",
+    lines += ["", f"the first rule of 2026-12-06 (commit 6b93706: no non-face floor) would pick: {chosen_first_rule}",
+              "validation non-faces by kind (AUROC / rejected): " + "; ".join(
+                  f"{n} corners {rows[n]['background_by_kind']['corners']['auroc']:.3f}/{rows[n]['background_by_kind']['corners']['rejected']:.3f}, "
+                  f"tiled {rows[n]['background_by_kind']['tiled']['auroc']:.3f}/{rows[n]['background_by_kind']['tiled']['rejected']:.3f}"
+                  for n in ("face", "learned", "learned+face", chosen) if n in rows),
+              f"the rule before commit 8b32b70 (2026-12-01) (held-out shifts alone) would pick: {chosen_before}",
               f"transfer: Spearman between the candidates' held-out and 15-corruption AUROC at severity 5: {transfer:.3f}",
               "per held-out corruption (severity 5 AUROC) of the chosen score: "
               + ", ".join(f"{h} {v:.3f}" for h, v in rows[chosen]["held_out_auroc_5_per_corruption"].items())]
@@ -251,7 +275,7 @@ def main() -> None:
     print(text)
     DOCS.mkdir(exist_ok=True)
     (DOCS / "shift_score_selection.txt").write_text(text)
-    summary = {"chosen": chosen, "rule": lines[2], "transfer_spearman": transfer, "rows": rows,
+    summary = {"chosen": chosen, "rule": lines[3], "transfer_spearman": transfer, "rows": rows,
                "summary": f"`{chosen}` was chosen on validation faces under the {len(HELD_OUT)} held-out shifts and validation non-face crops "
                           f"(mean AUROC {rows[chosen]['validation_auroc']:.3f}; held-out corruptions at severity 5: "
                           f"{rows[chosen]['held_out_auroc_5']:.3f}; the 15 test corruptions on the "
@@ -261,7 +285,7 @@ def main() -> None:
     if args.write:  # what `ferroute calibrate --shift <chosen>` does, plus the record of the choice
         router = UncertaintyRouter(shift=chosen)
         fitted["stats"] = ImageStatistics()
-        if chosen == "learned":  # thresholded on the measuring half, which the learned score never saw
+        if "learned" in router.parts:  # thresholded on the measuring half, which the learned score never saw
             router.learned = learned
             pv = {**decompose(ens.predict_proba(ev.images)), **{k: fitted[k].score(ev.images) for k in router.needs}}
             router.fit(pv, ev.disagreement)

@@ -227,3 +227,36 @@ def test_a_learned_reject_score_routes_and_names_the_signal_that_moved_it():
     np.testing.assert_allclose(r.shift_score({**decompose(p[:50]), **s}), r2.shift_score({**decompose(p[:50]), **s}))
     with pytest.raises(NotCalibratedError, match="LearnedScore"):
         UncertaintyRouter(shift="learned").fit(clean, amb)
+
+
+def test_learned_with_a_face_floor_rejects_what_either_part_finds_unusual():
+    """``learned+face``: a crop that looks like no face is rejected even when the learned score
+    finds nothing odd, and the reason then names face-likeness."""
+    import json
+
+    from ferroute.shift import LearnedScore
+
+    rng = np.random.default_rng(6)
+    p, amb = synthetic(n=800)
+    n = len(p)
+
+    def signals(k, stat_shift=0.0):
+        stats = rng.normal(0, 1, (k, 6))
+        stats[:, 2] += stat_shift
+        return {"face": rng.uniform(0, 0.3, k), "stats": stats}
+
+    learned = LearnedScore().fit({**decompose(p), **signals(n)}, {**decompose(synthetic(n=800, seed=9)[0]), **signals(n, 4.0)})
+    r = UncertaintyRouter(shift="learned+face")
+    assert r.needs == ("face", "stats")
+    r.learned = learned
+    r.fit({**decompose(p), **signals(n)}, amb)
+    q = synthetic(n=100, seed=12)[0]
+    odd = signals(100)
+    odd["face"] = np.full(100, 0.99)  # nothing like a face, ordinary statistics
+    reps = r.route(q, LABELS, odd)
+    assert sum(x["decision"] == "reject" for x in reps) == 100
+    assert all("face" in x["reason"].lower() for x in reps)
+    ordinary = signals(800)
+    assert np.mean(r.decide({**decompose(synthetic(n=800, seed=13)[0]), **ordinary}) == "reject") < 0.1
+    r2 = UncertaintyRouter.from_dict(json.loads(json.dumps(r.to_dict())))
+    np.testing.assert_allclose(r2.shift_score({**decompose(q), **odd}), r.shift_score({**decompose(q), **odd}))

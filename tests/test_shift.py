@@ -123,3 +123,16 @@ def test_face_likeness_is_stored_and_refitted_by_name(tmp_path):
     np.testing.assert_allclose(again.score(faces), FaceLikeness(80, 0.25).score(faces))
     with pytest.raises(ValueError, match="size >= 16"):
         FaceLikeness(size=4)
+
+
+def test_tiled_faces_keep_the_pixels_and_lose_the_layout():
+    from ferroute.nonface import tiled_faces
+
+    faces = np.random.default_rng(0).integers(0, 256, (40, 48, 48), dtype=np.uint8)
+    t = tiled_faces(faces, seed=1)
+    assert t.shape == faces.shape and t.dtype == np.uint8
+    np.testing.assert_array_equal(np.sort(t.reshape(40, -1), 1), np.sort(faces.reshape(40, -1), 1))  # same pixels
+    assert np.all((t != faces).reshape(40, -1).any(1))  # never the face itself
+    np.testing.assert_array_equal(tiled_faces(faces, seed=1), t)  # seeded
+    with pytest.raises(ValueError, match="divisible"):
+        tiled_faces(faces[:, :47, :47])

@@ -109,3 +109,27 @@ def nonface_crops(n: int = 600, seed: int = 0) -> tuple[np.ndarray, list[str]]:
     crops += [_noise(rng) for _ in range(counts["noise"])]
     kinds = [k for k, c in counts.items() for _ in range(c)]
     return np.stack(crops).astype(np.uint8), kinds
+
+
+def tiled_faces(faces: np.ndarray, grid: int = 3, seed: int = 0) -> np.ndarray:
+    """Faces ``(N, H, W)`` uint8 made into non-faces: cut into a ``grid`` x ``grid`` of tiles,
+    shuffled and each turned by a multiple of 90 degrees (seeded; never every tile in place
+    and unturned). Same shape. They keep a face's brightness, contrast and texture and lose
+    its structure: a kind of validation non-face that pixel statistics alone cannot tell from
+    a face (``scripts/select_shift_score.py``). Not part of the probe set above."""
+    x = np.asarray(faces, np.uint8)
+    if x.ndim != 3 or x.shape[1] % grid or x.shape[2] % grid or x.shape[1] != x.shape[2]:
+        raise ValueError(f"tiled_faces needs square crops (N, H, H) with H divisible by {grid}, got {x.shape}")
+    t = x.shape[1] // grid
+    rng = np.random.default_rng(seed)
+    out = np.empty_like(x)
+    for i, face in enumerate(x):
+        tiles = [face[r * t : (r + 1) * t, c * t : (c + 1) * t] for r in range(grid) for c in range(grid)]
+        while True:
+            order, turns = rng.permutation(len(tiles)), rng.integers(0, 4, len(tiles))
+            if np.any(order != np.arange(len(tiles))) or np.any(turns):
+                break
+        for k, (j, q) in enumerate(zip(order, turns)):
+            r, c = divmod(k, grid)
+            out[i, r * t : (r + 1) * t, c * t : (c + 1) * t] = np.rot90(tiles[j], q)
+    return out

@@ -164,7 +164,7 @@ class UncertaintyRouter:
     kind = "uar"
 
     SHIFT_SCORES = ("epistemic", "conditional", "pixels", "face", "epistemic+pixels", "conditional+pixels", "epistemic+face",
-                    "epistemic+pixels+face", "conditional+pixels+face", "learned")
+                    "epistemic+pixels+face", "conditional+pixels+face", "learned", "learned+face")
     #: signals a shift score needs besides the decomposition, computed upstream from the crop
     SIGNALS = ("pixels", "face", "stats")
     #: the signals each part needs (a part not named here needs only the decomposition)
@@ -446,8 +446,8 @@ class UncertaintyRouter:
             from .shift import LearnedScore
 
             r.learned = LearnedScore.from_dict(st.pop("learned"))
-        elif r.shift == "learned":
-            raise ValueError("shift 'learned' but no learned score in the state")
+        elif "learned" in r.parts:
+            raise ValueError(f"shift {r.shift!r} but no learned score in the state")
         r._state = st
         r.selection = d.get("selection")
         return r

@@ -219,7 +219,8 @@ class LearnedScore:
     standardised on clean faces. Higher = less like a clean FERPlus face (its logit).
 
     Fitted on clean validation faces (0) against the same faces under the held-out shift
-    family and validation non-face crops (1), class-balanced, with an L2 penalty; stored as
+    family and validation non-face crops (1); clean faces, shifted faces and non-faces weigh
+    1/2, 1/4 and 1/4; with an L2 penalty; stored as
     plain numbers in ``router.json``. Every input's contribution (weight x standardised value,
     relative to clean faces) says which signal moved a rejection most."""
 
@@ -248,15 +249,20 @@ class LearnedScore:
         z = (x - self.mean) / self.std
         return np.column_stack([z, z[:, 2:] ** 2])
 
-    def fit(self, clean: dict[str, np.ndarray], shifted: dict[str, np.ndarray]) -> "LearnedScore":
-        """Logistic regression of shifted (1) against clean (0); needs scipy (the ``train`` extra)."""
+    def fit(self, clean: dict[str, np.ndarray], shifted: dict[str, np.ndarray],
+            nonface: dict[str, np.ndarray] | None = None) -> "LearnedScore":
+        """Logistic regression of shifted faces and non-faces (1) against clean faces (0); needs
+        scipy (the ``train`` extra). Clean faces weigh half; with ``nonface``, the non-faces weigh
+        as much as all shifted faces together (a quarter each), as in the selection rule, so a
+        few thousand non-faces are not drowned by a hundred thousand shifted faces."""
         from scipy.optimize import minimize
 
         xc = self.features(clean, clean_raw=self.raw(clean))
-        xs = self.features(shifted)
-        x = np.vstack([xc, xs])
-        y = np.r_[np.zeros(len(xc)), np.ones(len(xs))]
-        w = np.where(y == 1, 0.5 / len(xs), 0.5 / len(xc))  # each class weighs half
+        parts = [self.features(shifted)] + ([self.features(nonface)] if nonface is not None else [])
+        x = np.vstack([xc, *parts])
+        y = np.r_[np.zeros(len(xc)), np.ones(sum(len(p) for p in parts))]
+        share = 0.5 / len(parts)
+        w = np.concatenate([np.full(len(xc), 0.5 / len(xc)), *[np.full(len(p), share / len(p)) for p in parts]])
 
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
             z = x @ theta[:-1] + theta[-1]

@@ -130,8 +130,8 @@ def calibrate(
     if shift is None:  # keep the model's own score
         stored = resolve_model_dir(model) / "router.json"
         shift = json.loads(stored.read_text()).get("shift", "face") if stored.is_file() else "face"
-    if shift == "learned":
-        _fail("the learned reject score is fitted on shifted validation faces, which calibrate does not make: run "
+    if "learned" in str(shift).split("+"):
+        _fail(f"the {shift} reject score is fitted on shifted validation faces, which calibrate does not make: run "
               f"`python scripts/select_shift_score.py {model} --write` (it fits, chooses and calibrates), or pick --shift face")
     from ..routing import UncertaintyRouter
 

@@ -27,7 +27,7 @@ Engine = _choices("Engine", "local", "ray")
 Tta = _choices("Tta", "none", "hflip", "hflip-shift")
 Precision = _choices("Precision", "auto", "bf16", "fp32", "int8")
 Shift = _choices("Shift", "face", "epistemic", "conditional", "pixels", "epistemic+pixels", "conditional+pixels", "epistemic+face",
-                 "epistemic+pixels+face", "conditional+pixels+face", "learned")
+                 "epistemic+pixels+face", "conditional+pixels+face", "learned", "learned+face")
 Target = _choices("Target", "soft", "majority")
 Compile = _choices("Compile", "auto", "on", "off")
 ExportFormat = _choices("ExportFormat", "onnx")

@@ -1,0 +1,151 @@
+"""Study: the rule of ``docs/studies/lite0_rule.md``, measured: a candidate ensemble against the default.
+
+    FERPLUS_DIR=... python docs/studies/lite0_decide.py [CANDIDATE_DIR] [--photos DIR]   (default: runs/lite0_da)
+
+Both models are judged the same way, on FERPlus **validation** faces only, each with a router
+calibrated here as shipped models are (reject score ``face``, split-conformal at 5 %, vote
+temperature and ambiguity level fitted on the votes), so the comparison does not depend on
+either model's stored router. Rule items:
+
+1. validation accuracy (majority-labelled faces) higher by at least one standard error (the
+   binomial standard error of the default's accuracy, ``sqrt(p (1 - p) / n)``);
+2. Spearman of aleatoric with annotator disagreement not lower by more than 0.005;
+3. accuracy under the four held-out ImageNet-C corruptions the rule names (speckle noise,
+   gaussian blur, spatter, saturate) at severities 3 and 5 not lower;
+4. validation non-face crops (corners of photos_dev 0-149) rejected not lower by more than 1 point;
+5. accuracy of the accepted validation faces not lower;
+6. ``ferroute route photos_dev`` at 60 photos/s or more in the core runtime (ONNX graph): timed
+   here as the candidate's ensemble graph on 1,024 validation faces, with the default's in the
+   same run for scale (the end-to-end figure comes from ``benchmarks/bench_core.py``).
+
+A candidate with fewer members than it was planned with is measured for the record; the rule
+applies to the five-member ensemble. Writes ``docs/studies/lite0_decide.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from ferroute.corruptions import IMAGENET_C_HELD_OUT, corrupted_set
+from ferroute.data import load_split, resolve_data_dir
+from ferroute.ensemble import Ensemble
+from ferroute.pipeline import default_model_dir
+from ferroute.routing import UncertaintyRouter
+from ferroute.shift import FaceLikeness
+from ferroute.uncertainty import decompose
+
+OUT = Path(__file__).with_suffix(".txt")
+
+
+def measure(ens: Ensemble, va, held: dict, corners: np.ndarray, face_va: np.ndarray, face_bg: np.ndarray) -> dict[str, float]:
+    lab = va.labels >= 0
+    p = ens.predict_proba(va.images)  # (N, M, C)
+    d = {**decompose(p), "face": face_va}
+    router = UncertaintyRouter(shift="face").fit(d, va.disagreement, votes=va.votes / va.votes.sum(1, keepdims=True))
+    dec = router.decide(p_with(router, p, d))
+    top = p.mean(1).argmax(-1)
+    acc_ok = lab & (dec == "accept")
+    pbg = ens.predict_proba(corners)
+    dec_bg = router.decide(p_with(router, pbg, {**decompose(pbg), "face": face_bg}))
+    held_acc = {s: float(np.mean([np.mean(ens.predict_proba(np.asarray(held[(h, s)])[lab]).mean(1).argmax(-1) == va.labels[lab])
+                                  for h in IMAGENET_C_HELD_OUT])) for s in (3, 5)}
+    return {
+        "members": ens.num_members,
+        "accuracy": float(np.mean(top[lab] == va.labels[lab])),
+        "n_labelled": int(lab.sum()),
+        "spearman": float(spearmanr(d["aleatoric"], va.disagreement).statistic),
+        "held_out_sev3": held_acc[3],
+        "held_out_sev5": held_acc[5],
+        "nonface_rejected": float(np.mean(dec_bg == "reject")),
+        "accepted_share": float(np.mean(dec == "accept")),
+        "accepted_accuracy": float(np.mean(top[acc_ok] == va.labels[acc_ok])),
+        "clean_rejected": float(np.mean(dec == "reject")),
+    }
+
+
+def p_with(router: UncertaintyRouter, p: np.ndarray, d: dict) -> dict:
+    """The decomposition with the agreement the router reads ambiguity from."""
+    from ferroute import agreement as agr
+
+    return {**d, "agreement": agr.agreement(router.calibrated(p))}
+
+
+def graph_faces_per_second(model_dir: Path, faces: np.ndarray) -> float | None:
+    from ferroute.onnxrun import GRAPH_FILE, OnnxEnsemble
+
+    if not (model_dir / GRAPH_FILE).is_file():
+        return None
+    g = OnnxEnsemble(model_dir / GRAPH_FILE)
+    g.predict_proba(faces[:256])
+    best = min(_timed(g, faces) for _ in range(3))
+    return len(faces) / best
+
+
+def _timed(g, faces: np.ndarray) -> float:
+    t = time.perf_counter()
+    g.predict_proba(faces)
+    return time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("candidate", nargs="?", default="runs/lite0_da", type=Path)
+    ap.add_argument("--photos", type=Path, default=None)
+    ap.add_argument("--machine", default=platform.processor() or platform.machine())
+    args = ap.parse_args()
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+    from select_shift_score import background_crops
+
+    t0 = time.time()
+    va = load_split("valid")
+    corners = background_crops(args.photos or resolve_data_dir(None).parent / "photos_dev")
+    face = FaceLikeness()
+    face_va, face_bg = face.score(va.images), face.score(corners)
+    held = corrupted_set(va.images, list(IMAGENET_C_HELD_OUT), (3, 5), seed=1)
+    rows = {}
+    for name, folder in (("default", default_model_dir()), (str(args.candidate), args.candidate)):
+        ens = Ensemble.load(folder)
+        rows[name] = measure(ens, va, held, corners, face_va, face_bg)
+        rows[name]["graph_faces_per_s"] = graph_faces_per_second(Path(folder), va.images[:1024])
+    base, cand = rows["default"], rows[str(args.candidate)]
+    se = float(np.sqrt(base["accuracy"] * (1 - base["accuracy"]) / base["n_labelled"]))
+    checks = {
+        "1 accuracy higher by >= 1 SE": cand["accuracy"] >= base["accuracy"] + se,
+        "2 Spearman not lower by > 0.005": cand["spearman"] >= base["spearman"] - 0.005,
+        "3 held-out sev 3 and 5 not lower": cand["held_out_sev3"] >= base["held_out_sev3"] and cand["held_out_sev5"] >= base["held_out_sev5"],
+        "4 non-faces rejected not lower by > 1 point": cand["nonface_rejected"] >= base["nonface_rejected"] - 0.01,
+        "5 accepted accuracy not lower": cand["accepted_accuracy"] >= base["accepted_accuracy"],
+    }
+    lines = [f"# {args.candidate} against the default on FERPlus validation ({time.time() - t0:.0f} s; {args.machine})",
+             "rule: docs/studies/lite0_rule.md; both routers calibrated here the same way (face, conformal 5 %, agreement)", "",
+             f"{'':22s} {'members':>7s} {'accuracy':>8s} {'rho':>6s} {'sev3':>6s} {'sev5':>6s} {'nonface rej':>11s} "
+             f"{'accepted':>8s} {'acc. accuracy':>13s} {'graph faces/s':>13s}"]
+    for name, r in rows.items():
+        fps = "n/a" if r["graph_faces_per_s"] is None else f"{r['graph_faces_per_s']:.0f}"
+        lines.append(f"{name[-22:]:22s} {r['members']:7d} {r['accuracy']:8.4f} {r['spearman']:6.3f} {r['held_out_sev3']:6.3f} "
+                     f"{r['held_out_sev5']:6.3f} {r['nonface_rejected']:11.3f} {r['accepted_share']:8.3f} {r['accepted_accuracy']:13.4f} {fps:>13s}")
+    lines += ["", f"one standard error of the default's accuracy: {se:.4f}"]
+    lines += [f"{k}: {'holds' if v else 'fails'}" for k, v in checks.items()]
+    if cand["members"] < 5:
+        lines.append(f"the candidate has {cand['members']} of its 5 members: a record, not the decision")
+    else:
+        verdict = ("replaces the default if item 6 holds (bench_core), else ships as a named model" if all(checks.values())
+                   else "not shipped: " + ", ".join(k for k, v in checks.items() if not v))
+        lines.append(f"verdict: {verdict}")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    OUT.write_text(text)
+    OUT.with_suffix(".json").write_text(json.dumps({"rows": rows, "checks": checks, "standard_error": se}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -65,7 +65,7 @@ def main() -> None:
         "## Router",
         "",
         f"- inference: test-time augmentation `{tta}`, arithmetic `{precision}`, reject score `{router.get('shift', 'conditional')}` "
-        + (f"(chosen on FERPlus valid under ImageNet-C's four held-out corruptions and validation non-face crops with "
+        + (f"(chosen on FERPlus valid under the held-out shift family and validation non-face crops with "
            f"`scripts/select_shift_score.py`, never on test, the test's corruptions or its non-face probe): "
            f"{router['selection']['summary']}" if "selection" in router else
            "(the score chosen for the default model on held-out corruptions; `ferroute calibrate` fitted its thresholds on this model's "

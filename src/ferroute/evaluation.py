@@ -20,7 +20,7 @@ Definitions (fixed; see README):
 
 Corruptions are applied at the native 48x48 as the reference implementation does (see
 :mod:`ferroute.corruptions`). Nothing here chooses anything: scores, thresholds and models
-are chosen on validation faces under the four held-out corruptions
+are chosen on validation faces under the held-out shift family and validation non-faces
 (``scripts/select_shift_score.py``); the report copies that choice from the router.
 """
 

@@ -45,6 +45,37 @@ def test_train_resume_member_by_member(fake_ferplus, tmp_path):
     assert np.abs(p[:, 0] - p[:, 1]).max() > 0
 
 
+def test_an_interrupted_member_continues_from_its_last_epoch_to_the_same_weights(fake_ferplus, tmp_path, monkeypatch):
+    import ferroute.training as training
+    from ferroute.training import train_member
+
+    tr, va = load_split("train", fake_ferplus), load_split("valid", fake_ferplus)
+    tc = TrainConfig(epochs=3, batch_size=16, pretrained=False, threads=1)
+    kw = {"width": 4, "depth": 2}
+    whole, _, log_whole = train_member(tr, va, "cnn", kw, tc, seed=3, progress=False)
+    ckpt = tmp_path / "member_0.partial.pt"
+    real, calls = training._valid_accuracy, []
+
+    def dies_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the run is killed during epoch 2
+        return real(*a, **k)
+
+    monkeypatch.setattr(training, "_valid_accuracy", dies_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_member(tr, va, "cnn", kw, tc, seed=3, progress=False, checkpoint=ckpt)
+    monkeypatch.setattr(training, "_valid_accuracy", real)
+    assert ckpt.is_file()
+    resumed, _, log = train_member(tr, va, "cnn", kw, tc, seed=3, progress=False, checkpoint=ckpt)
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2, 3]
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    # a checkpoint of another seed is not used
+    other, _, log_other = train_member(tr, va, "cnn", kw, tc, seed=4, progress=False, checkpoint=ckpt)
+    assert [e["epoch"] for e in log_other["epochs"]] == [1, 2, 3]
+
+
 def test_majority_target_uses_labelled_faces_only(fake_ferplus, tmp_path):
     tr = load_split("train", fake_ferplus)
     tc = TrainConfig(epochs=1, batch_size=16, target="majority", pretrained=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -174,11 +175,16 @@ def train_member(
     progress: bool = True,
     desc: str = "member",
     teacher: Teacher | None = None,
+    checkpoint: str | Path | None = None,
 ) -> tuple[nn.Module, BackboneConfig, dict[str, Any]]:
     """Train one model from ``seed``; returns it, its config and a per-epoch log.
 
     With a ``teacher`` (same architecture) the model starts from the teacher's weights and
-    its targets are the teacher's outputs on each augmented batch instead of the votes."""
+    its targets are the teacher's outputs on each augmented batch instead of the votes.
+    With ``checkpoint`` (a file path) the state after each epoch is written there (weights,
+    optimiser, schedule, random generators; read back with ``torch.load(weights_only=True)``,
+    no arbitrary unpickling) and a run that finds it continues from the next epoch, giving the
+    weights an uninterrupted run gives; one written for another seed or schedule is ignored."""
     if tc.precision == "int8":
         raise ValueError("precision int8 is for inference only; train in auto, bf16 or fp32")
     from tqdm.auto import tqdm
@@ -201,8 +207,24 @@ def train_member(
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc.lr, total_steps=tc.epochs * steps_per_epoch, pct_start=0.2)
     bf16 = use_bf16(tc.precision, dev)
     log: dict[str, Any] = {"seed": seed, "precision": "bf16" if bf16 else "fp32", "epochs": []}
-    t0 = time.time()
-    for epoch in range(tc.epochs):
+    key = json.dumps({"seed": seed, "schedule": asdict(tc), "backbone": backbone, "kwargs": backbone_kwargs}, sort_keys=True)
+    start, done_s = 0, 0.0
+    if checkpoint is not None and Path(checkpoint).is_file():
+        st = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        if st.get("key") == key:
+            model.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            sched.load_state_dict(st["scheduler"])
+            gen.set_state(st["generator"])
+            torch.set_rng_state(st["torch_rng"])
+            log = json.loads(st["log"])
+            start, done_s = int(st["epoch"]), float(log["epochs"][-1]["seconds"]) if log["epochs"] else 0.0
+            if progress:
+                print(f"{desc}: continuing after epoch {start} from {checkpoint}")
+        elif progress:
+            print(f"{desc}: {checkpoint} was written for another seed or schedule; starting again")
+    t0 = time.time() - done_s
+    for epoch in range(start, tc.epochs):
         model.train()
         perm = torch.randperm(len(idx), generator=gen).to(dev)
         bar = tqdm(range(steps_per_epoch), desc=f"{desc} epoch {epoch + 1}/{tc.epochs}", disable=not progress, leave=False)
@@ -233,10 +255,21 @@ def train_member(
         log["epochs"].append(entry)
         if progress:
             tqdm.write(f"{desc} epoch {epoch + 1}: " + ", ".join(f"{k}={v:.4f}" for k, v in entry.items() if k != "epoch"))
+        if checkpoint is not None and epoch + 1 < tc.epochs:
+            _write_checkpoint(Path(checkpoint), {"key": key, "epoch": epoch + 1, "model": model.state_dict(), "optimizer": opt.state_dict(),
+                                                 "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                                                 "torch_rng": torch.get_rng_state(), "log": json.dumps(log)})
     log["seconds"] = time.time() - t0
     if teacher is not None:
         teacher.model.cpu()
     return model.cpu().eval(), cfg, log
+
+
+def _write_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a run killed while writing leaves the previous epoch's checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def load_teacher(model_dir: str | Path, members: int, backbone: str = "cnn", backbone_kwargs: dict[str, Any] | None = None) -> Ensemble:
@@ -267,7 +300,8 @@ def train_ensemble(
     command: str | None = None,
     max_new: int | None = None,
 ) -> Path:
-    """Train ``members`` seeds into ``out_dir``; members already on disk are kept (resume).
+    """Train ``members`` seeds into ``out_dir``; members already on disk are kept (resume), and
+    a member interrupted mid-way continues from its last finished epoch (``member_K.partial.pt``).
     ``max_new`` caps the members trained in this call (one per run keeps each run short);
     ``config.json`` is written only once all ``members`` are on disk.
 
@@ -301,9 +335,11 @@ def train_ensemble(
             return out
         trained += 1
         teach = None if teacher is None else Teacher(teacher.members[k].float(), TTA_VIEWS[teacher.tta])
+        partial = out / f"member_{k}.partial.pt"  # the member's state after its last finished epoch
         model, cfg, mlog = train_member(train, valid, backbone, backbone_kwargs, tc, seed=tc.seed + k, progress=progress,
-                                        desc=f"member {k + 1}/{members}", teacher=teach)
+                                        desc=f"member {k + 1}/{members}", teacher=teach, checkpoint=partial)
         save_member(model, path)
+        partial.unlink(missing_ok=True)
         log["members"][str(k)] = mlog
         log_path.write_text(json.dumps(log, indent=2) + "\n")
     if cfg is None:

@@ -48,7 +48,7 @@ def measure(ens: Ensemble, va, held: dict, corners: np.ndarray, face_va: np.ndar
     lab = va.labels >= 0
     p = ens.predict_proba(va.images)  # (N, M, C)
     d = {**decompose(p), "face": face_va}
-    router = UncertaintyRouter(shift="face").fit(d, va.disagreement, votes=va.votes / va.votes.sum(1, keepdims=True))
+    router = UncertaintyRouter(shift="face").fit(d, va.disagreement).fit_agreement(p, va.distributions)
     dec = router.decide(p_with(router, p, d))
     top = p.mean(1).argmax(-1)
     acc_ok = lab & (dec == "accept")

@@ -313,3 +313,15 @@ def test_route_adapt_estimates_the_mix_first_and_refuses_what_it_cannot(tiny_mod
     assert res.exit_code == 2 and "at least 100 faces, got 5" in res.output
     res = runner.invoke(app, ["route", str(crops), "--model", str(model), "--adapt", "--engine", "ray", "--out", str(tmp_path / "r.parquet")])
     assert res.exit_code == 2 and "--engine local" in res.output
+
+
+@pytest.mark.parametrize("shift", ["learned", "learned+face"])
+def test_calibrate_refuses_a_learned_reject_score_and_names_the_script_that_fits_it(fake_ferplus, tmp_path, shift):
+    from ferroute.backbones import create_backbone
+    from ferroute.ensemble import Ensemble
+
+    net, cfg = create_backbone("cnn", width=4, depth=2)
+    m = tmp_path / "m"
+    Ensemble([net, create_backbone("cnn", width=4, depth=2)[0]], cfg).save(m)
+    res = runner.invoke(app, ["calibrate", "--model", str(m), "--data", str(fake_ferplus), "--shift", shift])
+    assert res.exit_code == 2 and "select_shift_score.py" in res.output and shift in res.output, res.output

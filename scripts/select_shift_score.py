@@ -160,18 +160,18 @@ def main() -> None:
     # validation non-faces of two kinds (docs/studies/shift_rule_2.md): photo corners, and tiled faces that keep a face's
     # pixel statistics; the learned score trains on other photos' corners and the calibration half's faces tiled
     s_corner, s_tiled = sig(background_crops(photos)), sig(tiled_faces(ev.images, seed=3))
-    s_bg = {k: np.concatenate([s_corner[k], s_tiled[k]]) for k in s_corner}
-    s_bg_train = {k: np.concatenate([a, b]) for (k, a), b in
-                  zip(sig(background_crops(photos, start=150)).items(), sig(tiled_faces(cal.images, seed=4)).values())}
+    bg_kinds = {"corners": s_corner, "tiled": s_tiled}
 
     def cat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
         return {k: np.concatenate([p[k] for p in parts]) for k in ("epistemic", "face", "stats")}
+
+    s_bg_train = cat([sig(background_crops(photos, start=150)), sig(tiled_faces(cal.images, seed=4))])
 
     def fit_learned(keep: np.ndarray) -> LearnedScore:
         """The learned score from the calibration faces ``keep`` (clean and shifted) and the training non-faces."""
         clean = {k: v[keep] for k, v in s_cal.items() if k in ("epistemic", "face", "stats")}
         shifted = cat([{k: v[keep] for k, v in s.items() if k in ("epistemic", "face", "stats")} for s in s_held_cal.values()])
-        return LearnedScore().fit(clean, shifted, nonface={k: s_bg_train[k] for k in ("epistemic", "face", "stats")})
+        return LearnedScore().fit(clean, shifted, nonface=s_bg_train)
 
     folds = np.arange(len(cal)) % 5
     learned_oof = np.empty(len(cal))
@@ -180,7 +180,7 @@ def main() -> None:
         learned_oof[folds == f] = m.score({k: v[folds == f] for k, v in s_cal.items()})
     learned = fit_learned(np.ones(len(cal), bool))
     s_cal["learned"] = learned_oof  # a union's percentiles and thresholds on the calibration half use out-of-fold scores
-    for s in (s_ev, s_nf, s_corner, s_tiled, s_bg, *s_held.values(), *s_15.values()):
+    for s in (s_ev, s_nf, s_corner, s_tiled, *s_held.values(), *s_15.values()):
         s["learned"] = learned.score(s)
     t_face = time.perf_counter()
     face.score(ev.images[:500])
@@ -209,13 +209,13 @@ def main() -> None:
         r15 = {n: value(c, s_15[(n, 5)]) for n in CORRUPTIONS}
         ood15 = np.concatenate(list(r15.values()))
         ood15_single = np.concatenate([s_15[(n, 5)]["total"] for n in CORRUPTIONS])
+        by_kind = {kind: {"auroc": auroc(clean, value(c, sk)), "rejected": float(np.mean(value(c, sk) > thr))} for kind, sk in bg_kinds.items()}
         rows[name] = {
             "spearman_disagreement": float(spearmanr(clean, ev.disagreement).statistic),
             "held_out_auroc_5": float(np.mean([auroc(clean, v) for v in held5.values()])),
-            "background_auroc": float(np.mean([auroc(clean, value(c, s_corner)), auroc(clean, value(c, s_tiled))])),
-            "background_rejected": float(np.mean([np.mean(value(c, s_corner) > thr), np.mean(value(c, s_tiled) > thr)])),
-            "background_by_kind": {"corners": {"auroc": auroc(clean, value(c, s_corner)), "rejected": float(np.mean(value(c, s_corner) > thr))},
-                                   "tiled": {"auroc": auroc(clean, value(c, s_tiled)), "rejected": float(np.mean(value(c, s_tiled) > thr))}},
+            "background_auroc": float(np.mean([v["auroc"] for v in by_kind.values()])),  # each kind weighs the same
+            "background_rejected": float(np.mean([v["rejected"] for v in by_kind.values()])),
+            "background_by_kind": by_kind,
             "held_out_auroc_by_severity": {str(sv): float(np.mean([auroc(clean, value(c, s_held[(h, sv)])) for h in HELD_OUT])) for sv in range(1, 6)},
             "held_out_auroc_5_per_corruption": {h: auroc(clean, v) for h, v in held5.items()},
             "clean_rejected": float(np.mean(clean > thr)),
@@ -242,7 +242,7 @@ def main() -> None:
     lines = [
         f"# reject-score selection on validation faces under the {len(HELD_OUT)} held-out shifts ({time.time() - t0:.0f} s)",
         f"model {model_dir.name}: {ens.num_members} x {ens.config.name}, tta {ens.tta}; densities fitted on {len(pick)} training faces; "
-        f"{len(cal)} validation faces calibrate, {len(ev)} measure; {len(s_bg['face'])} validation non-face crops (two kinds, below); "
+        f"{len(cal)} validation faces calibrate, {len(ev)} measure; {sum(len(sk['face']) for sk in bg_kinds.values())} validation non-face crops (two kinds, below); "
         f"{len(nonface)} probe non-face crops (record only); face signal {face_ms:.2f} ms per crop",
         f"non-faces for validation: {len(s_corner['face'])} photo corners and {len(s_tiled['face'])} tiled measuring-half faces; the learned score "
         f"trained on {len(s_bg_train['face'])} others (corners of photos 150-299, tiled calibration-half faces)",

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
+from ferroute.agreement import agreement
 from ferroute.corruptions import IMAGENET_C_HELD_OUT, corrupted_set
 from ferroute.data import load_split, resolve_data_dir
 from ferroute.ensemble import Ensemble
@@ -49,11 +50,11 @@ def measure(ens: Ensemble, va, held: dict, corners: np.ndarray, face_va: np.ndar
     p = ens.predict_proba(va.images)  # (N, M, C)
     d = {**decompose(p), "face": face_va}
     router = UncertaintyRouter(shift="face").fit(d, va.disagreement).fit_agreement(p, va.distributions)
-    dec = router.decide(p_with(router, p, d))
+    dec = router.decide(d, agree=agreement(router.calibrated(p)))
     top = p.mean(1).argmax(-1)
     acc_ok = lab & (dec == "accept")
     pbg = ens.predict_proba(corners)
-    dec_bg = router.decide(p_with(router, pbg, {**decompose(pbg), "face": face_bg}))
+    dec_bg = router.decide({**decompose(pbg), "face": face_bg}, agree=agreement(router.calibrated(pbg)))
     held_acc = {s: float(np.mean([np.mean(ens.predict_proba(np.asarray(held[(h, s)])[lab]).mean(1).argmax(-1) == va.labels[lab])
                                   for h in IMAGENET_C_HELD_OUT])) for s in (3, 5)}
     return {
@@ -70,28 +71,15 @@ def measure(ens: Ensemble, va, held: dict, corners: np.ndarray, face_va: np.ndar
     }
 
 
-def p_with(router: UncertaintyRouter, p: np.ndarray, d: dict) -> dict:
-    """The decomposition with the agreement the router reads ambiguity from."""
-    from ferroute import agreement as agr
-
-    return {**d, "agreement": agr.agreement(router.calibrated(p))}
-
-
 def graph_faces_per_second(model_dir: Path, faces: np.ndarray) -> float | None:
+    """The model's ONNX graph on the core runtime, timed as ``docs/studies/one_member.py`` (beside this file) times a member."""
+    from one_member import faces_per_second
+
     from ferroute.onnxrun import GRAPH_FILE, OnnxEnsemble
 
     if not (model_dir / GRAPH_FILE).is_file():
         return None
-    g = OnnxEnsemble(model_dir / GRAPH_FILE)
-    g.predict_proba(faces[:256])
-    best = min(_timed(g, faces) for _ in range(3))
-    return len(faces) / best
-
-
-def _timed(g, faces: np.ndarray) -> float:
-    t = time.perf_counter()
-    g.predict_proba(faces)
-    return time.perf_counter() - t
+    return faces_per_second(OnnxEnsemble(model_dir / GRAPH_FILE), faces)
 
 
 def main() -> None:

@@ -6,8 +6,8 @@
 # Five ImageNet-initialised efficientnet_lite0 members at 80 px with deployment augmentation,
 # trained one member per `ferroute train` run (nice'd, resumable: a member on disk is kept, an
 # interrupted one continues from its last finished epoch), then calibrated (router, emotion-mix adapter, ONNX graph).
-# One member takes about 45 min on 2 idle cores (Intel Xeon with AMX, fp32). Running this
-# again continues where it stopped. Needs `pip install ".[train]"`.
+# One member takes 36-48 min on 2 idle cores (Intel Xeon with AMX, fp32; measured 2026-12-06/07).
+# Running this again continues where it stopped. Needs `pip install ".[train]"`.
 set -euo pipefail
 OUT="${1:-runs/lite0_da}"
 for _ in 1 2 3 4 5; do

@@ -20,6 +20,10 @@ either model's stored router. Rule items:
 
 A candidate with fewer members than it was planned with is measured for the record; the rule
 applies to the five-member ensemble. Writes ``docs/studies/lite0_decide.txt``.
+
+``--mixed`` adds a third row, the candidate's members and the default's together (a mixed
+ensemble, each member's probabilities weighed alike), measured the same way for the record: the
+rule names it a candidate only if the five-member ensemble fails item 6 alone.
 """
 
 from __future__ import annotations
@@ -71,6 +75,17 @@ def measure(ens: Ensemble, va, held: dict, corners: np.ndarray, face_va: np.ndar
     }
 
 
+class Mixed:
+    """Members of several ensembles as one: ``predict_proba`` gives ``(N, M1 + M2 + ..., C)``."""
+
+    def __init__(self, *parts: Ensemble) -> None:
+        self.parts = parts
+        self.num_members = sum(e.num_members for e in parts)
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        return np.concatenate([e.predict_proba(faces) for e in self.parts], axis=1)
+
+
 def graph_faces_per_second(model_dir: Path, faces: np.ndarray) -> float | None:
     """The model's ONNX graph on the core runtime, timed as ``docs/studies/one_member.py`` (beside this file) times a member."""
     from one_member import faces_per_second
@@ -87,6 +102,7 @@ def main() -> None:
     ap.add_argument("candidate", nargs="?", default="runs/lite0_da", type=Path)
     ap.add_argument("--photos", type=Path, default=None)
     ap.add_argument("--machine", default=platform.processor() or platform.machine())
+    ap.add_argument("--mixed", action="store_true", help="also measure the candidate's and the default's members together (a record)")
     args = ap.parse_args()
     import sys
 
@@ -99,11 +115,14 @@ def main() -> None:
     face = FaceLikeness()
     face_va, face_bg = face.score(va.images), face.score(corners)
     held = corrupted_set(va.images, list(IMAGENET_C_HELD_OUT), (3, 5), seed=1)
-    rows = {}
+    rows, loaded = {}, {}
     for name, folder in (("default", default_model_dir()), (str(args.candidate), args.candidate)):
-        ens = Ensemble.load(folder)
+        loaded[name] = ens = Ensemble.load(folder)
         rows[name] = measure(ens, va, held, corners, face_va, face_bg)
         rows[name]["graph_faces_per_s"] = graph_faces_per_second(Path(folder), va.images[:1024])
+    if args.mixed:
+        rows["mixed (record)"] = measure(Mixed(*loaded.values()), va, held, corners, face_va, face_bg)
+        rows["mixed (record)"]["graph_faces_per_s"] = None
     base, cand = rows["default"], rows[str(args.candidate)]
     se = float(np.sqrt(base["accuracy"] * (1 - base["accuracy"]) / base["n_labelled"]))
     checks = {

@@ -51,6 +51,22 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
     assert rep["n_test"] == len(te)
 
 
+def test_both_models_on_onnxruntime(fake_ferplus, tmp_path):
+    """`ferroute evaluate` on a CPU without bf16 or int8 runs the model and its LDL baseline as graphs."""
+    from ferroute.data import load_split
+    from ferroute.export import to_onnx_backend
+    from tests.test_ensemble import tiny_ensemble
+
+    va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
+    ens, ldl = to_onnx_backend(tiny_ensemble(2), tmp_path / "g"), to_onnx_backend(tiny_ensemble(1), tmp_path / "g")
+    rep = evaluate(ens, va, te, tmp_path / "rep", ldl=ldl, corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
+    assert rep["model"]["backend"] == rep["ldl"]["backend"] == "OnnxEnsemble"
+    assert 0 <= rep["ldl"]["accuracy"] <= 1
+    ldl.tta = "hflip"  # a graph whose views differ from the model's is refused, not silently run
+    with pytest.raises(ValueError, match="tta"):
+        evaluate(ens, va, te, tmp_path / "rep2", ldl=ldl, corruptions=["fog"], severities=(5,), progress=False, n_boot=20)
+
+
 def test_an_int8_ensemble_with_a_baseline_that_cannot_run_int8(fake_ferplus, tmp_path):
     from ferroute.backbones import create_backbone
     from ferroute.data import load_split

@@ -89,9 +89,11 @@ def evaluate(
     from tqdm.auto import tqdm
 
     t0 = time.time()
-    if ldl is not None:
+    if isinstance(ldl, OnnxEnsemble):
+        ldl.set_tta(ensemble.tta)  # its views are baked into the graph: a mismatch is refused, naming both
+    elif ldl is not None:
         ldl.configure(tta=ensemble.tta)  # the baseline gets the same test-time augmentation
-        if isinstance(ldl, Ensemble) and isinstance(ensemble, Ensemble):
+        if isinstance(ensemble, Ensemble):
             try:
                 # int8 that runs here, not a fallback: scales fitted on these views of the validation faces
                 if ensemble.runtime.uses_int8(ensemble.device) and ldl.int8_tta != ensemble.tta:

@@ -30,9 +30,9 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from ferroute.data import load_split
-from ferroute.ensemble import Ensemble
-from ferroute.pipeline import resolve_model_dir
+from ferroute.evaluate.ferplus import load_split
+from ferroute.train.ensemble import Ensemble
+from ferroute.router import resolve_model_dir
 ens = Ensemble.load(resolve_model_dir(sys.argv[2] if sys.argv[2] != "default" else None))
 faces = load_split("test").images[: int(sys.argv[3])]
 probs = ens.predict_proba(faces)

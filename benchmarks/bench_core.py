@@ -1,6 +1,6 @@
 """The core install (onnxruntime, no torch) beside the torch path, in one run.
 
-    python benchmarks/bench_core.py [--photos ../shared/data/photos_dev] [--out docs/bench_core.txt] [--skip-install]
+    python benchmarks/bench_core.py [--photos ../shared/data/photos_dev] [--out docs/records/bench_core.txt] [--skip-install]
 
 Needs the full environment (``pip install -e ".[test]"``) for the torch side and FERPlus
 (``FERPLUS_DIR``) for the agreement rows. It measures:
@@ -133,8 +133,8 @@ def main() -> None:
     lines, say = recorder()
 
     import ferroute
-    from ferroute.data import load_split
-    from ferroute.faces import FaceDetector, find_faces
+    from ferroute.evaluate.ferplus import load_split
+    from ferroute.vision.faces import FaceDetector, find_faces
 
     say(f"# bench_core: {time.strftime('%Y-%m-%d')}, ferroute {ferroute.__version__}, {cpu_name()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}")
@@ -170,7 +170,7 @@ def main() -> None:
         say(f"serve {label:12s}: peak RSS {serve_rss(exe, extra):5.0f} MB after start-up and one request")
 
     # --- the ensemble alone, and decisions
-    from ferroute.pipeline import FERRouter
+    from ferroute.router import FERRouter
 
     data = os.environ.get("FERPLUS_DIR")
     te = load_split("test", data)

@@ -38,13 +38,19 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from ferroute.backbones import create_backbone, fast_bf16, int8_supported
-from ferroute.ensemble import TTA_VIEWS, Ensemble, RunOptions, preprocess
-from ferroute.pipeline import FERRouter, resolve_model_dir
+from ferroute.train.backbones import create_backbone, fast_bf16, int8_supported
+from ferroute.train.ensemble import TTA_VIEWS, Ensemble, RunOptions, preprocess
+from ferroute.router import FERRouter, resolve_model_dir
+
+
+#: batch sizes of the CPU table, and a factor on every timing's length (``--smoke``: tiny)
+BATCHES: tuple[int, ...] = (1, 32, 256)
+TIME_SCALE = 1.0
 
 
 def timeit(fn, min_time: float = 1.0, min_reps: int = 3) -> float:
     """Best-of-3 mean seconds per call, each round running at least ``min_time``."""
+    min_time, min_reps = min_time * TIME_SCALE, max(1, round(min_reps * TIME_SCALE))
     fn()
     best = float("inf")
     for _ in range(3):
@@ -131,7 +137,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
     rows = []
     sessions = {}
     if onnx_path is not None:
-        from ferroute.export import OnnxEnsemble
+        from ferroute.train.export import OnnxEnsemble
     bf16 = fast_bf16("cpu")
     q8 = None
     if int8_supported():
@@ -150,7 +156,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
         torch.set_num_threads(threads)
         if onnx_path is not None:
             sessions = {"fused": OnnxEnsemble(onnx_path, threads=threads)}
-        for batch in (1, 32, 256):
+        for batch in BATCHES:
             faces = np.random.default_rng(0).integers(0, 256, (batch, 48, 48), dtype=np.uint8)
             x = preprocess(faces, cfg).contiguous(memory_format=torch.channels_last)
             views = len(TTA_VIEWS[product_tta])
@@ -225,9 +231,8 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
                 if side_by_side:
                     cases[("torch int8", f"predict_proba, tta={product_tta}, one chunk at a time")] = (q8_product(sequential=True), f_ens * views)
             if "fused" in sessions:
-                xs = preprocess(faces, cfg).numpy()
-                sess = sessions["fused"].session
-                cases[("onnxruntime", "fused")] = (lambda: sess.run(None, {"input": xs}), f_ens)
+                # the graph takes the uint8 faces (its input is named `faces`) and preprocesses inside
+                cases[("onnxruntime", "fused")] = (lambda o=sessions["fused"], f=faces: o.predict_proba(f, batch_size=len(f)), f_ens)
             for (backend, mode), (fn, flops) in cases.items():
                 with torch.inference_mode():
                     sec = timeit(fn, 0.6 if batch > 1 else 0.3)
@@ -239,7 +244,7 @@ def cpu_rows(ens: Ensemble, onnx_path: Path | None, product_tta: str = "none") -
 def api_latency(model_dir: Path) -> dict:
     from PIL import Image
 
-    from ferroute.images import load_image
+    from ferroute.vision.images import load_image
 
     torch.set_num_threads(2)
     router = FERRouter.load(model_dir)
@@ -247,7 +252,7 @@ def api_latency(model_dir: Path) -> dict:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 48), dtype=np.uint8)).save(buf, "PNG")
     data = buf.getvalue()
     times = []
-    for _ in range(60):
+    for _ in range(max(12, round(60 * TIME_SCALE))):
         t0 = time.perf_counter()
         router.route(data)
         times.append(time.perf_counter() - t0)
@@ -445,7 +450,7 @@ def evaluate_wall(model_dir: Path, ldl_dir: Path | None = None, keep: Path | Non
     with tempfile.TemporaryDirectory() as cache:
         env = dict(os.environ, FERROUTE_CACHE=cache)
         # the decoded FERPlus splits are not part of the corruption cache: warm them first
-        subprocess.run([sys.executable, "-c", "from ferroute.data import load_split as l; l('valid'); l('test')"], env=env, check=True)
+        subprocess.run([sys.executable, "-c", "from ferroute.evaluate.ferplus import load_split as l; l('valid'); l('test')"], env=env, check=True)
         # the machine's speed drifts: more warm runs show the spread
         for label in ("cold", "warm", *(f"warm{i}" for i in range(2, warm_runs + 1))):
             t0 = time.perf_counter()
@@ -467,9 +472,13 @@ def main() -> None:
     ap.add_argument("--cuda-smoke", action="store_true", help="run the CUDA section on the CPU with a tiny config")
     ap.add_argument("--no-onnx", action="store_true")
     ap.add_argument("--skip-cpu", action="store_true", help="leave out the CPU table (e.g. with --cuda-smoke)")
+    ap.add_argument("--smoke", action="store_true", help="batches 1 and 4, timings cut short: checks that every row still runs (tests)")
     ap.add_argument("--cuda-budget", type=float, default=360.0, help="seconds after which the CUDA section skips its remaining variants")
     args = ap.parse_args()
     args.model = resolve_model_dir(args.model)
+    if args.smoke:
+        global BATCHES, TIME_SCALE
+        BATCHES, TIME_SCALE = (1, 4), 0.02
     try:  # one compiled graph per batch size and dtype here
         torch._dynamo.config.recompile_limit = 64
     except AttributeError:  # older PyTorch (e.g. on a lent GPU machine)
@@ -481,7 +490,7 @@ def main() -> None:
     ens.configure(tta="none")  # the mode rows compare one view; the product row adds the TTA views
     onnx_path = None
     if not args.no_onnx:
-        from ferroute.export import export_onnx
+        from ferroute.train.export import export_onnx
 
         onnx_path = Path(tempfile.mkdtemp()) / "ens.onnx"
         export_onnx(ens, onnx_path)

@@ -1,7 +1,7 @@
 """int8 graphs for the core: onnxruntime's static QDQ quantization of each embedded model's
 graph against the shipped float32 graph, on this CPU.
 
-    python benchmarks/bench_int8_onnx.py [--out docs/bench_int8_onnx.txt]
+    python benchmarks/bench_int8_onnx.py [--out docs/records/bench_int8_onnx.txt]
 
 Activation scales are fitted on FERPlus validation faces (MinMax over 1,024 faces; weights per
 channel, int8); the rule, written before the run (issue "A lean core"): ship int8 where it is
@@ -47,9 +47,9 @@ def main() -> None:
     )
 
     import ferroute
-    from ferroute.data import load_split
-    from ferroute.onnxrun import GRAPH_FILE, OnnxEnsemble, usable_cpus
-    from ferroute.pipeline import EMBEDDED_MODELS, FERRouter, resolve_model_dir
+    from ferroute.evaluate.ferplus import load_split
+    from ferroute.engine.onnxrun import GRAPH_FILE, OnnxEnsemble, usable_cpus
+    from ferroute.router import EMBEDDED_MODELS, FERRouter, resolve_model_dir
 
     lines, say = recorder()
 

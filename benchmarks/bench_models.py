@@ -35,10 +35,10 @@ def rounds(variants: dict, n_faces: int, n_rounds: int) -> dict[str, list[float]
     return speed
 
 
-from ferroute.backbones import create_backbone
-from ferroute.data import load_split
-from ferroute.ensemble import Ensemble, how_it_runs
-from ferroute.pipeline import resolve_model_dir
+from ferroute.train.backbones import create_backbone
+from ferroute.evaluate.ferplus import load_split
+from ferroute.train.ensemble import Ensemble, how_it_runs
+from ferroute.router import resolve_model_dir
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """The face front end on real photos: faces found, false faces, rotation, small faces, and
 ``ferroute route`` end to end, YuNet (shipped) beside OpenCV's Haar cascade (the old front end).
 
-    pip install scikit-image && python benchmarks/bench_photos.py [--photos ../shared/data/photos_dev] [--out docs/bench_photos.txt]
+    pip install scikit-image && python benchmarks/bench_photos.py [--photos ../shared/data/photos_dev] [--out docs/records/bench_photos.txt]
 
 * photos_dev: 1,000 LFW news photos (one centred face, often more behind); share of photos
   with a face, decisions of the main (largest) face, photos/s of ``ferroute route`` end to
@@ -32,8 +32,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ferroute.faces import FaceDetector
-from ferroute.images import load_image
+from ferroute.vision.faces import FaceDetector
+from ferroute.vision.images import load_image
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -131,7 +131,7 @@ def framing_effect(files: list[Path], photos: list[np.ndarray], det: FaceDetecto
     Writes docs/framing.png: 8 photos (every 125th) cropped both ways, above 8 FERPlus
     training faces (the first 8)."""
     import ferroute
-    from ferroute.crops import square_crop
+    from ferroute.vision.crops import square_crop
 
     labels = {r["file"]: r["label_one_annotator"] for r in csv.DictReader(labels_csv.open())} if labels_csv.is_file() else {}
     aligned, square, keep = [], [], []
@@ -185,7 +185,7 @@ def end_to_end(files: list[Path], photos: list[np.ndarray], args: argparse.Names
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos_dev")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_photos.txt")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "records" / "bench_photos.txt")
     ap.add_argument("--runs", type=int, default=2, help="end-to-end runs of each folder (photos/s of each is reported)")
     ap.add_argument("--routing-only", action="store_true",
                     help="rerun only what depends on the model and router (end-to-end routing, the framing effect) and "

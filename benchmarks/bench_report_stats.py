@@ -18,7 +18,7 @@ import numpy as np
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from ferroute.metrics import N_BOOT, auroc, spearman_ci
+from ferroute.evaluate.metrics import N_BOOT, auroc, spearman_ci
 
 
 def spearman_ci_loop(x: np.ndarray, y: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> list[float]:

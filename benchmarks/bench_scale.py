@@ -1,6 +1,6 @@
 """Scale-out figures: ``ferroute route`` locally and on Ray Data, photos/s and peak memory.
 
-    pip install "ferroute[ray]" && python benchmarks/bench_scale.py [--photos ../shared/data/photos_dev] [--out docs/bench_scale.txt]
+    pip install "ferroute[ray]" && python benchmarks/bench_scale.py [--photos ../shared/data/photos_dev] [--out docs/records/bench_scale.txt]
 
 * local path, Parquet output, on 1,000 and on 10,000 photos (the 1,000 linked ten times
   under new names): wall time, photos/s and peak resident memory of the process;
@@ -97,7 +97,7 @@ def compare(a: Path, b: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos_dev")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_scale.txt")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "records" / "bench_scale.txt")
     args = ap.parse_args()
     photos = sorted((args.photos / "images").glob("*.jpg"))
     n = len(photos)

@@ -1,6 +1,6 @@
 """Load test of `ferroute serve` on loopback: crowds, hostile connections, memory.
 
-    python benchmarks/bench_server.py [--clients 10,50,100,200,500] [--requests 20] [--soak-s 0] [--out docs/bench_server.txt]
+    python benchmarks/bench_server.py [--clients 10,50,100,200,500] [--requests 20] [--soak-s 0] [--out docs/records/bench_server.txt]
 
 Starts a real `ferroute serve` (default limits) on 127.0.0.1 and measures, from client
 processes on the same machine:
@@ -31,7 +31,7 @@ import httpx
 import numpy as np
 import psutil
 
-from ferroute.server import start_local_server
+from ferroute.serve.app import start_local_server
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """`ferroute serve` under hostile load on loopback: a soak of mixed good, bad and huge inputs,
 and a burst of huge 16-bit uploads. Errors by status, latency percentiles, memory over time.
 
-    python benchmarks/bench_soak.py [--minutes 30] [--clients 50] [--out docs/bench_soak.txt]
+    python benchmarks/bench_soak.py [--minutes 30] [--clients 50] [--out docs/records/bench_soak.txt]
 
 * soak: ``clients`` concurrent clients (each waiting as told by ``Retry-After`` after a 503)
   send requests for ``minutes`` minutes, each request
@@ -33,7 +33,7 @@ import numpy as np
 import psutil
 from PIL import Image
 
-from ferroute.server import start_local_server
+from ferroute.serve.app import start_local_server
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared" / "data" / "photos_dev")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_soak.txt")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "records" / "bench_soak.txt")
     args = ap.parse_args()
     proc, url = start_local_server(env=dict(os.environ, FERROUTE_API_TOKEN=""))
     try:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import sys
 
-from ferroute.export import write_graph
-from ferroute.pipeline import EMBEDDED_MODELS, resolve_model_dir
+from ferroute.train.export import write_graph
+from ferroute.router import EMBEDDED_MODELS, resolve_model_dir
 
 
 def main(names: list[str]) -> None:

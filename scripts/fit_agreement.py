@@ -1,4 +1,4 @@
-"""Add the vote calibration and the default ambiguity level (``ferroute.agreement``) to the
+"""Add the vote calibration and the default ambiguity level (``ferroute.decide.agreement``) to the
 embedded models' routers, keeping every other calibrated value as it is:
 
     FERPLUS_DIR=../shared/data/ferplus python scripts/fit_agreement.py [default fast]
@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import sys
 
-from ferroute.data import load_split
-from ferroute.pipeline import EMBEDDED_MODELS, FERRouter, resolve_model_dir
+from ferroute.evaluate.ferplus import load_split
+from ferroute.router import EMBEDDED_MODELS, FERRouter, resolve_model_dir
 
 
 def main(names: list[str]) -> None:

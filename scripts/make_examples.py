@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 import ferroute
-from ferroute.corruptions import corrupt
-from ferroute.data import load_split
+from ferroute.evaluate.corruptions import corrupt
+from ferroute.evaluate.ferplus import load_split
 
 OUT = Path(__file__).resolve().parents[1] / "examples"
 

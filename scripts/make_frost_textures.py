@@ -3,7 +3,7 @@
 The photos ship in the ``imagecorruptions`` package (Apache-2.0; pip install
 imagecorruptions). The reference draws from the first five of its six photos, so ferroute
 ships those five, in gray (PIL's ITU-R 601 luma, as a gray face's corrupted RGB is turned
-back to gray), at their native size; :func:`ferroute.corruptions.frost` enlarges them by
+back to gray), at their native size; :func:`ferroute.evaluate.corruptions.frost` enlarges them by
 1.1 (bicubic) and crops 48x48 as the reference does for a 48x48 image.
 Usage: python scripts/make_frost_textures.py
 """

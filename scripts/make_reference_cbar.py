@@ -1,6 +1,6 @@
 """Write ``tests/fixtures/cbar_reference.npz``: ImageNet-C-bar's reference ``transform`` on the
 four fixture faces (``tests/fixtures/corruption_inputs.png``), for parameters drawn by
-:mod:`ferroute.heldout`'s samplers at every severity, so the test can pin our port to it.
+:mod:`ferroute.evaluate.heldout`'s samplers at every severity, so the test can pin our port to it.
 
     python scripts/make_reference_cbar.py PATH/TO/augmentation-corruption/imagenet_c_bar
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ferroute import heldout
+from ferroute.evaluate import heldout
 
 ROOT = Path(__file__).resolve().parents[1]
 INPUTS = ROOT / "tests" / "fixtures" / "corruption_inputs.png"

@@ -39,7 +39,7 @@ DRAWS = 4
 
 
 def make_inputs() -> None:
-    from ferroute.faces import FaceDetector, find_faces
+    from ferroute.vision.faces import FaceDetector, find_faces
 
     face = find_faces([str(ROOT / "examples" / "astronaut_photo.jpg")], FaceDetector()).crops[0]
     yy, xx = np.mgrid[0:48, 0:48].astype(float)

@@ -5,7 +5,7 @@
 Runs the shipped YuNet detector on FERPlus training faces upscaled 4x (YuNet needs faces
 larger than 48 px), keeps the most confident detection of each face, and writes the median
 box and five landmarks in 48x48 crop coordinates to ``src/ferroute/assets/fer2013_framing.json``.
-``ferroute.crops`` maps each detected face onto those five points, so a photo's crop has the
+``ferroute.vision.crops`` maps each detected face onto those five points, so a photo's crop has the
 framing the ensemble was trained on.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferroute.data import load_split
-from ferroute.faces import yunet_path
+from ferroute.evaluate.ferplus import load_split
+from ferroute.vision.faces import yunet_path
 
 UPSCALE = 4
 N_FACES = 6000

@@ -1,6 +1,6 @@
 """Write the README's and the manual's figure tables from the files that hold the figures, so
 they cannot go stale: ``docs/report.json`` (``ferroute evaluate --out reports/default``, copied
-to ``docs/``), ``docs/fast/report.json`` and ``docs/bench_core.txt``.
+to ``docs/``), ``docs/fast/report.json`` and ``docs/records/bench_core.txt``.
 
     python scripts/render_docs.py           # rewrite the marked blocks in README.md and docs/results.md
     python scripts/render_docs.py --check   # exit 1 when a block differs from what the files say
@@ -28,8 +28,8 @@ def f3(x: float | None) -> str:
 
 
 def bench_core() -> dict[str, str]:
-    """The figures of ``docs/bench_core.txt`` this page quotes."""
-    text = (ROOT / "docs" / "bench_core.txt").read_text()
+    """The figures of ``docs/records/bench_core.txt`` this page quotes."""
+    text = (ROOT / "docs" / "records" / "bench_core.txt").read_text()
 
     def grab(pattern: str) -> str:
         m = re.search(pattern, text)
@@ -116,7 +116,7 @@ def results(r: dict, fast: dict | None, core: dict[str, str], link: str) -> str:
                     f"{fast['ambiguity']['spearman_aleatoric']:.3f} / {fast['shift']['auroc_shipped']['5']:.3f} / "
                     f"{fast['routing']['kept_ratio']['0.9']:.2f} | | epistemic AUROC {fast['shift']['auroc_epistemic']['5']:.3f} | "
                     f"[fast report]({link}fast/report.md) |")
-    bench = f"[bench_core]({link}bench_core.txt)"
+    bench = f"[bench_core]({link}records/bench_core.txt)"
     rows += [
         f"| core install (`pip install .`, no torch) | **{core['core_mb']} MB** | | with PyTorch: {core['torch_mb']} MB | {bench} |",
         f"| `ferroute route photos_dev` (1,000 photos), core / torch path | **{core['core_pps']}** / {core['torch_pps']} photos/s | | "

@@ -4,23 +4,23 @@
 
 Nothing here sees the test faces or the 15 test corruptions' role in the choice:
 
-* density signals (:mod:`ferroute.shift`) are fitted on ``--n-train`` FERPlus training faces;
+* density signals (:mod:`ferroute.decide.shift`) are fitted on ``--n-train`` FERPlus training faces;
 * FERPlus valid is split in two halves by a seeded permutation: the first calibrates each
   candidate (its conformal 5 % threshold, and the per-signal percentiles a union uses) and
-  trains the learned score (:class:`ferroute.shift.LearnedScore`: logistic regression over log
+  trains the learned score (:class:`ferroute.decide.shift.LearnedScore`: logistic regression over log
   epistemic, face-likeness and the image statistics, on these faces clean and under the
   held-out family, and on non-face corners of photos 150-299; its threshold comes from
   5-fold out-of-fold scores), the second measures every candidate, clean and under the
-  held-out family (:data:`ferroute.corruptions.HELD_OUT`: speckle noise, gaussian blur,
+  held-out family (:data:`ferroute.evaluate.corruptions.HELD_OUT`: speckle noise, gaussian blur,
   spatter, six ImageNet-C-bar shifts, resolution loss, exposure with noise, occlusion) at
   severities 1-5;
 * validation non-faces of two kinds, disjoint from the non-face probe that ``ferroute
   evaluate`` reports (scikit-image samples, drawings, text, noise): background corners of
   ``--photos`` (photos_dev, LFW news photos: 64x64 corners of the first 150 photos, away from
   the centred face) and measuring-half faces cut into shuffled, turned tiles
-  (:func:`ferroute.nonface.tiled_faces`), which keep a face's pixel statistics;
+  (:func:`ferroute.evaluate.nonface.tiled_faces`), which keep a face's pixel statistics;
 * the choice (the second rule, written 2026-12-06 before its run:
-  ``docs/studies/shift_rule_2.md``): among the scores the router can ship
+  ``docs/records/studies/shift_rule_2.md``): among the scores the router can ship
   (:data:`UncertaintyRouter.SHIFT_SCORES`) that do not track annotator disagreement more
   than plain epistemic does (Spearman with disagreement on clean faces), so that ambiguity
   is not punished, and that reject at least ``face``'s share of validation non-faces less one
@@ -32,8 +32,8 @@ Nothing here sees the test faces or the 15 test corruptions' role in the choice:
 
 Then, for the record only, the same validation faces under the 15 test corruptions show
 how the held-out ranking transfers (Spearman between the two rankings), and the
-deterministic non-face probe (:mod:`ferroute.nonface`) shows what each rejects at its
-threshold. Writes ``docs/shift_score_selection.txt`` and ``.json``; with ``--write`` the
+deterministic non-face probe (:mod:`ferroute.evaluate.nonface`) shows what each rejects at its
+threshold. Writes ``docs/records/shift_score_selection.txt`` and ``.json``; with ``--write`` the
 model folder's ``router.json`` is recalibrated on all validation faces with the chosen
 score (and ``shift.safetensors`` holds any density it needs).
 """
@@ -49,14 +49,14 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from ferroute.corruptions import CORRUPTIONS, HELD_OUT, corrupted_set
-from ferroute.data import load_split, resolve_data_dir
-from ferroute.ensemble import Ensemble
-from ferroute.metrics import auroc, kept_at_rate
-from ferroute.nonface import nonface_crops, tiled_faces
-from ferroute.pipeline import default_model_dir
-from ferroute.routing import UncertaintyRouter, conformal_rank, percentile_in
-from ferroute.shift import (
+from ferroute.evaluate.corruptions import CORRUPTIONS, HELD_OUT, corrupted_set
+from ferroute.evaluate.ferplus import load_split, resolve_data_dir
+from ferroute.train.ensemble import Ensemble
+from ferroute.evaluate.metrics import auroc, kept_at_rate
+from ferroute.evaluate.nonface import nonface_crops, tiled_faces
+from ferroute.router import default_model_dir
+from ferroute.decide.routing import UncertaintyRouter, conformal_rank, percentile_in
+from ferroute.decide.shift import (
     FaceLikeness,
     FeatureDensity,
     ImageStatistics,
@@ -68,9 +68,9 @@ from ferroute.shift import (
     save_signals,
     training_subset,
 )
-from ferroute.uncertainty import decompose
+from ferroute.decide.uncertainty import decompose
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "records"
 BASE = ("total", "epistemic", "conditional", "energy", "density", "pixels", "face")
 RATES = (0.5, 0.7, 0.9, 0.95)
 
@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--write", action="store_true", help="recalibrate the model's router.json with the chosen score")
     ap.add_argument("--tta", action="store_true",
                     help="instead: compare the test-time views for the model's current reject score, same halves and held-out "
-                         "corruptions (docs/tta_selection.txt)")
+                         "corruptions (docs/records/tta_selection.txt)")
     args = ap.parse_args()
     if args.tta:
         return compare_tta(args)
@@ -157,7 +157,7 @@ def main() -> None:
     nonface, _ = nonface_crops()
     s_nf = sig(nonface)
     photos = args.photos or resolve_data_dir(None).parent / "photos_dev"
-    # validation non-faces of two kinds (docs/studies/shift_rule_2.md): photo corners, and tiled faces that keep a face's
+    # validation non-faces of two kinds (docs/records/studies/shift_rule_2.md): photo corners, and tiled faces that keep a face's
     # pixel statistics; the learned score trains on other photos' corners and the calibration half's faces tiled
     s_corner, s_tiled = sig(background_crops(photos)), sig(tiled_faces(ev.images, seed=3))
     bg_kinds = {"corners": s_corner, "tiled": s_tiled}
@@ -231,7 +231,7 @@ def main() -> None:
     eligible = [n for n, r in rows.items() if r["spearman_disagreement"] <= limit + 1e-9 and n in UncertaintyRouter.SHIFT_SCORES]
     for r in rows.values():  # the non-face crops weigh as much as the held-out shifts together
         r["validation_auroc"] = float((r["held_out_auroc_5"] + r["background_auroc"]) / 2)
-    floor = rows["face"]["background_rejected"] - 0.01  # the second rule (docs/studies/shift_rule_2.md)
+    floor = rows["face"]["background_rejected"] - 0.01  # the second rule (docs/records/studies/shift_rule_2.md)
     passing = [n for n in eligible if rows[n]["background_rejected"] >= floor - 1e-9]
     chosen = max(passing, key=lambda n: rows[n]["validation_auroc"]) if passing else "face"
     chosen_first_rule = max(eligible, key=lambda n: rows[n]["validation_auroc"])  # the rule of commit 6b93706
@@ -246,7 +246,7 @@ def main() -> None:
         f"{len(nonface)} probe non-face crops (record only); face signal {face_ms:.2f} ms per crop",
         f"non-faces for validation: {len(s_corner['face'])} photo corners and {len(s_tiled['face'])} tiled measuring-half faces; the learned score "
         f"trained on {len(s_bg_train['face'])} others (corners of photos 150-299, tiled calibration-half faces)",
-        f"rule (docs/studies/shift_rule_2.md): among scores whose Spearman with annotator disagreement is at most plain epistemic's ({limit:.3f}) and which "
+        f"rule (docs/records/studies/shift_rule_2.md): among scores whose Spearman with annotator disagreement is at most plain epistemic's ({limit:.3f}) and which "
         f"reject at least face's share of validation non-faces less one point ({floor:.3f}), the highest validation AUROC (the mean over the "
         f"{len(HELD_OUT)} held-out shifts at severity 5, averaged with the validation non-faces' AUROC, the mean over the two kinds); "
         "thresholds: conformal 5 % on the calibration half",
@@ -280,7 +280,7 @@ def main() -> None:
                           f"(mean AUROC {rows[chosen]['validation_auroc']:.3f}; held-out corruptions at severity 5: "
                           f"{rows[chosen]['held_out_auroc_5']:.3f}; the 15 test corruptions on the "
                           f"same validation faces, for the record: {rows[chosen]['test15_auroc_5']:.3f}; ranking transfer Spearman {transfer:.2f}). "
-                          "See docs/shift_score_selection.txt."}
+                          "See docs/records/shift_score_selection.txt."}
     (DOCS / "shift_score_selection.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.write:  # what `ferroute calibrate --shift <chosen>` does, plus the record of the choice
         router = UncertaintyRouter(shift=chosen)
@@ -300,7 +300,7 @@ def main() -> None:
         (model_dir / "router.json").write_text(json.dumps(router.to_dict()) + "\n")
         if router.needs:
             save_signals(model_dir, {k: fitted[k] for k in router.needs if k in fitted},
-                         note=f"pixels fitted on {len(pick)} FERPlus training faces (ferroute.shift.training_subset); face needs no fitting")
+                         note=f"pixels fitted on {len(pick)} FERPlus training faces (ferroute.decide.shift.training_subset); face needs no fitting")
         print(f"wrote {model_dir / 'router.json'} ({chosen}; thresholds {router.thresholds})")
 
 
@@ -308,8 +308,8 @@ def compare_tta(args: argparse.Namespace) -> None:
     """Each TTA setting with the model's own reject score: accuracy and Spearman on the
     measuring half, held-out AUROC at severity 5; the rule picks the highest AUROC among
     settings within 0.005 of the best accuracy."""
-    from ferroute.ensemble import TTA_VIEWS
-    from ferroute.pipeline import load_router
+    from ferroute.train.ensemble import TTA_VIEWS
+    from ferroute.router import load_router
 
     t0 = time.time()
     model_dir = Path(args.model) if args.model else default_model_dir()

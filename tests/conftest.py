@@ -81,9 +81,9 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     """A random-init 3-member ensemble with a router calibrated on random faces."""
     import json
 
-    from ferroute.backbones import create_backbone
-    from ferroute.ensemble import Ensemble
-    from ferroute.routing import UncertaintyRouter
+    from ferroute.train.backbones import create_backbone
+    from ferroute.train.ensemble import Ensemble
+    from ferroute.decide.routing import UncertaintyRouter
 
     d = tmp_path_factory.mktemp("tiny_model")
     members = []

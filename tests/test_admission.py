@@ -13,9 +13,9 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ferroute.admission import Admission, CostModel, peek_pixels, retry_after
-from ferroute.limits import Limits
-from ferroute.server import create_app, start_local_server
+from ferroute.serve.admission import Admission, CostModel, peek_pixels, retry_after
+from ferroute.serve.limits import Limits
+from ferroute.serve.app import create_app, start_local_server
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -1,11 +1,11 @@
-"""The vote calibration and the ambiguity level (ferroute.agreement)."""
+"""The vote calibration and the ambiguity level (ferroute.decide.agreement)."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ferroute import agreement as agr
+from ferroute.decide import agreement as agr
 
 
 def _probs(rng, n, c=8, sharp=1.0):

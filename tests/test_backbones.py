@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ferroute.backbones import (
+from ferroute.train.backbones import (
     BackboneConfig,
     build_from_config,
     check_device,
@@ -47,7 +47,7 @@ def test_efficientnet_lite0_imagenet_weights_load_tensor_by_tensor():
 def test_pretrained_efficientnet_starts_near_uniform_with_seeded_heads():
     """The new head on ImageNet features starts with small logits (a loss near ln 8, not ~7),
     and two seeds give two heads (members must not share one init)."""
-    from ferroute.backbones import preprocess
+    from ferroute.train.backbones import preprocess
 
     faces = torch.randint(0, 256, (16, 48, 48), dtype=torch.uint8).numpy()
     heads = []

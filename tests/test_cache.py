@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferroute import cache
-from ferroute.corruptions import corrupted_set
-from ferroute.data import load_split
+from ferroute.engine import cache
+from ferroute.evaluate.corruptions import corrupted_set
+from ferroute.evaluate.ferplus import load_split
 
 
 @pytest.fixture(autouse=True)
@@ -69,8 +69,8 @@ def test_damaged_corruption_sets_are_recomputed_to_the_same_values(tmp_path):
 CONCURRENT = """
 import json, sys
 import numpy as np
-from ferroute.corruptions import corrupted_set
-from ferroute.data import load_split
+from ferroute.evaluate.corruptions import corrupted_set
+from ferroute.evaluate.ferplus import load_split
 s = load_split("valid", sys.argv[1])
 sets = corrupted_set(s.images, ["gaussian_noise", "glass_blur", "contrast"], [1, 3, 5], workers=1, progress=False)
 print(json.dumps({"faces": int(s.images.sum()), "sets": {f"{k[0]}-{k[1]}": int(np.asarray(v, np.int64).sum()) for k, v in sets.items()}}))

@@ -165,7 +165,11 @@ def test_embedded_models_are_chosen_by_name(tmp_path):
 def test_int8_where_the_cpu_cannot_is_a_clear_error(tiny_model_dir, fake_ferplus, tmp_path, monkeypatch):
     import shutil
 
-    from ferroute import backbones, graphs, runtime
+    from ferroute.train import backbones
+
+    from ferroute.train import graphs
+
+    from ferroute.train import runtime
 
     monkeypatch.setattr(backbones, "int8_supported", lambda: False)  # an ARM machine, say
     monkeypatch.setattr(graphs, "int8_supported", lambda: False)
@@ -196,8 +200,8 @@ def test_devices_this_machine_or_backend_cannot_use_are_usage_errors(tiny_model_
 def test_calibrate_a_single_model_stores_its_arithmetic_but_no_router(fake_ferplus, tmp_path):
     import json
 
-    from ferroute.backbones import create_backbone, int8_supported
-    from ferroute.ensemble import Ensemble
+    from ferroute.train.backbones import create_backbone, int8_supported
+    from ferroute.train.ensemble import Ensemble
 
     net, cfg = create_backbone("cnn", width=4, depth=2)
     m = tmp_path / "ldl"
@@ -283,7 +287,7 @@ def test_choices_are_enums_in_help_and_the_replay_command_keeps_plain_values():
 
 def test_the_reject_score_choices_are_the_routers():
     from ferroute.cli.common import Shift
-    from ferroute.routing import UncertaintyRouter
+    from ferroute.decide.routing import UncertaintyRouter
 
     assert sorted(s.value for s in Shift) == sorted(UncertaintyRouter.SHIFT_SCORES)
 
@@ -291,8 +295,8 @@ def test_the_reject_score_choices_are_the_routers():
 def test_route_adapt_estimates_the_mix_first_and_refuses_what_it_cannot(tiny_model_dir, tmp_path):
     import shutil
 
-    from ferroute.ensemble import Ensemble
-    from ferroute.labelshift import PriorAdapter
+    from ferroute.train.ensemble import Ensemble
+    from ferroute.decide.labelshift import PriorAdapter
 
     rng = np.random.default_rng(0)
     crops = tmp_path / "crops"
@@ -317,8 +321,8 @@ def test_route_adapt_estimates_the_mix_first_and_refuses_what_it_cannot(tiny_mod
 
 @pytest.mark.parametrize("shift", ["learned", "learned+face"])
 def test_calibrate_refuses_a_learned_reject_score_and_names_the_script_that_fits_it(fake_ferplus, tmp_path, shift):
-    from ferroute.backbones import create_backbone
-    from ferroute.ensemble import Ensemble
+    from ferroute.train.backbones import create_backbone
+    from ferroute.train.ensemble import Ensemble
 
     net, cfg = create_backbone("cnn", width=4, depth=2)
     m = tmp_path / "m"

@@ -57,7 +57,7 @@ def test_api_routes_annotates_and_serves_without_torch(tmp_path):
         import numpy as np
         import ferroute
         from fastapi.testclient import TestClient
-        from ferroute.server import create_app
+        from ferroute.serve.app import create_app
         ex = {str(EXAMPLES)!r}
         out = {{}}
         for name in ("default", "fast"):
@@ -132,8 +132,8 @@ def test_version_is_the_changelogs_first(tmp_path):
 
 
 def test_onnx_graph_errors_name_the_file(tmp_path):
-    from ferroute.config import ModelError
-    from ferroute.onnxrun import load_graph
+    from ferroute.engine.config import ModelError
+    from ferroute.engine.onnxrun import load_graph
 
     with pytest.raises(ModelError, match="no ONNX graph"):
         load_graph(tmp_path)
@@ -145,9 +145,9 @@ def test_onnx_graph_errors_name_the_file(tmp_path):
 def test_a_graph_from_other_weights_is_refused(tmp_path):
     import shutil
 
-    from ferroute.config import ModelError
-    from ferroute.onnxrun import load_graph
-    from ferroute.pipeline import resolve_model_dir
+    from ferroute.engine.config import ModelError
+    from ferroute.engine.onnxrun import load_graph
+    from ferroute.router import resolve_model_dir
 
     d = tmp_path / "m"
     shutil.copytree(resolve_model_dir("default"), d)

@@ -3,7 +3,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ferroute.corruptions import (
+from ferroute.evaluate.corruptions import (
     CORRUPTIONS,
     HELD_OUT,
     IMAGENET_C_HELD_OUT,

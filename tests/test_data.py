@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from ferroute.data import (
+from ferroute.evaluate.ferplus import (
     EMOTIONS,
     NO_LABEL,
     DataError,
@@ -88,7 +88,7 @@ def test_real_ferplus_splits(ferplus_dir):
 
 
 def test_packed_splits_read_like_the_folders(fake_ferplus, tmp_path):
-    from ferroute.data import pack_splits
+    from ferroute.evaluate.ferplus import pack_splits
 
     packed = pack_splits(tmp_path / "packed", fake_ferplus)
     for split in ("train", "valid", "test"):
@@ -101,7 +101,7 @@ def test_packed_splits_read_like_the_folders(fake_ferplus, tmp_path):
 def test_load_ckplus_reads_labels_and_subjects_and_names_bad_files(tmp_path):
     from PIL import Image
 
-    from ferroute.data import DataError, load_ckplus
+    from ferroute.evaluate.ferplus import DataError, load_ckplus
 
     (tmp_path / "images" / "anger").mkdir(parents=True)
     for i in range(3):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import ferroute
-from ferroute.ensemble import ModelError
-from ferroute.pipeline import (
+from ferroute.train.ensemble import ModelError
+from ferroute.router import (
     EMBEDDED_MODELS,
     default_ldl_dir,
     default_model_dir,
@@ -100,7 +100,7 @@ def test_real_photo_face_is_found(router):
 @pytest.mark.data
 @pytest.mark.parametrize("which", ["router", "fast_router"])
 def test_embedded_models_on_real_ferplus_test(which, ferplus_dir, request):
-    from ferroute.data import load_split
+    from ferroute.evaluate.ferplus import load_split
 
     router = request.getfixturevalue(which)
     te = load_split("test", ferplus_dir).subset(slice(0, 600))
@@ -115,7 +115,7 @@ def test_embedded_models_on_real_ferplus_test(which, ferplus_dir, request):
 @pytest.mark.data
 def test_bf16_and_fp32_route_real_faces_alike(ferplus_dir):
     """The embedded model may run in bf16 (AMX CPUs); its decisions must not hinge on that."""
-    from ferroute.data import load_split
+    from ferroute.evaluate.ferplus import load_split
 
     te = load_split("valid", ferplus_dir).subset(slice(0, 400))
     out = {}
@@ -132,8 +132,8 @@ def test_bf16_and_fp32_route_real_faces_alike(ferplus_dir):
 @pytest.mark.data
 def test_fast_model_in_int8_routes_real_faces_like_fp32(ferplus_dir):
     """`fast` ships in int8 (scales stored in its config); its decisions must not hinge on that."""
-    from ferroute.backbones import int8_supported
-    from ferroute.data import load_split
+    from ferroute.train.backbones import int8_supported
+    from ferroute.evaluate.ferplus import load_split
 
     if not int8_supported():
         pytest.skip("no x86 quantized engine in this PyTorch build: int8 falls back to auto here")
@@ -155,7 +155,7 @@ def test_the_default_router_turns_away_crops_that_are_no_face(router):
     """The shipped reject score weighs the face detector's view and the crop's statistics; a
     flat crop and a page of text are turned away, whatever the members say about their
     emotion, and the reason names the signal that moved the score."""
-    from ferroute.nonface import nonface_crops
+    from ferroute.evaluate.nonface import nonface_crops
 
     crops, kinds = nonface_crops(60)
     flat_and_text = np.concatenate([np.full((1, 48, 48), 128, np.uint8), crops[[k == "text" for k in kinds]]])

@@ -4,10 +4,10 @@ core runs them like the torch path."""
 import numpy as np
 import pytest
 
-from ferroute.ensemble import Ensemble
-from ferroute.export import export_onnx, resize_matrix
-from ferroute.onnxrun import GRAPH_FILE, OnnxEnsemble, load_graph, weights_digest
-from ferroute.pipeline import EMBEDDED_MODELS, FERRouter, resolve_model_dir
+from ferroute.train.ensemble import Ensemble
+from ferroute.train.export import export_onnx, resize_matrix
+from ferroute.engine.onnxrun import GRAPH_FILE, OnnxEnsemble, load_graph, weights_digest
+from ferroute.router import EMBEDDED_MODELS, FERRouter, resolve_model_dir
 
 pytest.importorskip("onnx")
 
@@ -35,7 +35,7 @@ def test_the_resize_in_the_graph_is_preprocess_resize(size):
 
 
 def test_an_80px_member_exports_with_its_resize_inside(tmp_path):
-    from ferroute.backbones import create_backbone
+    from ferroute.train.backbones import create_backbone
 
     members = [create_backbone("cnn", width=4, depth=2, input_size=80)[0] for _ in range(2)]
     cfg = create_backbone("cnn", width=4, depth=2, input_size=80)[1]
@@ -48,7 +48,7 @@ def test_an_80px_member_exports_with_its_resize_inside(tmp_path):
 @pytest.mark.data
 @pytest.mark.parametrize("name", list(EMBEDDED_MODELS))
 def test_core_and_torch_path_decide_alike_on_real_faces(name, ferplus_dir):
-    from ferroute.data import load_split
+    from ferroute.evaluate.ferplus import load_split
 
     faces = load_split("test", ferplus_dir).images[:1024]
     a = [r["decision"] for r in FERRouter.load(name, backend="onnx").route_faces(faces)]

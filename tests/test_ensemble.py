@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ferroute.backbones import create_backbone
-from ferroute.ensemble import (
+from ferroute.train.backbones import create_backbone
+from ferroute.train.ensemble import (
     TTA_VIEWS,
     Ensemble,
     ModelError,
@@ -17,7 +17,7 @@ from ferroute.ensemble import (
     preprocess,
     view,
 )
-from ferroute.graphs import PatchLinear, fold_batchnorm, inference_copy
+from ferroute.train.graphs import PatchLinear, fold_batchnorm, inference_copy
 
 
 def tiny_ensemble(m=3, width=4, stem_stride=1, stage_convs=None, meta=None, **options):
@@ -137,7 +137,7 @@ def test_bf16_precision_is_close_to_fp32_returns_float32_and_persists(tmp_path):
 
 
 def test_auto_precision_follows_the_hardware(monkeypatch):
-    from ferroute import backbones
+    from ferroute.train import backbones
 
     ens = tiny_ensemble(2)
     ens.configure(precision="auto")
@@ -148,7 +148,7 @@ def test_auto_precision_follows_the_hardware(monkeypatch):
 
 
 def test_shifted_views_average_and_repeat_the_border():
-    from ferroute.ensemble import view
+    from ferroute.train.ensemble import view
 
     ens = tiny_ensemble(2)
     faces = np.random.default_rng(6).integers(0, 256, (3, 48, 48), dtype=np.uint8)
@@ -338,7 +338,7 @@ def test_cpu_calls_run_chunks_on_threads_with_the_single_threaded_results(precis
 
 
 def test_quieting_quantization_notices_is_thread_safe():
-    from ferroute.graphs import _quiet_quantization
+    from ferroute.train.graphs import _quiet_quantization
 
     inside = threading.Barrier(4)
     counts = []
@@ -381,7 +381,8 @@ def test_int8_is_refused_where_it_cannot_run(tmp_path):
 
 
 def test_int8_falls_back_to_auto_without_the_x86_engine(monkeypatch):
-    from ferroute import backbones, runtime
+    from ferroute.train import backbones
+    from ferroute.train import runtime
 
     ens = tiny_ensemble(2)
     faces = np.random.default_rng(3).integers(0, 256, (5, 48, 48), dtype=np.uint8)

@@ -3,16 +3,16 @@ import json
 import numpy as np
 import pytest
 
-from ferroute.evaluation import evaluate
+from ferroute.evaluate.protocol import evaluate
 
 
 def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
-    from ferroute.data import load_split
+    from ferroute.evaluate.ferplus import load_split
     from tests.test_ensemble import tiny_ensemble
 
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
-    from ferroute.data import LabelledFaces
-    from ferroute.labelshift import PriorAdapter
+    from ferroute.evaluate.ferplus import LabelledFaces
+    from ferroute.decide.labelshift import PriorAdapter
 
     ck = LabelledFaces(te.images[:30], np.arange(30) % 8, np.arange(30) // 3)
     ens = tiny_ensemble(3)
@@ -53,8 +53,8 @@ def test_evaluate_end_to_end_on_tiny_model(fake_ferplus, tmp_path):
 
 def test_both_models_on_onnxruntime(fake_ferplus, tmp_path):
     """`ferroute evaluate` on a CPU without bf16 or int8 runs the model and its LDL baseline as graphs."""
-    from ferroute.data import load_split
-    from ferroute.export import to_onnx_backend
+    from ferroute.evaluate.ferplus import load_split
+    from ferroute.train.export import to_onnx_backend
     from tests.test_ensemble import tiny_ensemble
 
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
@@ -68,9 +68,9 @@ def test_both_models_on_onnxruntime(fake_ferplus, tmp_path):
 
 
 def test_an_int8_ensemble_with_a_baseline_that_cannot_run_int8(fake_ferplus, tmp_path):
-    from ferroute.backbones import create_backbone
-    from ferroute.data import load_split
-    from ferroute.ensemble import Ensemble
+    from ferroute.train.backbones import create_backbone
+    from ferroute.evaluate.ferplus import load_split
+    from ferroute.train.ensemble import Ensemble
     from tests.test_ensemble import tiny_ensemble
 
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
@@ -84,8 +84,9 @@ def test_an_int8_ensemble_with_a_baseline_that_cannot_run_int8(fake_ferplus, tmp
 
 def test_an_int8_model_evaluates_where_int8_falls_back(fake_ferplus, tmp_path, monkeypatch):
     """`fast` ships in int8; on a CPU without the x86 engine it runs in `auto`, and so must its baseline."""
-    from ferroute import backbones, runtime
-    from ferroute.data import load_split
+    from ferroute.train import backbones
+    from ferroute.train import runtime
+    from ferroute.evaluate.ferplus import load_split
     from tests.test_ensemble import tiny_ensemble
 
     va, te = load_split("valid", fake_ferplus), load_split("test", fake_ferplus)
@@ -98,9 +99,9 @@ def test_an_int8_model_evaluates_where_int8_falls_back(fake_ferplus, tmp_path, m
 
 def test_a_baseline_keeps_int8_scales_fitted_on_the_same_views(fake_ferplus, tmp_path, monkeypatch):
     """A shipped int8 baseline runs as stored; scales fitted on other views are refitted."""
-    from ferroute.backbones import int8_supported
-    from ferroute.data import load_split
-    from ferroute.ensemble import Ensemble
+    from ferroute.train.backbones import int8_supported
+    from ferroute.evaluate.ferplus import load_split
+    from ferroute.train.ensemble import Ensemble
     from tests.test_ensemble import tiny_ensemble
 
     if not int8_supported():

@@ -3,7 +3,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ferroute.cli import app
-from ferroute.ensemble import Ensemble
+from ferroute.train.ensemble import Ensemble
 
 pytest.importorskip("onnxruntime")
 
@@ -12,7 +12,7 @@ pytest.importorskip("onnxruntime")
 def test_onnx_export_parity(tiny_model_dir, tmp_path, tta):
     import shutil
 
-    from ferroute.export import OnnxEnsemble
+    from ferroute.train.export import OnnxEnsemble
 
     model = tmp_path / "model"
     shutil.copytree(tiny_model_dir, model)
@@ -48,7 +48,7 @@ def test_api_and_cli_onnx_backend_match_torch(tiny_model_dir, tmp_path):
 
 
 def test_export_of_a_bf16_model_is_a_float32_graph(tiny_model_dir, tmp_path):
-    from ferroute.export import OnnxEnsemble, export_onnx
+    from ferroute.train.export import OnnxEnsemble, export_onnx
 
     ens = Ensemble.load(tiny_model_dir)
     faces = np.random.default_rng(5).integers(0, 256, (9, 48, 48), dtype=np.uint8)
@@ -61,8 +61,8 @@ def test_export_of_a_bf16_model_is_a_float32_graph(tiny_model_dir, tmp_path):
 
 
 def test_onnx_export_parity_for_a_stride_two_stem(tmp_path):
-    from ferroute.backbones import create_backbone
-    from ferroute.export import OnnxEnsemble, export_onnx
+    from ferroute.train.backbones import create_backbone
+    from ferroute.train.export import OnnxEnsemble, export_onnx
 
     members = [create_backbone("cnn", width=4, depth=2, stem_stride=2) for _ in range(2)]
     ens = Ensemble([m for m, _ in members], members[0][1])
@@ -74,7 +74,7 @@ def test_onnx_export_parity_for_a_stride_two_stem(tmp_path):
 
 
 def test_vit_ensembles_export_their_inference_graph_with_parity(tmp_path):
-    from ferroute.export import OnnxEnsemble, export_onnx
+    from ferroute.train.export import OnnxEnsemble, export_onnx
     from tests.test_ensemble import tiny_vit_ensemble
 
     ens = tiny_vit_ensemble(2)  # evaluation runs the graph, patch embedding as one GEMM

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ferroute.crops import square_crop
-from ferroute.faces import FaceDetector
-from ferroute.images import ImageError, load_image
+from ferroute.vision.crops import square_crop
+from ferroute.vision.faces import FaceDetector
+from ferroute.vision.images import ImageError, load_image
 
 
 def png(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -196,7 +196,7 @@ def test_a_tilted_face_is_levelled_by_its_landmarks():
     f = det(rgb)[0]
     gray = rgb.mean(2).astype(np.uint8)
     # turn the photo by 10 degrees about the face and move the landmarks with it: the crop stays the same
-    from ferroute.crops import align_crop
+    from ferroute.vision.crops import align_crop
 
     cx, cy = np.mean(f.landmarks, 0)
     m = cv2.getRotationMatrix2D((float(cx), float(cy)), 10, 1.0)
@@ -207,7 +207,7 @@ def test_a_tilted_face_is_levelled_by_its_landmarks():
 
 
 def test_crop_framing_matches_fer2013_measurement():
-    from ferroute.crops import fer2013_landmarks, similarity_to_fer2013
+    from ferroute.vision.crops import fer2013_landmarks, similarity_to_fer2013
 
     target = fer2013_landmarks()
     # a face 4x larger, turned by 20 degrees and shifted, maps back onto the target points
@@ -235,7 +235,7 @@ def test_extreme_shapes_never_raise(shape):
 
 
 def test_jpeg_decoded_at_reduced_scale_reports_original_pixels():
-    from ferroute.images import decode_image
+    from ferroute.vision.images import decode_image
 
     big = Image.open(ASTRONAUT).resize((2048, 2048))
     data = png(big, "JPEG", quality=90)
@@ -263,7 +263,7 @@ def test_a_folder_named_like_an_image_is_an_image_error(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
 def test_exif_orientation_survives_downscaling_a_large_image(fmt):
-    from ferroute.images import decode_image
+    from ferroute.vision.images import decode_image
 
     img = Image.new("RGB", (3000, 1000), (200, 30, 30))
     exif = img.getexif()

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ferroute import heldout
-from ferroute.corruptions import CORRUPTIONS, HELD_OUT, corrupt
+from ferroute.evaluate import heldout
+from ferroute.evaluate.corruptions import CORRUPTIONS, HELD_OUT, corrupt
 
 FIX = Path(__file__).parent / "fixtures"
 

@@ -8,8 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from ferroute.labelshift import PRIORS_FILE, PriorAdapter
-from ferroute.shift import NotFittedError
+from ferroute.decide.labelshift import PRIORS_FILE, PriorAdapter
+from ferroute.decide.shift import NotFittedError
 
 C = 4
 
@@ -98,14 +98,14 @@ def test_file_round_trip_and_a_damaged_file_names_itself(adapter, tmp_path):
 
 @pytest.fixture(scope="module")
 def router_and_valid(ferplus_dir):
-    from ferroute.data import load_split
-    from ferroute.pipeline import FERRouter
+    from ferroute.evaluate.ferplus import load_split
+    from ferroute.router import FERRouter
 
     return FERRouter.load(), load_split("valid", ferplus_dir)
 
 
 def test_embedded_models_ship_their_adapter():
-    from ferroute.pipeline import EMBEDDED_MODELS, resolve_model_dir
+    from ferroute.router import EMBEDDED_MODELS, resolve_model_dir
 
     for name in EMBEDDED_MODELS:
         adapter = PriorAdapter.load(resolve_model_dir(name))
@@ -133,7 +133,7 @@ def test_adapt_to_a_set_without_neutral_faces(router_and_valid):
 def test_adapt_to_refuses_a_small_batch_and_a_model_without_priors(router_and_valid):
     import copy
 
-    from ferroute.ensemble import ModelError
+    from ferroute.train.ensemble import ModelError
 
     router, va = router_and_valid
     with pytest.raises(ValueError, match="at least 100 faces"):

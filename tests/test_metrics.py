@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from scipy.stats import rankdata, spearmanr
 from sklearn.metrics import roc_auc_score
 
-from ferroute.metrics import (
+from ferroute.evaluate.metrics import (
     _resampled_ranks,
     auroc,
     kept_at_rate,
@@ -82,7 +82,7 @@ def test_spearman_ci_brackets_estimate():
 
 
 def test_kl_and_js_against_votes():
-    from ferroute.metrics import js_divergence, kl_divergence
+    from ferroute.evaluate.metrics import js_divergence, kl_divergence
 
     rng = np.random.default_rng(0)
     p, q = rng.dirichlet(np.ones(8), 50), rng.dirichlet(np.ones(8), 50)
@@ -93,7 +93,7 @@ def test_kl_and_js_against_votes():
 
 
 def test_top_share_calibration_is_zero_for_a_predictor_that_is_its_own_truth():
-    from ferroute.metrics import top_share_calibration
+    from ferroute.evaluate.metrics import top_share_calibration
 
     p = np.random.default_rng(1).dirichlet(np.ones(8), 200)
     assert top_share_calibration(p, p)["ece"] == pytest.approx(0, abs=1e-12)
@@ -101,7 +101,7 @@ def test_top_share_calibration_is_zero_for_a_predictor_that_is_its_own_truth():
 
 
 def test_aurc_orders_scorers():
-    from ferroute.metrics import aurc, risk_coverage
+    from ferroute.evaluate.metrics import aurc, risk_coverage
 
     correct = np.array([1, 1, 1, 0, 0] * 20, bool)
     perfect, reverse = correct.astype(float), -correct.astype(float)
@@ -111,7 +111,7 @@ def test_aurc_orders_scorers():
 
 
 def test_vote_noise_ceiling_is_sane():
-    from ferroute.metrics import vote_noise_ceiling
+    from ferroute.evaluate.metrics import vote_noise_ceiling
 
     rng = np.random.default_rng(2)
     votes = np.stack([rng.multinomial(10, q) for q in rng.dirichlet(np.full(8, 0.3), 300)])

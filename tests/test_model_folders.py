@@ -8,9 +8,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from ferroute.backbones import check_config_kwargs
+from ferroute.train.backbones import check_config_kwargs
 from ferroute.cli import app
-from ferroute.ensemble import Ensemble, ModelError
+from ferroute.train.ensemble import Ensemble, ModelError
 
 runner = CliRunner()
 

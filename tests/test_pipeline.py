@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import ferroute
-from ferroute.routing import NotCalibratedError
+from ferroute.decide.routing import NotCalibratedError
 
 
 def test_load_routes_arrays_paths_and_pil(tiny_model_dir, tmp_path):
@@ -89,7 +89,7 @@ def test_import_ferroute_does_not_load_torch():
 
 
 def test_batches_are_padded_to_few_shapes():
-    from ferroute.pipeline import batch_shape
+    from ferroute.router import batch_shape
 
     sizes = {batch_shape(n) for n in range(1, 257)}
     assert sizes == {1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256}

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from ferroute.routing import NotCalibratedError, SingleScoreRouter, UncertaintyRouter
-from ferroute.uncertainty import decompose
+from ferroute.decide.routing import NotCalibratedError, SingleScoreRouter, UncertaintyRouter
+from ferroute.decide.uncertainty import decompose
 
 LABELS = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
 
@@ -91,7 +91,7 @@ def test_plain_epistemic_shift_score():
 def test_conformal_threshold_promise_holds_on_fresh_in_distribution_faces():
     """Split-conformal: over many calibration draws, a fresh exchangeable face is rejected at
     most reject_rate of the time, and the 95 % bound covers the realised rate in >= 95 % of draws."""
-    from ferroute.routing import conformal_rank
+    from ferroute.decide.routing import conformal_rank
 
     rng = np.random.default_rng(0)
     alpha, n = 0.05, 400
@@ -102,7 +102,7 @@ def test_conformal_threshold_promise_holds_on_fresh_in_distribution_faces():
         t = np.sort(cal)[k - 1]
         rate = float(np.mean(rng.normal(size=20000) > t))
         realised.append(rate)
-        from ferroute.routing import beta_ppf
+        from ferroute.decide.routing import beta_ppf
 
         covered += rate <= beta_ppf(0.95, n + 1 - k, k)
     assert np.mean(realised) <= alpha + 0.002
@@ -112,7 +112,7 @@ def test_conformal_threshold_promise_holds_on_fresh_in_distribution_faces():
 def test_beta_ppf_matches_scipy():
     from scipy.stats import beta
 
-    from ferroute.routing import beta_ppf
+    from ferroute.decide.routing import beta_ppf
 
     for q, a, b in [(0.95, 180, 3400), (0.5, 3, 7), (0.05, 1, 1), (0.99, 20, 400)]:
         assert abs(beta_ppf(q, a, b) - beta.ppf(q, a, b)) < 1e-9
@@ -199,7 +199,7 @@ def test_a_router_without_votes_keeps_the_aleatoric_rule():
 def test_a_learned_reject_score_routes_and_names_the_signal_that_moved_it():
     import json
 
-    from ferroute.shift import LearnedScore
+    from ferroute.decide.shift import LearnedScore
 
     rng = np.random.default_rng(5)
     p, amb = synthetic(n=800)
@@ -234,7 +234,7 @@ def test_learned_with_a_face_floor_rejects_what_either_part_finds_unusual():
     finds nothing odd, and the reason then names face-likeness."""
     import json
 
-    from ferroute.shift import LearnedScore
+    from ferroute.decide.shift import LearnedScore
 
     rng = np.random.default_rng(6)
     p, amb = synthetic(n=800)

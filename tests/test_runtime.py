@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from ferroute.ensemble import Ensemble, RunOptions
+from ferroute.train.ensemble import Ensemble, RunOptions
 from tests.test_ensemble import tiny_ensemble, trained_like
 
 

@@ -74,7 +74,7 @@ def test_ray_resume_routes_only_what_is_new(local_ray, inputs, tiny_model_dir, t
 
 
 def test_route_dataset_composes_with_user_datasets(local_ray, tiny_model_dir):
-    from ferroute.scale import route_dataset
+    from ferroute.output.scale import route_dataset
 
     ds = ray.data.from_items([{"path": str(EXAMPLES / "clear_face.png")}, {"path": "/nope/missing.png"}])
     rows = {r["source"]: r for r in route_dataset(ds, model=str(tiny_model_dir)).take_all()}

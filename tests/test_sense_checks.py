@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ferroute.cli import app
-from ferroute.pipeline import resolve_model_dir
+from ferroute.router import resolve_model_dir
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 runner = CliRunner()
@@ -127,7 +127,7 @@ def test_resume_matches_inputs_by_resolved_path(tmp_path, monkeypatch):
 
 
 def test_a_cache_entry_that_is_not_a_regular_file_is_removed(tmp_path):
-    from ferroute import cache
+    from ferroute.engine import cache
 
     stem = tmp_path / "x"
     os.mkfifo(tmp_path / ("x." + "0" * cache.DIGEST_CHARS + ".onnx"))
@@ -135,3 +135,35 @@ def test_a_cache_entry_that_is_not_a_regular_file_is_removed(tmp_path):
     with pytest.warns(UserWarning, match="not a regular file"):
         assert cache.find(stem, ".onnx") is None
     assert not list(tmp_path.iterdir())
+
+
+def test_one_zeroed_member_is_exit_2_on_backend_torch(model):
+    """One member zeroed, four intact: the torch members are refused, naming the member."""
+    import numpy as np
+
+    pytest.importorskip("torch")
+    from safetensors.numpy import load_file, save_file
+
+    member = model / "member_2.safetensors"
+    save_file({k: np.zeros_like(v) for k, v in load_file(str(member)).items()}, str(member))
+    (model / "ensemble.onnx").unlink()
+    res = runner.invoke(app, ["route", str(EXAMPLES / "clear_face.png"), "--model", str(model), "--backend", "torch"])
+    assert res.exit_code == 2, res.output
+    assert "member 2" in res.output and "zeroed" in res.output
+
+
+def test_the_probe_check_names_a_still_member_whichever_backend_answers():
+    """The check both backends run (a graph through onnxruntime, members through torch)."""
+    import numpy as np
+
+    from ferroute.engine.config import ModelError
+    from ferroute.engine.sense import check_members
+
+    def predict(faces):  # (6, 3, 8): members 0 and 2 vary with the face, member 1 does not
+        x = faces.reshape(len(faces), -1).mean(1, keepdims=True) / 255.0
+        p = np.concatenate([x, 1 - x, np.zeros((len(faces), 6))], 1)
+        return np.stack([p, np.full_like(p, 1 / 8), p[:, ::-1]], 1)
+
+    with pytest.raises(ModelError, match="member 1 gives every probe face the same output"):
+        check_members(predict, "m", 3, 8)
+    check_members(lambda f: predict(f)[:, [0, 2]], "m", 2, 8)

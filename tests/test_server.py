@@ -6,8 +6,8 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from ferroute.pipeline import FERRouter
-from ferroute.server import create_app
+from ferroute.router import FERRouter
+from ferroute.serve.app import create_app
 
 
 def png_bytes(a) -> bytes:
@@ -66,7 +66,7 @@ def test_bearer_token(tiny_model_dir):
 def test_real_uvicorn_process_on_loopback(tiny_model_dir):
     import httpx
 
-    from ferroute.server import start_local_server
+    from ferroute.serve.app import start_local_server
 
     proc, url = start_local_server(tiny_model_dir, env=dict(os.environ, FERROUTE_API_TOKEN="t"))
     try:
@@ -82,7 +82,7 @@ def test_real_uvicorn_process_on_loopback(tiny_model_dir):
 def test_micro_batcher_groups_concurrent_requests_and_keeps_order():
     from concurrent.futures import ThreadPoolExecutor
 
-    from ferroute.server import MicroBatcher
+    from ferroute.serve.app import MicroBatcher
 
     calls = []
 

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ferroute.limits import Limits
-from ferroute.pipeline import FERRouter
-from ferroute.server import create_app, start_local_server
+from ferroute.serve.limits import Limits
+from ferroute.router import FERRouter
+from ferroute.serve.app import create_app, start_local_server
 
 
 def enc(img: Image.Image, fmt: str = "PNG") -> bytes:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from ferroute.corruptions import corrupt
-from ferroute.nonface import nonface_crops
-from ferroute.shift import (
+from ferroute.evaluate.corruptions import corrupt
+from ferroute.evaluate.nonface import nonface_crops
+from ferroute.decide.shift import (
     FaceLikeness,
     FeatureDensity,
     NotFittedError,
@@ -126,7 +126,7 @@ def test_face_likeness_is_stored_and_refitted_by_name(tmp_path):
 
 
 def test_tiled_faces_keep_the_pixels_and_lose_the_layout():
-    from ferroute.nonface import tiled_faces
+    from ferroute.evaluate.nonface import tiled_faces
 
     faces = np.random.default_rng(0).integers(0, 256, (40, 48, 48), dtype=np.uint8)
     t = tiled_faces(faces, seed=1)

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from ferroute.data import load_split
-from ferroute.ensemble import Ensemble
-from ferroute.training import (
+from ferroute.evaluate.ferplus import load_split
+from ferroute.train.ensemble import Ensemble
+from ferroute.train.fit import (
     TrainConfig,
     augment_batch,
     soft_cross_entropy,
@@ -46,8 +46,8 @@ def test_train_resume_member_by_member(fake_ferplus, tmp_path):
 
 
 def test_an_interrupted_member_continues_from_its_last_epoch_to_the_same_weights(fake_ferplus, tmp_path, monkeypatch):
-    import ferroute.training as training
-    from ferroute.training import train_member
+    import ferroute.train.fit as training
+    from ferroute.train.fit import train_member
 
     tr, va = load_split("train", fake_ferplus), load_split("valid", fake_ferplus)
     tc = TrainConfig(epochs=3, batch_size=16, pretrained=False, threads=1)
@@ -84,7 +84,7 @@ def test_majority_target_uses_labelled_faces_only(fake_ferplus, tmp_path):
 
 
 def test_precision_choice_resolves_and_rejects_typos():
-    from ferroute.backbones import use_bf16
+    from ferroute.train.backbones import use_bf16
 
     assert use_bf16("bf16", "cpu") and not use_bf16("fp32", "cpu")
     with pytest.raises(ValueError, match="precision"):
@@ -102,9 +102,9 @@ def _teacher(fake_ferplus, path, tta="hflip", members=2):
 
 
 def test_teacher_targets_are_the_members_mean_over_its_views():
-    from ferroute.backbones import create_backbone
-    from ferroute.ensemble import TTA_VIEWS
-    from ferroute.training import Teacher
+    from ferroute.train.backbones import create_backbone
+    from ferroute.train.ensemble import TTA_VIEWS
+    from ferroute.train.fit import Teacher
 
     model, _ = create_backbone("cnn", width=4, depth=2)
     t = Teacher(model.eval(), TTA_VIEWS["hflip"])
@@ -148,7 +148,7 @@ def test_distillation_refuses_what_it_cannot_do(fake_ferplus, tmp_path):
 def test_deploy_augmentations_are_seeded_bounded_and_vary_by_face():
     import torch
 
-    from ferroute.training import deploy_augment_batch
+    from ferroute.train.fit import deploy_augment_batch
 
     x = torch.rand(32, 1, 48, 48)
     a = deploy_augment_batch(x, torch.Generator().manual_seed(3))

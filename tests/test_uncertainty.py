@@ -4,7 +4,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from ferroute.uncertainty import decompose, entropy
+from ferroute.decide.uncertainty import decompose, entropy
 
 probs = st.tuples(st.integers(1, 6), st.integers(1, 5), st.integers(2, 8)).flatmap(
     lambda s: arrays(np.float64, s, elements=st.floats(0, 1, allow_nan=False)).map(lambda a: a + 1e-9)

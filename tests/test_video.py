@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import ferroute
 from ferroute.cli import app
-from ferroute.video import IoUTracker, iou, sample_frames
+from ferroute.vision.video import IoUTracker, iou, sample_frames
 
 ASTRONAUT = Path(__file__).resolve().parents[1] / "examples" / "astronaut_photo.jpg"
 
@@ -64,7 +64,7 @@ def test_annotate_draws_each_decision_in_its_colour(tiny_model_dir):
     faces = router.route(ASTRONAUT)
     pic = np.asarray(ferroute.annotate(ASTRONAUT, faces))
     x, y, w, h = faces[0]["box"]
-    from ferroute.draw import COLORS
+    from ferroute.vision.draw import COLORS
 
     edge = pic[y + h // 2, x]  # a pixel on the box's left edge
     assert tuple(edge) == COLORS[faces[0]["decision"]]

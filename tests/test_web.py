@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ferroute.server import start_local_server
+from ferroute.serve.app import start_local_server
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

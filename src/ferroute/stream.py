@@ -1,6 +1,6 @@
 """Route a stream of images with flat memory: decoding and detection in threads, the model in batches.
 
-Kept apart from :mod:`ferroute.pipeline` (which imports torch) so that a caller can start
+Kept apart from :mod:`ferroute.router` (which imports torch) so that a caller can start
 finding faces while the model is still loading: pass a ``Future`` of the router.
 """
 
@@ -11,14 +11,14 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Union
 
-from .faces import FaceDetector, Prepared, find_faces, input_name
-from .images import ImageInput
+from .vision.faces import FaceDetector, Prepared, find_faces, input_name
+from .vision.images import ImageInput
 
 #: batches whose faces may be found ahead while the model is still loading (crops only: small)
 _AHEAD_WHILE_LOADING = 8
 
 if TYPE_CHECKING:
-    from .pipeline import FERRouter
+    from .router import FERRouter
 
 
 def route_stream(

@@ -58,9 +58,9 @@ def train(
     target, precision = _v(target), _v(precision)  # type: ignore[assignment]
     if backbone != "cnn":
         _need("train", "timm")
-    from ..backbones import use_bf16
-    from ..data import DataError, load_split
-    from ..training import TrainConfig, train_ensemble
+    from ..train.backbones import use_bf16
+    from ..evaluate.ferplus import DataError, load_split
+    from ..train.fit import TrainConfig, train_ensemble
 
     try:
         use_bf16(precision, "cpu")  # validates the choice before any data is read
@@ -71,9 +71,9 @@ def train(
     if ldl:
         members, target = 1, "soft"
     if distill_from is not None:  # checked here, before the data is read
-        from ..config import ModelError
-        from ..pipeline import resolve_model_dir
-        from ..training import load_teacher
+        from ..engine.config import ModelError
+        from ..router import resolve_model_dir
+        from ..train.fit import load_teacher
 
         distill_from = resolve_model_dir(distill_from)
         try:
@@ -100,7 +100,7 @@ def pack_data(
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
 ) -> None:
     """Pack the decoded FERPlus splits as compressed arrays; --data OUT then reads them."""
-    from ..data import DataError, pack_splits
+    from ..evaluate.ferplus import DataError, pack_splits
 
     try:
         path = pack_splits(out, data)
@@ -115,7 +115,7 @@ def calibrate(
     data: Optional[Path] = typer.Option(None, help="FERPlus folder (default: $FERPLUS_DIR)."),
     reject_rate: float = typer.Option(0.05, help="Share of clean validation faces the router may reject."),
     tta: Optional[Tta] = typer.Option(None, help="Set test-time augmentation first: none, hflip or hflip-shift (stored in config.json)."),
-    shift: Optional[Shift] = typer.Option(None, help="Reject score [default: the model's own, else face]: 'learned' (fitted on shifted validation faces and validation non-faces by scripts/select_shift_score.py --write, which also calibrates it; 'learned+face' adds face-likeness as a floor, fitted the same way), 'face' (how little the crop looks like a face to the face detector; the default, chosen on validation faces under held-out corruptions and validation non-face crops: docs/shift_score_selection.txt), 'epistemic' (the paper's), its ambiguity-'conditional' z, 'pixels' (how unusual the crop's image statistics are, fitted on training faces), or a union that rejects when any part is unusual."),
+    shift: Optional[Shift] = typer.Option(None, help="Reject score [default: the model's own, else face]: 'learned' (fitted on shifted validation faces and validation non-faces by scripts/select_shift_score.py --write, which also calibrates it; 'learned+face' adds face-likeness as a floor, fitted the same way), 'face' (how little the crop looks like a face to the face detector; the default, chosen on validation faces under held-out corruptions and validation non-face crops: docs/records/shift_score_selection.txt), 'epistemic' (the paper's), its ambiguity-'conditional' z, 'pixels' (how unusual the crop's image statistics are, fitted on training faces), or a union that rejects when any part is unusual."),
     precision: Optional[Precision] = typer.Option(None, help="Set inference arithmetic first: fp32, bf16, auto (bf16 on CUDA and AMX/AVX512-BF16 CPUs) or int8 (CNN ensembles on the CPU; activation scales fitted on the validation faces); stored in config.json."),
     device: str = typer.Option("cpu", help=DEVICE_HELP),
 ) -> None:
@@ -123,9 +123,9 @@ def calibrate(
     the model's ONNX graph, ensemble.onnx, which the core runs)."""
     _need("train", "torch", "safetensors")
     tta, shift, precision = _v(tta), _v(shift), _v(precision)  # type: ignore[assignment]
-    from ..data import DataError, load_split
-    from ..ensemble import write_config
-    from ..pipeline import resolve_model_dir
+    from ..evaluate.ferplus import DataError, load_split
+    from ..train.ensemble import write_config
+    from ..router import resolve_model_dir
 
     if shift is None:  # keep the model's own score
         stored = resolve_model_dir(model) / "router.json"
@@ -133,7 +133,7 @@ def calibrate(
     if "learned" in str(shift).split("+"):
         _fail(f"the {shift} reject score is fitted on shifted validation faces, which calibrate does not make: run "
               f"`python scripts/select_shift_score.py {model} --write` (it fits, chooses and calibrates), or pick --shift face")
-    from ..routing import UncertaintyRouter
+    from ..decide.routing import UncertaintyRouter
 
     ens, d = _load_model(model, device)
     try:
@@ -161,9 +161,9 @@ def calibrate(
     if single:
         typer.echo(f"stored tta {ens.tta}, precision {ens.precision} in {d / 'config.json'}; a single model gets no routing thresholds")
         return
-    from ..labelshift import PriorAdapter
-    from ..shift import fit_signals, load_signals, save_signals
-    from ..uncertainty import decompose
+    from ..decide.labelshift import PriorAdapter
+    from ..decide.shift import fit_signals, load_signals, save_signals
+    from ..decide.uncertainty import decompose
 
     router = UncertaintyRouter(reject_rate=reject_rate, shift=shift)
     try:
@@ -174,7 +174,7 @@ def calibrate(
     if missing:  # only the image statistics are fitted (on training faces); the face signal needs nothing
         tr = load_split("train", data) if "pixels" in missing else None
         signals |= fit_signals(missing, *((tr.images, tr.labels) if tr else ()))
-        save_signals(d, signals, note="pixels fitted on 12000 FERPlus training faces (ferroute.shift.training_subset)")
+        save_signals(d, signals, note="pixels fitted on 12000 FERPlus training faces (ferroute.decide.shift.training_subset)")
     sig = {k: signals[k].score(va.images) for k in router.needs}
     probs = ens.predict_proba(va.images, progress=True)
     router.fit({**decompose(probs), **sig}, va.disagreement)
@@ -190,7 +190,7 @@ def calibrate(
 
 def _write_graph(d: Path) -> None:
     """Write ``d/ensemble.onnx`` (the core's graph), or say why not."""
-    from ..export import write_graph
+    from ..train.export import write_graph
 
     try:
         typer.echo(f"wrote the ONNX graph the core runs -> {write_graph(d)}")
@@ -202,9 +202,9 @@ def _write_graph(d: Path) -> None:
 def _kept_selection(d: Path, shift: str) -> dict | None:
     """The record of how ``shift`` was chosen (``scripts/select_shift_score.py --write``), kept
     across a recalibration that keeps that score; a new score drops it."""
-    from ..config import ModelError
-    from ..pipeline import load_router
-    from ..routing import NotCalibratedError
+    from ..engine.config import ModelError
+    from ..router import load_router
+    from ..decide.routing import NotCalibratedError
 
     try:
         old = load_router(d)
@@ -232,11 +232,11 @@ def evaluate(
     """Run the dual-validation protocol on FERPlus test and write the report."""
     backend, compile, precision = _v(backend), _v(compile), _v(precision)  # type: ignore[assignment]
     _need("train", "torch", "safetensors", "scipy", "matplotlib")
-    from ..corruptions import CORRUPTIONS
-    from ..data import DataError, load_split
-    from ..ensemble import Ensemble, ModelError
-    from ..evaluation import evaluate as run
-    from ..pipeline import default_ldl_dir, load_router
+    from ..evaluate.corruptions import CORRUPTIONS
+    from ..evaluate.ferplus import DataError, load_split
+    from ..train.ensemble import Ensemble, ModelError
+    from ..evaluate.protocol import evaluate as run
+    from ..router import default_ldl_dir, load_router
 
     try:
         va = load_split("valid", data)
@@ -254,7 +254,7 @@ def evaluate(
         if precision == "int8":
             _quantize(ens, va.images)
         if router is not None:  # thresholds fitted under other arithmetic: refit them, same settings
-            from ..routing import UncertaintyRouter
+            from ..decide.routing import UncertaintyRouter
 
             chosen = router.selection
             router = UncertaintyRouter(reject_rate=router.reject_rate, n_bins=router.n_bins, shift=router.shift)
@@ -283,14 +283,14 @@ def evaluate(
 
         ok = all(importlib.util.find_spec(m) for m in ("onnx", "onnxruntime"))
         backend = "onnx" if ok and dev.type == "cpu" and not ens.runtime.uses_bf16(dev) and not ens.runtime.uses_int8(dev) else "torch"
-    from ..export import with_backend
+    from ..train.export import with_backend
 
     if ldl_model is not None:
         ldl_model.configure(tta=ens.tta)  # before any export: the graph bakes the TTA in
         ldl_model = with_backend(ldl_model, backend)
     ens = with_backend(ens, backend)
-    from ..labelshift import PriorAdapter
-    from ..shift import load_signals
+    from ..decide.labelshift import PriorAdapter
+    from ..decide.shift import load_signals
 
     try:
         signals, priors = load_signals(model_dir), PriorAdapter.load(model_dir)
@@ -298,7 +298,7 @@ def evaluate(
         _fail(str(exc))
     if router is not None and any(k not in signals for k in router.needs):
         _fail(f"{model_dir}: the router rejects on {router.shift!r} but shift.json lacks {list(router.needs)}; run `ferroute calibrate --model {model_dir}`")
-    from ..data import load_ckplus, resolve_data_dir
+    from ..evaluate.ferplus import load_ckplus, resolve_data_dir
 
     ck_dir = ckplus or resolve_data_dir(data).parent / "ckplus48"
     try:
@@ -326,8 +326,8 @@ def export(
 ) -> None:
     """Export all members as one ONNX graph: gray crops (B, 48, 48) uint8 in, (B, M, C) probabilities out."""
     _need("train", "torch", "safetensors", "onnx")
-    from ..export import export_onnx
-    from ..onnxrun import GRAPH_FILE, weights_digest
+    from ..train.export import export_onnx
+    from ..engine.onnxrun import GRAPH_FILE, weights_digest
 
     ens, d = _load_model(model_dir)
     path = export_onnx(ens, out or d / GRAPH_FILE, weights_digest=weights_digest(d))

@@ -119,7 +119,7 @@ def _device(device: str, backend: str = "torch"):
     if backend == "onnx":
         _fail(f"--device: the onnx backend runs on the CPU; use --backend torch for device {device!r}")
     _need("train", "torch")
-    from ..backbones import check_device
+    from ..train.backbones import check_device
 
     try:
         return check_device(device, backend)
@@ -129,8 +129,8 @@ def _device(device: str, backend: str = "torch"):
 
 
 def _load_model(model: Optional[Path], device: str = "cpu", backend: str = "torch"):
-    from ..ensemble import Ensemble, ModelError
-    from ..pipeline import resolve_model_dir
+    from ..train.ensemble import Ensemble, ModelError
+    from ..router import resolve_model_dir
 
     dev = _device(device, backend)
     d = resolve_model_dir(model)
@@ -151,9 +151,9 @@ def _quantize(ens, faces) -> None:
 
 def _load_router(model: Optional[Path], backend: str, device: str, ambiguous_below: Optional[float] = None):
     """The router, or a usage error (exit 2) naming what is wrong with the model or options."""
-    from ..config import ModelError
-    from ..pipeline import FERRouter
-    from ..routing import NotCalibratedError
+    from ..engine.config import ModelError
+    from ..router import FERRouter
+    from ..decide.routing import NotCalibratedError
 
     try:
         return FERRouter.load(model, backend=backend, device=device, ambiguous_below=ambiguous_below)

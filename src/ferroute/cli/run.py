@@ -41,7 +41,7 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], set[str]]:
     import glob
     import os
 
-    from ..video import VIDEO_SUFFIXES
+    from ..vision.video import VIDEO_SUFFIXES
 
     suffixes = IMAGE_SUFFIXES | VIDEO_SUFFIXES
     entries: list[str] = []
@@ -131,7 +131,7 @@ def _adapted(loading: Future, photos: list[str]) -> Future:
     """The loaded router moved to the emotion mix of ``photos``' faces (a first pass over them)."""
     from concurrent.futures import Future
 
-    from ..config import ModelError
+    from ..engine.config import ModelError
 
     router = loading.result()
     typer.echo(f"estimating the emotion mix of the faces in {len(photos)} photos (a first pass) ...", err=True)
@@ -179,10 +179,10 @@ def route(
     import cv2
     from tqdm.auto import tqdm
 
-    from ..faces import FaceDetector
-    from ..results import TEXT_COLUMNS, text_rows
+    from ..vision.faces import FaceDetector
+    from ..output.results import TEXT_COLUMNS, text_rows
     from ..stream import route_stream
-    from ..video import is_video
+    from ..vision.video import is_video
 
     fmt, engine, backend = _v(fmt), _v(engine), _v(backend)  # type: ignore[assignment]
     fmt = fmt or ("parquet" if engine == "ray" or (out is not None and out.suffix == ".parquet") else "table")
@@ -205,7 +205,7 @@ def route(
         _route_on_ray(entries, missing, out, model, address, workers, resume)
         return
     if fmt == "parquet":
-        from ..results import done_sources
+        from ..output.results import done_sources
 
         done = done_sources(out) if resume else set()
     else:
@@ -223,7 +223,7 @@ def route(
     appending = bool(done) or (resume and out is not None and out.is_file() and out.stat().st_size > 0)
     parts = None
     if fmt == "parquet":
-        from ..results import ParquetParts
+        from ..output.results import ParquetParts
 
         parts = ParquetParts(out)
         sink = io.StringIO()
@@ -242,7 +242,7 @@ def route(
         rows = text_rows(item)
         n_rows += len(rows)
         if parts is not None:
-            from ..results import model_identity, result_rows
+            from ..output.results import model_identity, result_rows
 
             identity = identity or model_identity(loading.result())
             if "time" in item:  # a video frame: its time goes into the source
@@ -296,7 +296,7 @@ def route(
 
 
 def _route_on_ray(entries: list[str], missing: set[str], out: Path, model: Optional[Path], address: Optional[str], workers: int, resume: bool) -> None:
-    from ..scale import (
+    from ..output.scale import (
         run,  # Ray itself was checked for (_need) before the inputs were expanded
     )
     # paths that match nothing are still rows (errors), as in the local path
@@ -327,8 +327,8 @@ def _done_sources(out: Path, fmt: str) -> set[str]:
 
 
 def _write_annotated(item: dict, folder: Path) -> None:
-    from ..draw import annotate
-    from ..images import ImageError
+    from ..vision.draw import annotate
+    from ..vision.images import ImageError
 
     folder.mkdir(parents=True, exist_ok=True)
     src = Path(item["source"])
@@ -341,8 +341,8 @@ def _write_annotated(item: dict, folder: Path) -> None:
 def _route_video(router, path: str, fps: float, annotate: Optional[Path], emit) -> None:
     from tqdm.auto import tqdm
 
-    from ..images import ImageError
-    from ..video import frame_count, plot_tracks, route_video
+    from ..vision.images import ImageError
+    from ..vision.video import frame_count, plot_tracks, route_video
 
     items = []
     bar = tqdm(total=frame_count(path, fps), desc=Path(path).name, unit="frame", file=sys.stderr)
@@ -376,7 +376,7 @@ def _print_table(rows: list[dict], sink) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..results import TEXT_COLUMNS
+    from ..output.results import TEXT_COLUMNS
 
     tty = sink.isatty() if hasattr(sink, "isatty") else False
     console = Console(file=sink, color_system="auto" if tty else None, force_terminal=tty)
@@ -421,13 +421,13 @@ def serve(
     """Serve the web page at /, the HTTP API (POST /v1/route, GET /v1/model, GET /healthz) and its docs at /docs.
 
     Set FERROUTE_API_TOKEN to require 'Authorization: Bearer <token>' on /v1/ endpoints.
-    The limits' defaults are safe for a 2-core, 24 GB machine (docs/bench_soak.txt).
+    The limits' defaults are safe for a 2-core, 24 GB machine (docs/records/bench_soak.txt).
     """
     import os
 
     backend = _v(backend)  # type: ignore[assignment]
     _need("serve", "fastapi", "fastapi_offline", "uvicorn", "multipart")
-    from ..server import serve as run
+    from ..serve.app import serve as run
 
     _device(device, backend)  # a usage error now, not a traceback in each worker
     given = {"FERROUTE_MAX_ACTIVE": max_active, "FERROUTE_MAX_QUEUED": max_queued, "FERROUTE_QUEUE_TIMEOUT_S": queue_timeout,

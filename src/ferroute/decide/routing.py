@@ -1,0 +1,485 @@
+"""Uncertainty-Aware Routing (UAR) and the single-score baseline, with the fit -> route order enforced.
+
+UAR asks two questions in order:
+
+1. *Is the input out of distribution?* Its epistemic uncertainty is compared with that of
+   in-distribution faces **of similar ambiguity**: ambiguous faces carry more epistemic
+   uncertainty even when familiar, so a single epistemic threshold would reject them as
+   shifted. The shift score is the standardised residual
+   ``z = (log eps - mu(a)) / sd(a)``, where ``mu`` and ``sd`` are the mean and spread of
+   ``log eps`` among validation faces of aleatoric level ``a`` (quantile bins, linearly
+   interpolated). ``z`` above its threshold -> ``reject``.
+2. *Would people disagree about it?* Its ``agreement``, the vote-calibrated predicted share
+   of people who would pick its top emotion (:mod:`ferroute.decide.agreement`), below the
+   ambiguity level -> ``ambiguous``. Otherwise -> ``accept``. (A router calibrated before
+   agreement existed flags aleatoric above its threshold instead.)
+
+The reject (shift) score is one of :data:`UncertaintyRouter.SHIFT_SCORES`: ``epistemic``
+(the paper's), ``conditional`` (the z above), ``pixels`` (how unusual the crop's image
+statistics are, :class:`ferroute.decide.shift.PixelStats`; the pipeline passes it in as the
+signal ``pixels``), ``face`` (how little the crop looks like a face to the face detector,
+:class:`ferroute.decide.shift.FaceLikeness`), or a union such as ``epistemic+pixels+face``: reject
+when *any* part is unusual, i.e. on the larger of the parts' percentiles among validation faces. Which one
+ships is chosen on validation faces under held-out corruptions
+(``scripts/select_shift_score.py``).
+
+Calibration rule (on clean FERPlus validation faces, which are in distribution):
+the reject threshold is the split-conformal quantile of the shift score: the
+``ceil((n + 1)(1 - reject_rate))``-th smallest of the ``n`` validation scores. For a new face
+exchangeable with them (drawn like the validation faces), the chance that it is rejected
+is then at most ``reject_rate`` (default 5 %), averaged over calibration draws; and with 95 %
+confidence over the draw of the validation faces, this router's own false-reject rate is at
+most ``guarantee()["reject_rate_upper_95"]`` (the Beta(n + 1 - k, k) law of a conformal
+quantile; about 5.6 % for FERPlus's 3,579 validation faces). The ambiguity level and the
+vote temperature are fitted on the same faces' vote distributions (:mod:`ferroute.decide.agreement`:
+the level whose flagged share matches the share of faces people actually split on); users may
+set their own level (``ambiguous_below``). The aleatoric threshold (the value that best
+separates the faces whose annotator disagreement is in the top third) is kept for reference.
+
+The single-score baseline routes on total entropy alone: reject above the same conformal
+quantile of validation total entropy, accept otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from . import agreement as agr
+from .uncertainty import Decomposition, decompose
+
+_LOG_EPS = 1e-6
+
+
+def conformal_rank(n: int, alpha: float) -> int:
+    """Rank ``k`` (1-based) of the split-conformal threshold among ``n`` calibration scores:
+    ``ceil((n + 1)(1 - alpha))``, so a new exchangeable score exceeds it with probability
+    ``(n + 1 - k) / (n + 1) <= alpha``. ``n + 1`` when too few scores (nothing rejected)."""
+    return min(int(np.ceil((n + 1) * (1 - alpha) - 1e-9)), n + 1)
+
+
+def percentile_in(sorted_reference: Any, values: np.ndarray) -> np.ndarray:
+    """Share (0-1) of a sorted reference at or below each of ``values``: the scale on which
+    a union compares its parts, and the percentiles a report shows."""
+    ref = np.asarray(sorted_reference, float)
+    return np.searchsorted(ref, np.asarray(values, float), side="right") / len(ref)
+
+
+def beta_ppf(q: float, a: int, b: int) -> float:
+    """Quantile of Beta(a, b) for integer a, b >= 1, by bisection on its binomial form
+    ``P(Beta(a, b) <= t) = P(Binomial(a + b - 1, t) >= a)``. ``scipy.stats.beta.ppf`` gives
+    the same (tested); scipy is not a core dependency and routing is."""
+    n = a + b - 1
+    j = np.arange(a, n + 1)
+    log_choose = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in j])
+
+    def cdf(t: float) -> float:
+        return float(np.exp(log_choose + j * math.log(t) + (n - j) * math.log1p(-t)).sum())
+
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
+    return (lo + hi) / 2
+
+
+def _fit_bins(d: dict[str, np.ndarray], n_bins: int) -> dict[str, list[float]]:
+    """The conditional z's reference: mean and spread of log epistemic per aleatoric bin."""
+    a = d["aleatoric"]
+    le = np.log(d["epistemic"] + _LOG_EPS)
+    edges = np.quantile(a, np.linspace(0, 1, n_bins + 1))
+    which = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, n_bins - 1)
+    centers, mus, sds = [], [], []
+    for b in range(n_bins):
+        sel = which == b
+        centers.append(float(np.median(a[sel])))
+        mus.append(float(np.mean(le[sel])))
+        sds.append(float(max(np.std(le[sel]), 1e-3)))
+    return {"centers": centers, "mu": mus, "sd": sds}
+
+
+def reject_reason(part: str, percentile: float) -> str:
+    """Why an input is rejected, in words: the shift score's ``part`` that fired, at its
+    ``percentile`` (0-100) among validation faces."""
+    than = "any validation face" if percentile >= 99.95 else f"{min(percentile, 99.0):.0f}% of validation faces"
+    if part == "pixels":
+        return (f"Rejected: the image itself is unlike the faces the model was trained on (its blur, noise, contrast or "
+                f"exposure is more unusual than on {than}), so no emotion is reported.")
+    if part == "face":
+        return (f"Rejected: the face detector hardly sees a face in this crop (it looks less like a face than "
+                f"{than}), so no emotion is reported.")
+    similar = " of similar ambiguity" if part == "conditional" else ""
+    return (f"Rejected: the input looks unlike the faces the model was trained on (the ensemble members disagree more "
+            f"than on {than}{similar}), so no emotion is reported.")
+
+
+def keep_reason(decision: str, top2: list[tuple[str, float]], level: float | None = None) -> str:
+    """Why a face is ``ambiguous`` or accepted, from its two likeliest emotions ``[(label, p), ...]``
+    (vote-calibrated shares of people) and the ambiguity ``level`` it was compared with."""
+    (top, p1), (second, p2) = top2
+    if level is None:  # a router calibrated before agreement: shares are the members' mean
+        if decision == "ambiguous":
+            return f"Ambiguous: people would likely disagree about this face; it reads as {top} ({p1:.0%}) or {second} ({p2:.0%})."
+        return f"Clear {top} expression ({p1:.0%}); the members agree and the face looks familiar."
+    if decision == "ambiguous":
+        return (f"Ambiguous: about {p1:.0%} of people would call this {top}, {p2:.0%} {second} "
+                f"(fewer than {level:.0%} would agree).")
+    other = f", {p2:.0%} {second}" if p2 >= 0.05 else ""
+    return f"{top.capitalize()}: about {p1:.0%} of people would call it that{other}; the face looks familiar to the model."
+
+
+def conformal_guarantee(n: int, k: int, reject_rate: float) -> dict[str, Any]:
+    """The promise of a split-conformal threshold at rank ``k`` of ``n`` calibration scores
+    (JSON-able): expected false-reject rate, and its 95 % upper bound (a Beta quantile)."""
+    expected = (n + 1 - k) / (n + 1)
+    upper = beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0
+    return {
+        "kind": "split-conformal",
+        "reject_rate": reject_rate,
+        "n_calibration": n,
+        "reject_rate_expected": expected,
+        "reject_rate_upper_95": upper,
+        "statement": (f"A face drawn like the {n} clean FERPlus validation faces is rejected with probability at most "
+                      f"{reject_rate:.0%} (exactly {expected:.2%} on average over calibration sets); with 95 % "
+                      f"confidence this calibration rejects at most {upper:.2%} of such faces. "
+                      "Faces unlike FERPlus's (other cameras, framing, populations) carry no such promise."),
+    }
+
+
+class NotCalibratedError(RuntimeError):
+    """A router was used before ``fit``."""
+
+
+def _as_decomposition(x: np.ndarray | Decomposition) -> Decomposition:
+    if isinstance(x, dict):
+        return x
+    return decompose(x)
+
+
+class UncertaintyRouter:
+    """UAR: reject on a shift score, then flag ambiguity, else accept."""
+
+    kind = "uar"
+
+    SHIFT_SCORES = ("epistemic", "conditional", "pixels", "face", "epistemic+pixels", "conditional+pixels", "epistemic+face",
+                    "epistemic+pixels+face", "conditional+pixels+face", "learned", "learned+face")
+    #: signals a shift score needs besides the decomposition, computed upstream from the crop
+    SIGNALS = ("pixels", "face", "stats")
+    #: the signals each part needs (a part not named here needs only the decomposition)
+    PART_NEEDS = {"pixels": ("pixels",), "face": ("face",), "learned": ("face", "stats")}
+
+    def __init__(self, reject_rate: float = 0.05, n_bins: int = 10, shift: str = "conditional"):
+        if not 0 < reject_rate < 1:
+            raise ValueError(f"reject_rate must be in (0, 1), got {reject_rate}")
+        if shift not in self.SHIFT_SCORES:
+            raise ValueError(f"shift must be one of {self.SHIFT_SCORES}, got {shift!r}")
+        self.reject_rate = reject_rate
+        self.n_bins = n_bins
+        self.shift = shift
+        self._state: dict[str, Any] | None = None
+        self._level: float | None = None  # the user's ambiguity level (ambiguous_below)
+        #: the learned reject score (``shift='learned'``), fitted outside the router on shifted data
+        self.learned: Any = None
+        #: how the shift score was chosen (written by scripts/select_shift_score.py), or None
+        self.selection: dict[str, Any] | None = None
+
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The shift score's parts: ``('epistemic', 'pixels')`` for ``epistemic+pixels``."""
+        return tuple(self.shift.split("+"))
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """Signals this router needs in its input besides the decomposition (e.g. ``('pixels',)``)."""
+        return tuple(dict.fromkeys(n for p in self.parts for n in self.PART_NEEDS.get(p, ())))
+
+    @property
+    def is_fitted(self) -> bool:
+        return self._state is not None
+
+    def _require(self) -> dict[str, Any]:
+        if self._state is None:
+            raise NotCalibratedError(
+                "router is not calibrated: call router.fit(valid_probs, valid_disagreement) "
+                "on in-distribution validation faces before routing"
+            )
+        return self._state
+
+    def _signals(self, probs: np.ndarray | Decomposition) -> dict[str, np.ndarray]:
+        d = _as_decomposition(probs)
+        missing = [k for k in self.needs if k not in d]
+        if missing:
+            raise ValueError(f"shift score {self.shift!r} needs the signal(s) {missing} beside the decomposition: pass "
+                             "decompose(probs) | {'pixels': PixelStats.score(faces), ...} (ferroute.decide.shift), as FERRouter does")
+        return d  # type: ignore[return-value]
+
+    def fit(self, probs: np.ndarray | Decomposition, disagreement: np.ndarray, votes: np.ndarray | None = None,
+            ) -> "UncertaintyRouter":
+        """Calibrate on clean validation faces: member probabilities ``(N, M, C)`` (or their
+        decomposition, with any signal the shift score needs, e.g. ``pixels``) and the
+        annotators' disagreement ``(N,)`` (vote entropy); with ``votes``, their vote
+        distributions ``(N, C)`` and member probabilities, also the agreement
+        (:meth:`fit_agreement`).
+
+        A shift score learned from data (the conditional z's bins, a union's percentiles)
+        learns on one half of the faces (a seeded split) and the conformal threshold is set on
+        the other, so the threshold's promise holds exactly; plain epistemic or pixels use all."""
+        d = self._signals(probs)
+        a = np.asarray(d["aleatoric"], float)
+        dis = np.asarray(disagreement, float)
+        if len(a) != len(dis):
+            raise ValueError(f"{len(a)} faces but {len(dis)} disagreement values")
+        if len(a) < 4 * self.n_bins:
+            raise ValueError(f"need at least {4 * self.n_bins} validation faces to calibrate, got {len(a)}")
+        if "learned" in self.parts and self.learned is None:
+            raise NotCalibratedError("shift 'learned' needs its LearnedScore (ferroute.decide.shift) set on router.learned before fit: "
+                                     "it is fitted on shifted faces, which fit does not see (scripts/select_shift_score.py does both)")
+        learned = "conditional" in self.parts or len(self.parts) > 1
+        order = np.random.default_rng(0).permutation(len(a))
+        learn, held = (order[: len(a) // 2], order[len(a) // 2 :]) if learned else (order, order)
+
+        def pick(idx: np.ndarray) -> dict[str, np.ndarray]:
+            return {k: np.asarray(v, float)[idx] for k, v in d.items()}
+
+        self._state = {}
+        if "conditional" in self.parts:
+            self._state.update(_fit_bins(pick(learn), self.n_bins))
+        if len(self.parts) > 1:
+            part = pick(learn)
+            self._state["union_reference"] = {p: np.sort(self._part(p, part)).tolist() for p in self.parts}
+        z = self.shift_score(pick(held))
+        k = conformal_rank(len(z), self.reject_rate)
+        self._state["z_threshold"] = float(np.sort(z)[k - 1]) if k <= len(z) else float("inf")
+        self._state["conformal"] = {"n": len(z), "rank": k}
+        z_all = self.shift_score(d)
+        self._state["epistemic_reference"] = np.sort(np.asarray(d["epistemic"], float)).tolist()
+        self._state["aleatoric_reference"] = np.sort(a).tolist()
+        self._state["total_reference"] = np.sort(np.asarray(d["total"], float)).tolist()
+        self._state["z_reference"] = np.sort(z_all).tolist()
+        for p in self.needs:
+            if np.ndim(d[p]) == 1:  # a per-face signal; the image statistics are inputs of the learned score
+                self._state[f"{p}_reference"] = np.sort(np.asarray(d[p], float)).tolist()
+        top = dis >= np.quantile(dis, 2 / 3)
+        cand = np.unique(np.quantile(a, np.linspace(0.05, 0.95, 181)))
+        bal = [0.5 * (np.mean(a[top] > t) + np.mean(a[~top] <= t)) for t in cand]
+        self._state["aleatoric_threshold"] = float(cand[int(np.argmax(bal))])
+        if votes is not None:
+            self.fit_agreement(probs, votes)  # type: ignore[arg-type]
+        return self
+
+    def fit_agreement(self, probs: np.ndarray, votes: np.ndarray) -> "UncertaintyRouter":
+        """Fit the vote temperature and the default ambiguity level (:mod:`ferroute.decide.agreement`)
+        on validation member probabilities ``(N, M, C)`` and vote distributions ``(N, C)``."""
+        st = self._require()
+        mean, votes = np.asarray(probs, float).mean(1), np.asarray(votes, float)
+        if mean.shape != votes.shape:
+            raise ValueError(f"fit_agreement needs member probabilities (N, M, C) and votes (N, C), got {np.shape(probs)} and {votes.shape}")
+        t = agr.fit_temperature(mean, votes)
+        st["vote_temperature"] = t
+        st["ambiguous_below"] = agr.choose_level(agr.agreement(agr.calibrate(mean, t)), votes.max(1))
+        return self
+
+    @property
+    def has_agreement(self) -> bool:
+        """Whether ambiguity is read from agreement (a router calibrated with votes)."""
+        return self._require().get("vote_temperature") is not None
+
+    @property
+    def ambiguous_below(self) -> float | None:
+        """The agreement level below which a face is ``ambiguous``: the user's, else the fitted default."""
+        if self._level is not None:
+            return self._level
+        return self._require().get("ambiguous_below")
+
+    @ambiguous_below.setter
+    def ambiguous_below(self, level: float | None) -> None:
+        if level is not None:
+            if not isinstance(level, (int, float)) or not 0 < float(level) < 1 or math.isnan(float(level)):
+                raise ValueError(f"ambiguous_below must be a share between 0 and 1 (e.g. 0.6), got {level!r}")
+            if self._state is not None and not self.has_agreement:
+                raise ValueError("this router was calibrated before agreement existed: run `ferroute calibrate` again to set an ambiguity level")
+            level = float(level)
+        self._level = level
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The vote-calibrated distributions ``(B, C)`` of member probabilities ``(B, M, C)``
+        (the members' mean where the router has no vote temperature)."""
+        mean = np.asarray(probs, float).mean(1)
+        t = self._require().get("vote_temperature")
+        return mean if t is None else agr.calibrate(mean, t)
+
+    def _part(self, name: str, d: Any) -> np.ndarray:
+        """One part of the shift score, higher = less like the validation faces."""
+        if name == "learned":
+            return self.learned.score(d)
+        if name == "conditional":
+            st = self._require()
+            a = np.asarray(d["aleatoric"], float)
+            le = np.log(np.asarray(d["epistemic"], float) + _LOG_EPS)
+            return (le - np.interp(a, st["centers"], st["mu"])) / np.interp(a, st["centers"], st["sd"])
+        return np.asarray(d[name], float)
+
+    def _part_percentiles(self, d: Any) -> dict[str, np.ndarray]:
+        """Each part's percentile (0-1) among the validation faces it was learned on, ``(B,)``
+        each: what a union compares. ``{part: percentile of the score}`` for a single part."""
+        st = self._require()
+        if len(self.parts) == 1:
+            return {self.parts[0]: self.percentile("z", self._part(self.parts[0], d)) / 100}
+        return {p: percentile_in(st["union_reference"][p], self._part(p, d)) for p in self.parts}
+
+    def shift_score(self, probs: np.ndarray | Decomposition) -> np.ndarray:
+        """Shift score ``(B,)``, higher = less like training faces: one part's value, or for a
+        union the largest of its parts' percentiles (0-1) among validation faces."""
+        self._require()
+        d = self._signals(probs)
+        if len(self.parts) == 1:
+            return self._part(self.parts[0], d)
+        return np.max(list(self._part_percentiles(d).values()), axis=0)
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        st = self._require()
+        out = {"shift_z": st["z_threshold"], "aleatoric": st["aleatoric_threshold"]}
+        if self.has_agreement:
+            out["ambiguous_below"] = self.ambiguous_below
+        return out
+
+    def guarantee(self) -> dict[str, Any]:
+        """What the reject threshold promises for in-distribution faces (JSON-able)."""
+        st = self._require()
+        c = st.get("conformal")
+        if c is None:  # calibrated before conformal thresholds (a plain quantile)
+            return {"reject_rate": self.reject_rate, "kind": "empirical quantile", "n": len(st["z_reference"])}
+        return conformal_guarantee(c["n"], c["rank"], self.reject_rate)
+
+    def percentile(self, name: str, values: np.ndarray) -> np.ndarray:
+        """Percentile (0-100) of ``values`` among validation faces for score ``name``."""
+        return 100.0 * percentile_in(self._require()[f"{name}_reference"], values)
+
+    def decide(self, probs: np.ndarray | Decomposition, score: np.ndarray | None = None, agree: np.ndarray | None = None) -> np.ndarray:
+        """Decisions ``(B,)`` of ``'accept' | 'ambiguous' | 'reject'``; ``score``: the
+        :meth:`shift_score` of the same inputs when the caller has it already; ``agree``: their
+        agreement ``(B,)`` (needed, with a vote-calibrated router, when ``probs`` is a decomposition)."""
+        st = self._require()
+        d = self._signals(probs)
+        z = self.shift_score(d) if score is None else score
+        if self.has_agreement:
+            if agree is None and isinstance(probs, dict):
+                if "agreement" not in probs:
+                    raise ValueError("this router reads ambiguity from agreement: pass agree=, a decomposition with "
+                                     "'agreement', or member probabilities")
+                agree = probs["agreement"]
+            elif agree is None:
+                agree = agr.agreement(self.calibrated(np.asarray(probs)))
+            out = np.where(np.asarray(agree) < self.ambiguous_below, "ambiguous", "accept").astype(object)
+        else:
+            out = np.where(np.asarray(d["aleatoric"]) > st["aleatoric_threshold"], "ambiguous", "accept").astype(object)
+        out[z > st["z_threshold"]] = "reject"
+        return out
+
+    def route(self, probs: np.ndarray, labels: tuple[str, ...] | list[str], signals: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
+        """Full JSON-able reports for member probabilities ``(B, M, C)``, one dict per input;
+        ``signals``: what the shift score needs beside them (``{'pixels': (B,)}``)."""
+        self._require()
+        p = np.asarray(probs, float)
+        d: dict[str, np.ndarray] = {**decompose(p), **(signals or {})}
+        mean = self.calibrated(p)  # vote-calibrated shares of people (the members' mean on an older router)
+        agree = agr.agreement(mean)
+        level = self.ambiguous_below if self.has_agreement else None
+        z = self.shift_score(d)  # type: ignore[arg-type]
+        decisions = self.decide(d, score=z, agree=agree)  # type: ignore[arg-type]
+        pct = {k: self.percentile(k, d[k]) for k in ("aleatoric", "epistemic", "total")}
+        part_pct = self._part_percentiles(d) if np.any(decisions == "reject") else {}
+        reports = []
+        for i in range(len(p)):
+            order = np.argsort(-mean[i])
+            top = labels[order[0]]
+            dist = {lab: round(float(mean[i, j]), 4) for j, lab in enumerate(labels)}
+            dec = str(decisions[i])
+            if dec == "reject":
+                part = max(part_pct, key=lambda q: part_pct[q][i])
+                pct_i = 100 * float(part_pct[part][i])
+                if part == "learned":  # name the signal that raised the learned score most
+                    part = str(self.learned.top_group({k: v[i : i + 1] for k, v in d.items()})[0])
+                reason = reject_reason(part, pct_i)
+            else:
+                reason = keep_reason(dec, [(labels[j], float(mean[i, j])) for j in order[:2]], level)
+            reports.append(
+                {
+                    "decision": dec,
+                    "reason": reason,
+                    "emotion": None if dec == "reject" else top,
+                    "distribution": dist,
+                    "agreement": None if dec == "reject" else round(float(agree[i]), 4),
+                    "aleatoric": round(float(d["aleatoric"][i]), 5),
+                    "epistemic": round(float(d["epistemic"][i]), 6),
+                    "total": round(float(d["total"][i]), 5),
+                    "shift_score": round(float(z[i]), 4),
+                    "percentiles": {k: round(float(v[i]), 1) for k, v in pct.items()},
+                }
+            )
+        return reports
+
+    def to_dict(self) -> dict[str, Any]:
+        st = self._require()
+        if self.learned is not None:
+            st = {**st, "learned": self.learned.to_dict()}
+        d = {"kind": self.kind, "reject_rate": self.reject_rate, "n_bins": self.n_bins, "shift": self.shift, "state": st}
+        return d if self.selection is None else {**d, "selection": self.selection}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "UncertaintyRouter":
+        """A router from its stored form, checked for sense: every threshold a finite number
+        (``ValueError`` naming the key and the value otherwise)."""
+        r = cls(reject_rate=_number(d, "reject_rate"), n_bins=int(_number(d, "n_bins")), shift=str(d.get("shift", "conditional")))
+        st = dict(d["state"])
+        for key in ("z_threshold", "aleatoric_threshold"):
+            _number(st, key, allow_inf=key == "z_threshold")
+        if st.get("vote_temperature") is not None or st.get("ambiguous_below") is not None:
+            if _number(st, "vote_temperature") <= 0:
+                raise ValueError(f"vote_temperature must be positive, got {st['vote_temperature']!r}")
+            if not 0 < _number(st, "ambiguous_below") < 1:
+                raise ValueError(f"ambiguous_below must be between 0 and 1, got {st['ambiguous_below']!r}")
+        if "learned" in st:
+            from .shift import LearnedScore
+
+            r.learned = LearnedScore.from_dict(st.pop("learned"))
+        elif "learned" in r.parts:
+            raise ValueError(f"shift {r.shift!r} but no learned score in the state")
+        r._state = st
+        r.selection = d.get("selection")
+        return r
+
+
+def _number(d: dict[str, Any], key: str, allow_inf: bool = False) -> float:
+    """``d[key]`` as a float, refused unless it is a real number (not a string, null, bool or NaN)."""
+    v = d.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{key} must be a finite number, got {v!r}")
+    return float(v)
+
+
+class SingleScoreRouter:
+    """Baseline: one score (total entropy) decides; reject above its threshold, else accept."""
+
+    kind = "single"
+
+    def __init__(self, reject_rate: float = 0.05):
+        self.reject_rate = reject_rate
+        self.threshold: float | None = None
+
+    def fit(self, probs: np.ndarray | Decomposition) -> "SingleScoreRouter":
+        total = np.sort(np.asarray(_as_decomposition(probs)["total"], float))
+        k = conformal_rank(len(total), self.reject_rate)  # the same rule as UAR's
+        self.threshold = float(total[k - 1]) if k <= len(total) else float("inf")
+        return self
+
+    def score(self, probs: np.ndarray | Decomposition) -> np.ndarray:
+        return np.asarray(_as_decomposition(probs)["total"], float)
+
+    def decide(self, probs: np.ndarray | Decomposition) -> np.ndarray:
+        if self.threshold is None:
+            raise NotCalibratedError("single-score router is not calibrated: call fit(valid_probs) first")
+        return np.where(self.score(probs) > self.threshold, "reject", "accept").astype(object)

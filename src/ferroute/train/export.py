@@ -1,0 +1,124 @@
+"""ONNX export of a whole ensemble (needs torch: the ``train`` extra): one graph from gray face
+crops ``(B, 48, 48)`` uint8 to member probabilities ``(B, M, C)``, which the core runs with
+onnxruntime (:mod:`ferroute.engine.onnxrun`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..engine.config import BackboneConfig
+from .ensemble import Ensemble
+from ..engine.onnxrun import GRAPH_FILE, INPUT_SIZE, WEIGHTS_KEY, OnnxEnsemble, weights_digest
+
+__all__ = ["export_onnx", "resize_matrix", "write_graph", "to_onnx_backend", "with_backend", "OnnxEnsemble"]
+
+
+def resize_matrix(src: int, dst: int) -> torch.Tensor:
+    """The ``(dst, src)`` matrix ``W`` with ``W @ x @ W.T`` equal to the antialiased bilinear
+    resize that :func:`ferroute.train.backbones.preprocess` applies to an ``(src, src)`` image (it is
+    separable and linear, so resizing the identity's rows gives it)."""
+    eye = torch.eye(src, dtype=torch.float64).view(1, 1, src, src)  # resizing only the rows of I gives W @ I
+    rows = F.interpolate(eye, size=(dst, src), mode="bilinear", align_corners=False, antialias=True)
+    return rows.view(dst, src).float()
+
+
+class _FromCrops(nn.Module):
+    """uint8 crops ``(B, S, S)`` -> the ensemble's probabilities ``(B, M, C)``: preprocessing in the graph."""
+
+    def __init__(self, ens: Ensemble, cfg: BackboneConfig, size: int = INPUT_SIZE):
+        super().__init__()
+        self.ens = ens
+        self.chans = cfg.in_chans
+        self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.resize = cfg.input_size != size
+        self.register_buffer("w", resize_matrix(size, cfg.input_size))
+
+    def forward(self, faces: torch.Tensor) -> torch.Tensor:
+        x = faces.to(torch.float32) / 255.0
+        if self.resize:
+            x = torch.matmul(torch.matmul(self.w, x), self.w.t())
+        x = x.unsqueeze(1)
+        if self.chans != 1:
+            x = x.expand(-1, self.chans, -1, -1)
+        return self.ens((x - self.mean) / self.std)
+
+
+def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17, weights_digest: str | None = None) -> Path:
+    """Write ``path`` (.onnx): input ``faces (B, 48, 48)`` uint8, output ``probs (B, M, C)``.
+
+    The backbone config, member count and test-time views travel in the graph's metadata, so
+    the file is self-describing; ``weights_digest`` (:func:`ferroute.engine.onnxrun.weights_digest` of
+    the folder it came from) lets a load notice a graph older than its weights. The graph is float32 (onnxruntime's CPU kernels have no bf16
+    convolutions), whatever precision the torch model runs in.
+    """
+    import onnx
+
+    path = Path(path)
+    fused, precision = ens.options.fused, ens.precision
+    # one graph for every batch size (onnxruntime runs grouped convs well)
+    ens.configure(fused="stacked" if fused == "auto" else fused, precision="fp32")
+    cfg = ens.config
+    wrapper = _FromCrops(ens, cfg).eval()  # export restores the wrapper's mode: it must be eval
+    x = torch.zeros(2, INPUT_SIZE, INPUT_SIZE, dtype=torch.uint8)
+    try:
+        with torch.no_grad():
+            wrapper(x)  # build any fused copy now, outside the tracer
+        torch.onnx.export(
+            wrapper, (x,), str(path), input_names=["faces"], output_names=["probs"],
+            dynamic_axes={"faces": {0: "batch"}, "probs": {0: "batch"}}, opset_version=opset, dynamo=False,
+        )
+    finally:
+        ens.configure(fused=fused, precision=precision)
+    model = onnx.load(str(path))
+    meta = {"ferroute_backbone": json.dumps(cfg.to_dict()), "ferroute_members": str(ens.num_members),
+            "ferroute_tta": ens.tta, "ferroute_precision": "fp32"}
+    if weights_digest is not None:
+        meta[WEIGHTS_KEY] = weights_digest
+    for k, v in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = k, v
+    onnx.save(model, str(path))
+    return path
+
+
+def write_graph(model_dir: str | Path) -> Path:
+    """Export the ensemble in ``model_dir`` to ``model_dir/ensemble.onnx`` (what the core runs)."""
+    model_dir = Path(model_dir)
+    return export_onnx(Ensemble.load(model_dir), model_dir / GRAPH_FILE, weights_digest=weights_digest(model_dir))
+
+
+def _key(ens: Ensemble) -> str:
+    import hashlib
+
+    return hashlib.sha1(b"".join(p.detach().numpy().tobytes() for p in ens.parameters()) + ens.tta.encode()).hexdigest()[:16]
+
+
+def to_onnx_backend(ens: Ensemble, folder: str | Path, threads: int | None = None) -> OnnxEnsemble:
+    """Export ``ens`` (with its current TTA) into ``folder`` (a cache) and load it in onnxruntime."""
+    from ..engine import cache
+
+    stem = Path(folder) / f"ensemble-{_key(ens)}"
+    path = cache.find(stem, ".onnx") or cache.store(stem, ".onnx", lambda tmp: export_onnx(ens, tmp))
+    if path is None:  # the cache cannot be written: export to a private temporary folder
+        import tempfile
+
+        path = Path(tempfile.mkdtemp(prefix="ferroute-onnx-")) / "ensemble.onnx"
+        export_onnx(ens, path)
+    return OnnxEnsemble(path, threads=threads)
+
+
+def with_backend(ens: Ensemble, backend: str) -> "Ensemble | OnnxEnsemble":
+    """``ens`` itself for ``backend='torch'``; for ``'onnx'`` its export (with its current TTA,
+    cached under ``$FERROUTE_CACHE/onnx``) run by onnxruntime."""
+    if backend not in ("torch", "onnx"):
+        raise ValueError(f"backend must be 'torch' or 'onnx', got {backend!r}")
+    from ..engine.cache import cache_dir
+
+    return ens if backend == "torch" else to_onnx_backend(ens, cache_dir("onnx"))
+

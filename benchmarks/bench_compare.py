@@ -30,9 +30,14 @@ CHILD = r"""
 import json, sys, time
 import numpy as np
 sys.path.insert(0, sys.argv[1])
-from ferroute.evaluate.ferplus import load_split
-from ferroute.train.ensemble import Ensemble
-from ferroute.router import resolve_model_dir
+try:  # the layout since 0.3.0
+    from ferroute.evaluate.ferplus import load_split
+    from ferroute.router import resolve_model_dir
+    from ferroute.train.ensemble import Ensemble
+except ImportError:  # one flat folder (0.2.x)
+    from ferroute.data import load_split
+    from ferroute.ensemble import Ensemble
+    from ferroute.pipeline import resolve_model_dir
 ens = Ensemble.load(resolve_model_dir(sys.argv[2] if sys.argv[2] != "default" else None))
 faces = load_split("test").images[: int(sys.argv[3])]
 probs = ens.predict_proba(faces)

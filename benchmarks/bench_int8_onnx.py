@@ -37,6 +37,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path)
     ap.add_argument("--calib-faces", type=int, default=1024)
+    ap.add_argument("--test-faces", type=int, default=None, help="the first N FERPlus test faces (default: all)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="timing per graph and batch size")
+    ap.add_argument("--models", nargs="*", default=None, help="embedded model names (default: all)")
     args = ap.parse_args()
     from bench_core import cpu_name, recorder
     from onnxruntime.quantization import (
@@ -57,6 +60,8 @@ def main() -> None:
         f"{usable_cpus()} CPUs, onnxruntime {__import__('onnxruntime').__version__}")
     say(f"# command: python benchmarks/bench_int8_onnx.py {' '.join(sys.argv[1:])}")
     va, te = load_split("valid"), load_split("test")
+    if args.test_faces:
+        te = te.subset(np.arange(min(args.test_faces, len(te))))
     calib = va.images[: args.calib_faces]
 
     class Reader(CalibrationDataReader):
@@ -67,7 +72,7 @@ def main() -> None:
             return next(self.it, None)
 
     tmp = Path(tempfile.mkdtemp())
-    for name in EMBEDDED_MODELS:
+    for name in args.models or EMBEDDED_MODELS:
         d = resolve_model_dir(name)
         q = tmp / f"{name}.int8.onnx"
         quantize_static(str(d / GRAPH_FILE), str(q), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
@@ -81,7 +86,7 @@ def main() -> None:
         agree = float(np.mean([x == y for x, y in zip(a, b)]))
         p32, p8 = fp32.predict_proba(te.images), int8.predict_proba(te.images)
         top = float(np.mean(p32.mean(1).argmax(-1) == p8.mean(1).argmax(-1)))
-        sp = {b_: (speed(fp32, te.images[:1024], b_), speed(int8, te.images[:1024], b_)) for b_ in (1, 256)}
+        sp = {b_: (speed(fp32, te.images[:1024], b_, args.seconds), speed(int8, te.images[:1024], b_, args.seconds)) for b_ in (1, 256)}
         faster = all(s8 > s32 for s32, s8 in sp.values())
         ship = faster and agree >= 0.995
         say(f"{name}: size {os.path.getsize(d / GRAPH_FILE) / 1e6:.1f} MB fp32, {q.stat().st_size / 1e6:.1f} MB int8; "

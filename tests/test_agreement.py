@@ -31,14 +31,45 @@ def test_fit_temperature_recovers_the_temperature_that_made_the_votes(true_t):
     assert agr.fit_temperature(model, votes) == pytest.approx(true_t, rel=0.05)
 
 
-def test_the_level_rule_matches_flagged_and_actual_shares():
-    rng = np.random.default_rng(1)
-    top = rng.uniform(0.3, 1.0, 2000)
-    lv = agr.choose_level(top, top)  # a perfect predictor: every level matches; ties go to the lowest
-    assert lv == agr.LEVELS[0]
-    lv = agr.choose_level(np.full(2000, 0.5), top)  # flags everything above 0.5 and nothing below
-    q = agr.flag_quality(np.full(2000, 0.5), top, lv)
-    assert abs(q["flagged_share"] - q["actual_share"]) == min(abs(np.mean(0.5 < v) - np.mean(top < v)) for v in agr.LEVELS)
+def test_fit_calibration_recovers_the_biases_that_made_the_votes():
+    rng = np.random.default_rng(2)
+    truth = _probs(rng, 4000, sharp=0.5)
+    votes = np.stack([rng.multinomial(200, p) for p in truth]) / 200
+    bias = np.r_[0.0, rng.normal(0, 0.5, 7)]
+    # a model that under-reads each emotion by exp(-bias) and is too sharp by 1.5
+    model = agr.calibrate(truth, 1 / 1.5, -1.5 * bias)  # so softmax(log(model) / 1.5 + bias) = truth
+    t, b = agr.fit_calibration(model, votes)
+    assert t == pytest.approx(1.5, rel=0.05)
+    assert np.allclose(b, bias, atol=0.08)
+    assert agr.vote_nll(agr.calibrate(model, t, b), votes) <= agr.vote_nll(agr.calibrate(model, agr.fit_temperature(model, votes)), votes)
+
+
+@given(st.floats(0.3, 3.0), st.lists(st.floats(-2, 2), min_size=8, max_size=8), st.integers(0, 10_000))
+@settings(max_examples=30, deadline=None)
+def test_calibration_with_biases_is_a_distribution(t, bias, seed):
+    c = agr.calibrate(_probs(np.random.default_rng(seed), 20), t, np.array(bias))
+    assert np.allclose(c.sum(1), 1) and (c >= 0).all()
+
+
+def test_the_default_level_is_stated_in_words():
+    assert agr.DEFAULT_LEVEL == 0.6
+    assert agr.level_words(0.6) == "fewer than 3 in 5 people would pick the top emotion"
+    assert agr.level_words(0.5) == "fewer than half of people would pick the top emotion"
+    assert agr.level_words(0.7) == "fewer than 7 in 10 people would pick the top emotion"
+    assert agr.level_words(0.65) == "fewer than 65% of people would pick the top emotion"
+
+
+def test_fit_agreement_sets_the_stated_level_and_the_reason_says_it():
+    from ferroute.decide.routing import UncertaintyRouter, keep_reason
+
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(8), (600, 5))
+    votes = rng.dirichlet(np.ones(8), 600)
+    r = UncertaintyRouter().fit(probs, rng.random(600)).fit_agreement(probs, votes)
+    assert r.ambiguous_below == 0.6 and len(r.to_dict()["state"]["vote_bias"]) == 8
+    reason = keep_reason("ambiguous", [("happiness", 0.55), ("surprise", 0.4)], 0.6)
+    assert "no clear majority (fewer than 3 in 5 people would pick the top emotion)" in reason
+    assert "fewer than 7 in 10 people" in keep_reason("ambiguous", [("happiness", 0.65), ("surprise", 0.3)], 0.7)
 
 
 def test_flag_quality_counts():

@@ -157,13 +157,32 @@ def test_the_probe_check_names_a_still_member_whichever_backend_answers():
     import numpy as np
 
     from ferroute.engine.config import ModelError
-    from ferroute.engine.sense import check_members
+    from ferroute.engine.sense import check_model, probe_inputs
+    from ferroute.labels import EMOTIONS
 
-    def predict(faces):  # (6, 3, 8): members 0 and 2 vary with the face, member 1 does not
-        x = faces.reshape(len(faces), -1).mean(1, keepdims=True) / 255.0
-        p = np.concatenate([x, 1 - x, np.zeros((len(faces), 6))], 1)
-        return np.stack([p, np.full_like(p, 1 / 8), p[:, ::-1]], 1)
-
+    faces = probe_inputs()  # (7, 3, 8): members 0 and 2 vary with the face, member 1 does not
+    x = faces.reshape(len(faces), -1).mean(1, keepdims=True) / 255.0
+    p = np.concatenate([0.5 * x, 0.5 * (1 - x), np.full((len(faces), 6), 0.5 / 6)], 1)
+    out = np.stack([p, np.full_like(p, 1 / 8), p], 1)
     with pytest.raises(ModelError, match="member 1 gives every probe face the same output"):
-        check_members(predict, "m", 3, 8)
-    check_members(lambda f: predict(f)[:, [0, 2]], "m", 2, 8)
+        check_model(out, "m", 3, EMOTIONS)
+    check_model(out[:, [0, 2]], "m", 2, EMOTIONS)  # no member is still, no one is sure of the smile
+
+
+def test_labels_out_of_order_are_exit_2_on_every_backend(model):
+    """The labels in config.json reversed: on the core the graph no longer matches its folder;
+    on torch the smiling probe face reads as another emotion with near certainty. Both exit 2."""
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["backbone"]["labels"] = cfg["backbone"]["labels"][::-1]
+    (model / "config.json").write_text(json.dumps(cfg))
+    backends = ["onnx", "torch"] if __import__("importlib").util.find_spec("torch") else ["onnx"]
+    for backend in backends:
+        args = ["route", str(EXAMPLES / "clear_face.png"), "--model", str(model), "--backend", backend]
+        if backend == "torch":
+            (model / "ensemble.onnx").unlink(missing_ok=True)
+        res = runner.invoke(app, args)
+        assert res.exit_code == 2, (backend, res.output)
+        if backend == "onnx":  # config.json is part of the digest the graph was exported from
+            assert "exported from other weights" in res.output, res.output
+        else:
+            assert "smiling face" in res.output and "order" in res.output, res.output

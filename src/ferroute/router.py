@@ -14,7 +14,7 @@ from .engine.config import ModelError
 from .vision.faces import CROP_SIZE, FaceDetector, Prepared, find_faces
 from .vision.images import MAX_PIXELS, ImageInput, MemoryBudget
 from .decide.labelshift import PriorAdapter
-from .engine.backends import TRAIN_EXTRA, backend_loader
+from .engine.backends import TRAIN_EXTRA, backend_loader  # noqa: F401  (TRAIN_EXTRA: re-exported for older imports)
 from .engine.onnxrun import GRAPH_FILE, OnnxEnsemble, load_graph
 from .decide.routing import NotCalibratedError, UncertaintyRouter
 from .decide.shift import SIGNALS_FILE, Signal, load_signals

@@ -3,7 +3,7 @@ route images and videos, and serve them over HTTP (:mod:`.run`). Shared pieces: 
 
 from __future__ import annotations
 
-from ..cli import build, run  # noqa: F401  (each registers its commands on the app)
+from . import build, run  # noqa: F401  (each registers its commands on the app)
 from .common import _command_line, app
 
 __all__ = ["app", "main", "_command_line"]

@@ -11,7 +11,7 @@ UAR asks two questions in order:
    interpolated). ``z`` above its threshold -> ``reject``.
 2. *Would people disagree about it?* Its ``agreement``, the vote-calibrated predicted share
    of people who would pick its top emotion (:mod:`ferroute.decide.agreement`), below the
-   ambiguity level -> ``ambiguous``. Otherwise -> ``accept``. (A router calibrated before
+   ambiguity level (default 0.6: no clear majority) -> ``ambiguous``. Otherwise -> ``accept``. (A router calibrated before
    agreement existed flags aleatoric above its threshold instead.)
 
 The reject (shift) score is one of :data:`UncertaintyRouter.SHIFT_SCORES`: ``epistemic``
@@ -30,10 +30,11 @@ exchangeable with them (drawn like the validation faces), the chance that it is 
 is then at most ``reject_rate`` (default 5 %), averaged over calibration draws; and with 95 %
 confidence over the draw of the validation faces, this router's own false-reject rate is at
 most ``guarantee()["reject_rate_upper_95"]`` (the Beta(n + 1 - k, k) law of a conformal
-quantile; about 5.6 % for FERPlus's 3,579 validation faces). The ambiguity level and the
-vote temperature are fitted on the same faces' vote distributions (:mod:`ferroute.decide.agreement`:
-the level whose flagged share matches the share of faces people actually split on); users may
-set their own level (``ambiguous_below``). The aleatoric threshold (the value that best
+quantile; about 5.6 % for FERPlus's 3,579 validation faces). The vote calibration (a
+temperature and a bias per emotion) is fitted on the same faces' vote distributions
+(:mod:`ferroute.decide.agreement`); the ambiguity level is stated in words, not fitted: no clear
+majority, fewer than 3 in 5 people would pick the top emotion (0.6). Users may set their own
+level (``ambiguous_below``). The aleatoric threshold (the value that best
 separates the faces whose annotator disagreement is in the top third) is kept for reference.
 
 The single-score baseline routes on total entropy alone: reject above the same conformal
@@ -124,10 +125,18 @@ def keep_reason(decision: str, top2: list[tuple[str, float]], level: float | Non
             return f"Ambiguous: people would likely disagree about this face; it reads as {top} ({p1:.0%}) or {second} ({p2:.0%})."
         return f"Clear {top} expression ({p1:.0%}); the members agree and the face looks familiar."
     if decision == "ambiguous":
-        return (f"Ambiguous: about {p1:.0%} of people would call this {top}, {p2:.0%} {second} "
-                f"(fewer than {level:.0%} would agree).")
+        share = f"{p1:.1%}" if round(p1, 2) >= level else f"{p1:.0%}"  # 0.596 at level 0.6 reads 59.6 %, not 60 %
+        return (f"Ambiguous: about {share} of people would call this {top}, {p2:.0%} {second}; "
+                f"{_no_majority(level)}.")
     other = f", {p2:.0%} {second}" if p2 >= 0.05 else ""
     return f"{top.capitalize()}: about {p1:.0%} of people would call it that{other}; the face looks familiar to the model."
+
+
+def _no_majority(level: float) -> str:
+    """Why a face is ambiguous at ``level``, in words: "no clear majority (fewer than 3 in 5
+    people would pick the top emotion)" at the default."""
+    words = agr.level_words(level)
+    return f"no clear majority ({words})" if abs(level - agr.DEFAULT_LEVEL) < 1e-9 else words
 
 
 def conformal_guarantee(n: int, k: int, reject_rate: float) -> dict[str, Any]:
@@ -276,9 +285,9 @@ class UncertaintyRouter:
         mean, votes = np.asarray(probs, float).mean(1), np.asarray(votes, float)
         if mean.shape != votes.shape:
             raise ValueError(f"fit_agreement needs member probabilities (N, M, C) and votes (N, C), got {np.shape(probs)} and {votes.shape}")
-        t = agr.fit_temperature(mean, votes)
-        st["vote_temperature"] = t
-        st["ambiguous_below"] = agr.choose_level(agr.agreement(agr.calibrate(mean, t)), votes.max(1))
+        t, b = agr.fit_calibration(mean, votes)
+        st["vote_temperature"], st["vote_bias"] = t, [float(x) for x in b]
+        st["ambiguous_below"] = agr.DEFAULT_LEVEL
         return self
 
     @property
@@ -307,8 +316,9 @@ class UncertaintyRouter:
         """The vote-calibrated distributions ``(B, C)`` of member probabilities ``(B, M, C)``
         (the members' mean where the router has no vote temperature)."""
         mean = np.asarray(probs, float).mean(1)
-        t = self._require().get("vote_temperature")
-        return mean if t is None else agr.calibrate(mean, t)
+        st = self._require()
+        t = st.get("vote_temperature")
+        return mean if t is None else agr.calibrate(mean, t, st.get("vote_bias"))
 
     def _part(self, name: str, d: Any) -> np.ndarray:
         """One part of the shift score, higher = less like the validation faces."""
@@ -373,7 +383,8 @@ class UncertaintyRouter:
                 agree = probs["agreement"]
             elif agree is None:
                 agree = agr.agreement(self.calibrated(np.asarray(probs)))
-            out = np.where(np.asarray(agree) < self.ambiguous_below, "ambiguous", "accept").astype(object)
+            # on the agreement as reported (4 decimals), so the decision never contradicts the number shown
+            out = np.where(np.round(np.asarray(agree, float), 4) < self.ambiguous_below, "ambiguous", "accept").astype(object)
         else:
             out = np.where(np.asarray(d["aleatoric"]) > st["aleatoric_threshold"], "ambiguous", "accept").astype(object)
         out[z > st["z_threshold"]] = "reject"
@@ -442,6 +453,10 @@ class UncertaintyRouter:
                 raise ValueError(f"vote_temperature must be positive, got {st['vote_temperature']!r}")
             if not 0 < _number(st, "ambiguous_below") < 1:
                 raise ValueError(f"ambiguous_below must be between 0 and 1, got {st['ambiguous_below']!r}")
+            bias = st.get("vote_bias")
+            if bias is not None and (not isinstance(bias, list) or not all(
+                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in bias)):
+                raise ValueError(f"vote_bias must be a list of finite numbers, one per emotion, got {bias!r}")
         if "learned" in st:
             from .shift import LearnedScore
 

@@ -32,6 +32,21 @@ class BackboneConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "BackboneConfig":
+        """The config stored in ``d``, with its sizes bounded before anything is allocated
+        (``ValueError`` naming the key otherwise)."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the backbone config must be an object, got {type(d).__name__}")
+        cfg = cls._read(d)
+        if not 8 <= cfg.input_size <= 1024:
+            raise ValueError(f"input_size is {cfg.input_size}, outside 8..1024")
+        if cfg.in_chans not in (1, 3) or len(cfg.mean) != cfg.in_chans or len(cfg.std) != cfg.in_chans:
+            raise ValueError(f"in_chans must be 1 or 3 with as many mean and std values, got {cfg.in_chans}, {cfg.mean}, {cfg.std}")
+        if not 2 <= len(cfg.labels) <= 64 or len(set(cfg.labels)) != len(cfg.labels):
+            raise ValueError(f"labels must be 2 to 64 distinct names, got {list(cfg.labels)[:10]}")
+        return cfg
+
+    @classmethod
+    def _read(cls, d: dict[str, Any]) -> "BackboneConfig":
         return cls(
             name=str(d["name"]),
             input_size=int(d["input_size"]),

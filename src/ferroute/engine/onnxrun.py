@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from .config import BackboneConfig, ModelError
-from .sense import INPUT_SIZE, check_members
+from .sense import INPUT_SIZE, check_model, probe_inputs
 
 #: The graph a model folder ships for the core runtime.
 GRAPH_FILE = "ensemble.onnx"
@@ -120,8 +120,8 @@ class OnnxEnsemble:
 
     def check_probes(self) -> None:
         """Refuse a graph whose outputs on the built-in probe faces make no sense
-        (:func:`ferroute.engine.sense.check_members`)."""
-        check_members(lambda x: self.session.run(None, {self._input: x})[0], self.path, self.num_members, len(self.config.labels))
+        (:func:`ferroute.engine.sense.check_model`)."""
+        check_model(self.session.run(None, {self._input: probe_inputs()})[0], self.path, self.num_members, self.config.labels)
 
     @property
     def labels(self) -> tuple[str, ...]:

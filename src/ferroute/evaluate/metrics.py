@@ -171,6 +171,42 @@ def vote_noise_ceiling(votes: np.ndarray, draws: int = 20, seed: int = 0) -> dic
     return {k: float(np.mean(v)) for k, v in out.items()} | {"draws": draws}
 
 
+def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
+    """Average precision of ``score`` (higher = more likely positive) for boolean ``positive``:
+    the precision at each distinct threshold weighted by the recall it adds, ties taken
+    together (as ``sklearn.metrics.average_precision_score``)."""
+    score, positive = np.asarray(score, float), np.asarray(positive, bool)
+    if not positive.any():
+        return float("nan")
+    order = np.argsort(-score, kind="stable")
+    s, y = score[order], positive[order]
+    last = np.r_[np.flatnonzero(np.diff(s) != 0), len(s) - 1]  # the end of each run of tied scores
+    tp = np.cumsum(y)[last]
+    precision, recall = tp / (last + 1), tp / y.sum()
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def flag_ceiling(votes: np.ndarray, level: float, draws: int = 20, seed: int = 0) -> dict[str, float]:
+    """What ten votes allow a flag "fewer than ``level`` of people pick the top emotion": a
+    predictor that knew each face's vote shares (the observed shares taken as the truth) flags
+    ``share < level`` and is scored, as the model is, against a fresh draw of the face's votes
+    (multinomial, its own vote count): precision and recall, averaged over ``draws``. Faces whose
+    true share sits near the level land on either side of it by vote noise alone, so neither
+    reaches 1."""
+    counts = np.asarray(votes, np.int64)
+    n = counts.sum(-1)
+    share = counts / n[:, None]
+    flag = share.max(-1) < level
+    rng = np.random.default_rng(seed)
+    prec, rec = [], []
+    for _ in range(draws):
+        drawn = np.stack([rng.multinomial(k, s) for k, s in zip(n, share)]) / n[:, None]
+        actual = drawn.max(-1) < level
+        prec.append(actual[flag].mean() if flag.any() else np.nan)
+        rec.append(flag[actual].mean() if actual.any() else np.nan)
+    return {"ceiling_precision": float(np.nanmean(prec)), "ceiling_recall": float(np.nanmean(rec)), "draws": draws}
+
+
 # --------------------------------------------------------------------------- selective prediction
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
-from ..decide.agreement import agreement, calibrate, flag_quality
+from ..decide.agreement import DEFAULT_LEVEL, REPORTED_LEVELS, agreement, flag_quality, level_words
 from .corruptions import CORRUPTIONS, SEVERITIES, corrupted_set
 from .ferplus import FERPlusSplit, LabelledFaces
 from ..train.ensemble import Ensemble, how_it_runs
@@ -45,6 +45,8 @@ from .metrics import (
     RATES,
     aurc,
     auroc,
+    average_precision,
+    flag_ceiling,
     js_divergence,
     kept_ratio_ci,
     kl_divergence,
@@ -154,6 +156,7 @@ def evaluate(
     scores: dict[tuple[str, int], dict[str, np.ndarray]] = {}
     rejected: dict[tuple[str, int], float] = {}
     sel_ood: list[dict[str, np.ndarray]] = []  # selective-prediction inputs of the most severe sets
+    agree_ood: list[np.ndarray] = []  # their agreement, for the share the ambiguity flag calls ambiguous
     for key in tqdm(list(sets), desc="shift inference", unit="set", disable=not progress):
         p = infer(ensemble, sets[key])
         d = decomposed(p, sets[key])
@@ -165,6 +168,7 @@ def evaluate(
             s["ldl"] = entropy(pl_k)
         if key[1] == max(severities):
             sel_ood.append(_selective_inputs(p, d["agreement"], dec, test.labels, pl_k))
+            agree_ood.append(d["agreement"])
         scores[key] = s
     timings["shift_inference_s"] = time.time() - t1
 
@@ -240,11 +244,8 @@ def evaluate(
     calib = _calibration(pt, router, votes, dis, valid, pl if ldl is not None else None, test.votes)
     top_votes = votes.max(1)
     level = router.ambiguous_below
-    ambiguity["flag"] = {
-        "rule": "agreement < level; default level chosen on validation faces (ferroute.decide.agreement: flagged share closest to the share whose actual top vote share is below it)",
-        "default": flag_quality(dt["agreement"], top_votes, level) if level is not None else None,
-        "at": {str(lv): flag_quality(dt["agreement"], top_votes, lv) for lv in (0.5, 0.6, 0.7)},
-    } if router.has_agreement else None
+    ambiguity["flag"] = _flag_report(dt["agreement"], top_votes, test.votes, level,
+                                     np.concatenate(agree_ood) if agree_ood else None) if router.has_agreement else None
     selective: dict[str, Any] = {"clean": _selective(_selective_inputs(pt, dt["agreement"], decisions, test.labels, pl if ldl is not None else None))}
     if sel_ood:
         pooled = {k: np.concatenate([x[k] for x in sel_ood]) for k in sel_ood[0]}
@@ -252,6 +253,8 @@ def evaluate(
     report: dict[str, Any] = {
         "machine": machine(),
         "accuracy": accuracy,
+        # the emotion a user is shown: the top of the vote-calibrated distribution (its biases can move it)
+        "accuracy_reported": _accuracy(router.calibrated(pt), test.labels) if router.has_agreement else accuracy,
         "calibration": calib,
         "selective": selective,
         "n_test": int(n),
@@ -271,6 +274,9 @@ def evaluate(
         ck = (pc, router.decide(dc))
         plc = infer(ldl, ckplus.images)[:, 0] if ldl is not None else None
         selective["ckplus"] = _selective(_selective_inputs(pc, dc["agreement"], ck[1], ckplus.labels, plc))
+        if ambiguity.get("flag"):  # posed faces with one validated label each: few should read as split
+            for q in [ambiguity["flag"]["default"], *ambiguity["flag"]["at"].values()]:
+                q["ckplus_flagged"] = float(np.mean(np.asarray(dc["agreement"]) < q["level"]))
     report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors, ck)
     if priors is not None and len(pt) >= priors.min_faces:
         adapted = priors.reweight(pt, priors.estimate(pt)).mean(1)
@@ -425,6 +431,30 @@ def _selective(x: dict[str, np.ndarray]) -> dict[str, Any]:
     return out
 
 
+def _flag_report(agree: np.ndarray, top_votes: np.ndarray, raw_votes: np.ndarray, level: float,
+                 agree_ood: np.ndarray | None) -> dict[str, Any]:
+    """The ambiguity flag ``agreement < level`` against the votes, at the default level and at
+    each of :data:`~ferroute.decide.agreement.REPORTED_LEVELS`: flagged and actual shares,
+    precision and recall beside what ten votes allow (:func:`flag_ceiling`), AUROC and average
+    precision of ``1 - agreement`` for the faces whose votes split below the level, and the share
+    flagged under the most severe corruptions (CK+'s is added with CK+)."""
+    agree = np.asarray(agree, float)
+
+    def at(lv: float) -> dict[str, Any]:
+        split = np.asarray(top_votes) < lv
+        q: dict[str, Any] = {**flag_quality(agree, top_votes, lv), **flag_ceiling(raw_votes, lv)}
+        q["auroc"] = auroc(1 - agree[~split], 1 - agree[split]) if split.any() and (~split).any() else None
+        q["average_precision"] = average_precision(1 - agree, split) if split.any() else None
+        q["corrupted_flagged"] = float(np.mean(np.asarray(agree_ood) < lv)) if agree_ood is not None else None
+        return q
+
+    return {"rule": f"agreement < level; default level {level:g}: {level_words(level)}"
+                    + (" (no clear majority; docs/records/studies/agreement_rule.md)" if abs(level - DEFAULT_LEVEL) < 1e-9 else " (the user's)"),
+            "default": at(level), "at": {f"{lv:.1f}": at(lv) for lv in REPORTED_LEVELS},
+            "note": "truth: the test faces' own top vote share below the level; ceiling_*: a predictor that knew each face's "
+                    "vote shares, scored against a fresh draw of its votes (ferroute.evaluate.metrics.flag_ceiling)"}
+
+
 def _calibration(pt: np.ndarray, router: UncertaintyRouter, votes: np.ndarray, dis: np.ndarray, valid: FERPlusSplit,
                  ldl_probs: np.ndarray | None, raw_votes: np.ndarray) -> dict[str, Any]:
     """The predicted distribution against the votes on test: KL(votes || predicted), JS, the
@@ -453,8 +483,10 @@ def _calibration(pt: np.ndarray, router: UncertaintyRouter, votes: np.ndarray, d
         "note": "KL floors predictions at 1e-6; reliability bins: [mean predicted top share, mean actual share of votes for that emotion, faces]",
     }
     if out["temperature"] is not None:
-        out["after"] = row(calibrate(raw, out["temperature"]))
-        out["after"]["spearman_disagreement_1_minus_agreement"] = float(spearmanr(-agreement(calibrate(raw, out["temperature"])), dis).statistic)
+        cal = router.calibrated(pt)
+        out["bias"] = router._require().get("vote_bias")
+        out["after"] = row(cal)
+        out["after"]["spearman_disagreement_1_minus_agreement"] = float(spearmanr(-agreement(cal), dis).statistic)
     if ldl_probs is not None:
         out["ldl"] = row(ldl_probs)
     return out

@@ -64,6 +64,11 @@ SAFE_KWARGS: dict[str, dict[str, type]] = {
     "dinov2_s14": {"input_size": int, "depth": int, "embed_dim": int, "num_heads": int, "mlp_ratio": float, "patch_size": int,
                    "drop_rate": float, "drop_path_rate": float},
 }
+#: Bounds on those numbers, checked before anything is built, so a folder cannot ask for a
+#: network of any size (``width: 10**9`` would allocate tens of GB): integers (and list
+#: entries) within 1..MAX_INT_OPTION, rates within 0..1, other floats within 0..MAX_FLOAT_OPTION.
+MAX_INT_OPTION = 2048
+MAX_FLOAT_OPTION = 16.0
 
 
 def check_config_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -80,6 +85,11 @@ def check_config_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
             isinstance(value, (int, float)) and not isinstance(value, bool) and (want is float or float(value).is_integer()))
         if not ok:
             raise ValueError(f"backbone option {key!r} must be {'a list of integers' if want is list else 'a number'}, got {value!r}")
+        values = value if isinstance(value, list) else [value]
+        hi = MAX_INT_OPTION if want in (int, list) else 1.0 if "rate" in key or key == "dropout" else MAX_FLOAT_OPTION
+        lo = 1 if want in (int, list) else 0.0
+        if len(values) > 16 or not all(lo <= v <= hi for v in values):
+            raise ValueError(f"backbone option {key!r} is {value!r}, outside the sizes a ferroute model can have ({lo} to {hi})")
     return {k: (int(v) if allowed[k] is int else v) for k, v in kwargs.items()}
 
 

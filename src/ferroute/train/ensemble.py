@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..engine.sense import check_members, probe_faces
+from ..engine.sense import check_model, probe_inputs
 from .backbones import BackboneConfig, ModelError, build_from_config, preprocess
 from .graphs import TTA_VIEWS, _softmax, view
 from .runtime import Embedded, RunOptions, Runtime
@@ -211,14 +211,14 @@ class Ensemble(nn.Module):
 def check_outputs(ens: "Ensemble", where: Path) -> None:
     """Refuse an ensemble whose outputs cannot be right: not one probability per label, not
     finite, or a member that gives every probe the same answer (zeroed weights): the same
-    checks as a graph gets (:func:`ferroute.engine.sense.check_members`)."""
+    checks as a graph gets (:func:`ferroute.engine.sense.check_model`), labels' order included."""
     with torch.no_grad():
-        outs = torch.stack([m(preprocess(probe_faces(), ens.config)).float() for m in ens.members])  # (M, 6, C)
+        outs = torch.stack([m(preprocess(probe_inputs(), ens.config)).float() for m in ens.members])  # (M, 7, C)
     if outs.shape[-1] != len(ens.config.labels):
         raise ModelError(f"{where}: the members give {outs.shape[-1]} outputs but config.json names {len(ens.config.labels)} labels")
     if not torch.isfinite(outs).all():
         raise ModelError(f"{where}: the weights give non-finite outputs (NaN or inf); the model folder is damaged")
-    check_members(lambda _probes: torch.softmax(outs, -1).transpose(0, 1).numpy(), where, ens.num_members, len(ens.config.labels))
+    check_model(torch.softmax(outs, -1).transpose(0, 1).numpy(), where, ens.num_members, ens.config.labels)
 
 
 def how_it_runs(model: Any) -> dict[str, Any]:

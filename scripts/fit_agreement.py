@@ -1,5 +1,5 @@
-"""Add the vote calibration and the default ambiguity level (``ferroute.decide.agreement``) to the
-embedded models' routers, keeping every other calibrated value as it is:
+"""Add the vote calibration (a temperature and a bias per emotion) and the default ambiguity level
+(0.6, stated in words: ``ferroute.decide.agreement``) to the embedded models' routers, keeping every other calibrated value as it is:
 
     FERPLUS_DIR=../shared/data/ferplus python scripts/fit_agreement.py [default fast]
 

@@ -45,6 +45,7 @@ RUN = {
     "scripts/fit_agreement.py": (lambda t: [str(_model_copy(t))], "vote temperature"),
     "scripts/make_model_card.py": (lambda t: [str(_model_copy(t)), str(ROOT / "docs" / "fast"), "--machine", "test"], "MODEL_CARD.md"),
     "scripts/render_docs.py": (lambda t: ["--check"], ""),
+    "scripts/make_probe_face.py": (lambda t: ["--out", str(t / "smile.png")], "smile.png"),
 }
 #: script -> why it is imported (or parsed) rather than run here
 IMPORT_ONLY = {

@@ -35,6 +35,25 @@ def test_a_threshold_that_makes_no_sense_is_exit_2_naming_the_file(model, key, v
     assert "router.json" in res.output and key in res.output
 
 
+@pytest.mark.parametrize("doc", [[], {"state": []}, "x", {"kind": "uar"}, {"reject_rate": 0.05, "n_bins": 10, "state": {}}])
+def test_a_router_of_the_wrong_shape_is_exit_2_without_a_traceback(model, doc):
+    (model / "router.json").write_text(json.dumps(doc))
+    res = runner.invoke(app, ["route", str(EXAMPLES / "clear_face.png"), "--model", str(model)])
+    assert res.exit_code == 2, res.output
+    assert "router.json" in res.output and "Traceback" not in res.output and res.output.count("\n") <= 2, res.output
+
+
+@pytest.mark.parametrize("key,value", [("width", 10**9), ("stage_convs", [1, 2, 10**6]), ("dropout", 5.0)])
+def test_sizes_in_config_json_are_bounded_before_anything_is_built(model, key, value):
+    pytest.importorskip("torch")
+    cfg = json.loads((model / "config.json").read_text())
+    cfg["backbone"]["kwargs"][key] = value
+    (model / "config.json").write_text(json.dumps(cfg))
+    (model / "ensemble.onnx").unlink()
+    res = runner.invoke(app, ["route", str(EXAMPLES / "clear_face.png"), "--model", str(model), "--backend", "torch"])
+    assert res.exit_code == 2 and key in res.output and "outside" in res.output, res.output
+
+
 def test_a_zeroed_member_is_exit_2(model):
     import numpy as np
 

@@ -76,7 +76,7 @@ def load_router(model_dir: str | Path) -> UncertaintyRouter:
         raise NotCalibratedError(f"{path}: no calibrated router; run `ferroute calibrate --model {model_dir}` first")
     try:
         return UncertaintyRouter.from_dict(json.loads(path.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ModelError(f"{path}: damaged router ({type(exc).__name__}: {exc}); run `ferroute calibrate --model {model_dir}` again") from None
 
 

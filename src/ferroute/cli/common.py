@@ -12,7 +12,7 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Facial expression recognition that knows why it is unsure.")
 
-EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED_ITEMS, EXIT_USAGE, EXIT_OUTPUT = 0, 1, 2, 3
 
 
 def _choices(name: str, *values: str) -> type[Enum]:

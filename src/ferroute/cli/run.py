@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -15,6 +16,7 @@ from .common import (
     DEVICE_HELP,
     EXIT_FAILED_ITEMS,
     EXIT_OK,
+    EXIT_OUTPUT,
     MODEL_HELP,
     Backend,
     Engine,
@@ -170,7 +172,9 @@ def route(
     rows are written (and flushed) as soon as it is routed, so an interrupted run keeps what
     it did and --resume continues it. Exit codes: 0 every input was routed; 1 some inputs
     could not be read (each is reported on its own line, the rest are still routed); 2 usage
-    error (bad option, no inputs, bad model); 130 interrupted.
+    error (bad option, no inputs, bad model); 3 the output (--out, --annotate) could not be
+    written (one line says where and why; what was written is whole, and --resume continues
+    it); 130 interrupted.
     """
     import csv
     import io
@@ -198,6 +202,7 @@ def route(
         _need("ray", "ray", "pyarrow")
     elif fmt == "parquet":
         _need("parquet", "pyarrow")
+    _check_output(out, fmt, annotate)
     entries, missing = expand_inputs(paths)
     if not entries:
         _fail("no image files found in the given paths")
@@ -222,16 +227,22 @@ def route(
         loading = _adapted(loading, [e for e in entries if e not in missing and not is_video(e)])
     appending = bool(done) or (resume and out is not None and out.is_file() and out.stat().st_size > 0)
     parts = None
-    if fmt == "parquet":
-        from ..output.results import ParquetParts
+    try:
+        if fmt == "parquet":
+            from ..output.results import ParquetParts
 
-        parts = ParquetParts(out)
-        sink = io.StringIO()
-    else:
-        sink = out.open("a" if appending else "w", newline="") if out else sys.stdout
-    writer = csv.DictWriter(sink, fieldnames=TEXT_COLUMNS) if fmt == "csv" else None
-    if writer and not appending:
-        writer.writeheader()
+            parts = ParquetParts(out)
+            sink = io.StringIO()
+        else:
+            # names that are not UTF-8 are written as their own bytes, never an error (surrogateescape)
+            sink = out.open("a" if appending else "w", newline="", encoding="utf-8", errors="surrogateescape") if out else sys.stdout
+            if sink is sys.stdout and hasattr(sys.stdout, "reconfigure"):
+                sys.stdout.reconfigure(errors="surrogateescape")
+        writer = csv.DictWriter(sink, fieldnames=TEXT_COLUMNS) if fmt == "csv" else None
+        if writer and not appending:
+            writer.writeheader()
+    except OSError as exc:
+        _cannot_write(out, exc)
     table_rows: list[dict] = []
     n_rows, failed = 0, False
     identity: tuple[str, str] | None = None  # Parquet's model and model_version columns, once the model is loaded
@@ -241,23 +252,26 @@ def route(
         failed |= "error" in item
         rows = text_rows(item)
         n_rows += len(rows)
-        if parts is not None:
-            from ..output.results import model_identity, result_rows
+        try:
+            if parts is not None:
+                from ..output.results import model_identity, result_rows
 
-            identity = identity or model_identity(loading.result())
-            if "time" in item:  # a video frame: its time goes into the source
-                item = {**item, "source": f"{item['source']}#t={item['time']}"}
-            parts.add(result_rows(item, *identity))
-        elif fmt == "jsonl":
-            sink.write(json.dumps(item) + "\n")
-        elif fmt == "csv":  # one write per input, so an interruption never splits an input's rows
-            buf = io.StringIO()
-            csv.DictWriter(buf, fieldnames=TEXT_COLUMNS).writerows(rows)
-            sink.write(buf.getvalue())
-        else:
-            table_rows.extend(rows)
-        if fmt in ("jsonl", "csv"):
-            sink.flush()  # an interrupted run keeps what it routed
+                identity = identity or model_identity(loading.result())
+                if "time" in item:  # a video frame: its time goes into the source
+                    item = {**item, "source": f"{item['source']}#t={item['time']}"}
+                parts.add(result_rows(item, *identity))
+            elif fmt == "jsonl":
+                sink.write(json.dumps(item) + "\n")
+            elif fmt == "csv":  # one write per input, so an interruption never splits an input's rows
+                buf = io.StringIO()
+                csv.DictWriter(buf, fieldnames=TEXT_COLUMNS).writerows(rows)
+                sink.write(buf.getvalue())
+            else:
+                table_rows.extend(rows)
+            if fmt in ("jsonl", "csv"):
+                sink.flush()  # an interrupted run keeps what it routed
+        except OSError as exc:  # a full disk, a file system gone read-only
+            raise _OutputFailed(out, exc) from None
         if annotate is not None and "faces" in item and "time" not in item:
             _write_annotated(item, annotate)
 
@@ -279,6 +293,10 @@ def route(
     except typer.Exit:  # the model could not be loaded: said already, nothing to write
         usage_error = True
         raise
+    except _OutputFailed as exc:
+        usage_error = True  # nothing more is written; what is there is whole
+        bar.close()  # the progress bar's line ends before the error's
+        _cannot_write(exc.path, exc.error, close=sink if out else None)
     except KeyboardInterrupt:
         typer.secho(f"interrupted after {n_rows} rows" + (f"; `--resume` continues into {out}" if out and fmt != "table" else ""), fg=typer.colors.YELLOW, err=True)
         raise typer.Exit(130) from None
@@ -286,13 +304,62 @@ def route(
         bar.close()
         if fmt == "table" and not usage_error:
             _print_table(table_rows, sink)
-        if parts is not None:
-            parts.flush()  # what was routed so far, also when interrupted
-        if out:
-            sink.close()
-            if not usage_error:
-                typer.echo(f"wrote {n_rows} rows to {out}", err=True)
+        try:
+            if parts is not None and not usage_error:
+                parts.flush()  # what was routed so far, also when interrupted
+            if out:
+                sink.close()
+        except OSError as exc:
+            _cannot_write(out, exc)
+        if out and not usage_error:
+            typer.echo(f"wrote {n_rows} rows to {out}", err=True)
     raise typer.Exit(EXIT_FAILED_ITEMS if failed else EXIT_OK)
+
+
+class _OutputFailed(Exception):
+    """Writing a result failed (``OSError``): the run stops with :data:`EXIT_OUTPUT`."""
+
+    def __init__(self, path: Optional[Path], error: OSError) -> None:
+        super().__init__(str(error))
+        self.path, self.error = path, error
+
+
+def _cannot_write(path: Optional[Path], exc: OSError, close: object = None) -> None:
+    """One line on stderr, then exit 3: where, why, and what to do."""
+    if close is not None:
+        try:
+            close.close()  # type: ignore[attr-defined]
+        except OSError:
+            pass
+    why = exc.strerror or str(exc)
+    typer.echo(f"error: cannot write {path}: {why}; choose a writable --out (the rows already written are whole: "
+               "`--resume` continues them)", err=True)
+    raise typer.Exit(EXIT_OUTPUT)
+
+
+def _check_output(out: Optional[Path], fmt: str, annotate: Optional[Path]) -> None:
+    """Refuse (exit 3, one line) an output that cannot be written, before anything is routed."""
+    def no(path: Path, why: str) -> None:
+        typer.echo(f"error: cannot write {path}: {why}", err=True)
+        raise typer.Exit(EXIT_OUTPUT)
+
+    if out is not None:
+        if fmt != "parquet" and out.is_dir():
+            no(out, "it is a folder; give a file name (e.g. results.csv), or --format parquet for a folder of parts")
+        if fmt == "parquet" and out.exists() and not out.is_dir():
+            no(out, "--format parquet writes a folder of parts, and this is a file")
+        parent = out.parent
+        if not parent.is_dir():
+            no(out, f"the folder {parent} does not exist; create it first")
+        if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+            no(out, "permission denied (a read-only location); choose a writable --out")
+    if annotate is not None:
+        try:
+            annotate.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            no(annotate, f"{exc.strerror or exc} (--annotate needs a folder it can create and write)")
+        if not os.access(annotate, os.W_OK | os.X_OK):
+            no(annotate, "permission denied (--annotate needs a writable folder)")
 
 
 def _route_on_ray(entries: list[str], missing: set[str], out: Path, model: Optional[Path], address: Optional[str], workers: int, resume: bool) -> None:
@@ -314,7 +381,7 @@ def _done_sources(out: Path, fmt: str) -> set[str]:
     if raw and not raw.endswith(b"\n"):
         raw = raw[: raw.rfind(b"\n") + 1]
         out.write_bytes(raw)
-    text = raw.decode("utf-8", errors="replace")
+    text = raw.decode("utf-8", errors="surrogateescape")  # file names that are not UTF-8 come back as written
     if fmt == "jsonl":
         done = set()
         for line in text.splitlines():
@@ -376,8 +443,9 @@ def _print_table(rows: list[dict], sink) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ..output.results import TEXT_COLUMNS
+    from ..output.results import TEXT_COLUMNS, display_source
 
+    rows = [{**r, "source": display_source(r["source"])} for r in rows]  # a table shows names as text
     tty = sink.isatty() if hasattr(sink, "isatty") else False
     console = Console(file=sink, color_system="auto" if tty else None, force_terminal=tty)
     cols = [c for c in TEXT_COLUMNS if c not in ("time", "track", "score") or any(r[c] != "" for r in rows)]

@@ -444,6 +444,9 @@ class UncertaintyRouter:
     def from_dict(cls, d: dict[str, Any]) -> "UncertaintyRouter":
         """A router from its stored form, checked for sense: every threshold a finite number
         (``ValueError`` naming the key and the value otherwise)."""
+        if not isinstance(d, dict) or not isinstance(d.get("state"), dict):
+            raise ValueError(f"a router is an object with a 'state' object, got {type(d).__name__}"
+                             + ("" if not isinstance(d, dict) else f" with state {type(d.get('state')).__name__}"))
         r = cls(reject_rate=_number(d, "reject_rate"), n_bins=int(_number(d, "n_bins")), shift=str(d.get("shift", "conditional")))
         st = dict(d["state"])
         for key in ("z_threshold", "aleatoric_threshold"):

@@ -9,11 +9,19 @@ ambiguous); ``distribution`` struct of the 8 emotions' vote-calibrated shares; `
 float64 (predicted share of people who would pick the top emotion); ``aleatoric``,
 ``epistemic``, ``total``, ``shift_score`` float64; ``percentiles`` struct<aleatoric,
 epistemic, total> (share of FERPlus validation faces below); ``error`` string; ``model``
-string and ``model_version`` string (ferroute's version and the model files' checksum).
+string and ``model_version`` string (ferroute's version and the model files' checksum);
+``source_bytes`` binary: the source's raw bytes where its name is not UTF-8 (a file name from
+an old archive, say), else null, so no name is lost.
+
+File names that are not UTF-8 reach Python as strings with lone surrogates (``os.fsdecode``).
+Parquet's ``source`` shows them with ``\\xNN`` escapes (:func:`display_source`) beside the
+exact bytes; CSV and JSONL files carry them losslessly (CSV: the name's own bytes, written
+with ``surrogateescape``; JSONL: ``\\udcNN`` escapes), and ``--resume`` reads them back.
 """
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
@@ -23,7 +31,7 @@ from ..labels import EMOTIONS
 SCORES = ("aleatoric", "epistemic", "total")
 #: the columns of :func:`schema`, in order
 COLUMNS = ("source", "face", "box", "score", "decision", "reason", "emotion", "distribution", "agreement", *SCORES, "shift_score",
-           "percentiles", "error", "model", "model_version")
+           "percentiles", "error", "model", "model_version", "source_bytes")
 #: the columns of :func:`text_rows` (a console table or CSV), in order
 TEXT_COLUMNS = ("source", "time", "track", "face", "box", "score", "decision", "emotion", "agreement", "aleatoric", "epistemic", "reason")
 
@@ -34,14 +42,31 @@ def schema(labels: tuple[str, ...] = EMOTIONS) -> Any:
 
     f64 = pa.float64()
     types = {"face": pa.int32(), "box": pa.list_(pa.int32()), "score": f64, "distribution": pa.struct([(e, f64) for e in labels]),
-             **dict.fromkeys((*SCORES, "shift_score", "agreement"), f64), "percentiles": pa.struct([(s, f64) for s in SCORES])}
+             **dict.fromkeys((*SCORES, "shift_score", "agreement"), f64), "percentiles": pa.struct([(s, f64) for s in SCORES]),
+             "source_bytes": pa.binary()}
     return pa.schema([(c, types.get(c, pa.string())) for c in COLUMNS])
 
 
+def display_source(source: str) -> str:
+    """``source`` as valid UTF-8 text: bytes of a file name that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(source).decode("utf-8", "backslashreplace") if isinstance(source, str) else str(source)
+
+
+def raw_source(source: str) -> bytes | None:
+    """The raw bytes of a file name that is not UTF-8 (``None`` for every other source)."""
+    try:
+        source.encode("utf-8")
+        return None
+    except UnicodeEncodeError:
+        return os.fsencode(source)
+
+
 def result_rows(item: dict[str, Any], model: str, model_version: str) -> list[dict[str, Any]]:
-    """The rows of one routed item (``{'source', 'faces'}`` or ``{'source', 'error'}``)."""
+    """The rows of one routed item (``{'source', 'faces'}`` or ``{'source', 'error'}``);
+    ``source`` as text (:func:`display_source`), ``source_bytes`` where that loses bytes."""
     base: dict[str, Any] = dict.fromkeys(COLUMNS)
-    base.update(source=item["source"], model=model, model_version=model_version)
+    base.update(source=display_source(item["source"]), source_bytes=raw_source(item["source"]), model=model,
+                model_version=model_version)
     if "error" in item:
         return [{**base, "decision": "error", "reason": item["error"], "error": item["error"]}]
     rows = []
@@ -62,6 +87,7 @@ def text_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
     faces = [] if "error" in item else item.get("faces", [])
     out = []
     for k, row in enumerate(result_rows(item, "", "")):
+        row["source"] = item["source"]  # text files carry the name's own bytes (surrogateescape)
         extra = {"time": item.get("time", ""), "track": faces[k].get("track", "") if faces else ""}
         cells = {c: extra[c] if c in extra else row[c] for c in TEXT_COLUMNS}
         cells["box"] = " ".join(map(str, row["box"])) if row["box"] else None
@@ -86,16 +112,20 @@ def model_identity(router: Any) -> tuple[str, str]:
 
 
 def done_sources(folder: Path) -> set[str]:
-    """Sources already in a Parquet result folder (for ``--resume``); unreadable parts are ignored."""
+    """Sources already in a Parquet result folder (for ``--resume``), as the file system names
+    them (``source_bytes`` where present); unreadable parts are ignored."""
     import pyarrow.parquet as pq
 
     done: set[str] = set()
     if folder.is_dir():
         for part in sorted(folder.glob("*.parquet")):
             try:
-                done.update(pq.read_table(part, columns=["source"]).column("source").to_pylist())
+                cols = [c for c in ("source", "source_bytes") if c in pq.read_schema(part).names]
+                table = pq.read_table(part, columns=cols).to_pydict()
             except Exception:  # a part cut short by an interruption: its inputs are routed again
                 continue
+            raw = table.get("source_bytes") or [None] * len(table["source"])
+            done.update(os.fsdecode(b) if b is not None else s for s, b in zip(table["source"], raw))
     return done
 
 

@@ -100,6 +100,9 @@ def limits_from_env(token: str | None = None) -> Limits:
         max_request_faces=int(env("FERROUTE_MAX_REQUEST_FACES", Limits.max_request_faces)),
         header_timeout_s=float(env("FERROUTE_HEADER_TIMEOUT_S", Limits.header_timeout_s)),
         max_connections=int(env("FERROUTE_MAX_CONNECTIONS", Limits.max_connections)),
+        max_connections_per_client=int(env("FERROUTE_MAX_CONNECTIONS_PER_CLIENT", Limits.max_connections_per_client)),
+        min_body_rate=float(env("FERROUTE_MIN_BODY_RATE", Limits.min_body_rate)),
+        max_bodies_per_client=int(env("FERROUTE_MAX_BODIES_PER_CLIENT", Limits.max_bodies_per_client)),
         token=(token if token is not None else env("FERROUTE_API_TOKEN")) or None,
     )
 
@@ -246,7 +249,8 @@ def serve(host: str = "127.0.0.1", port: int = 8000, model_dir: str | Path | Non
     lim = limits_from_env()
     # connections: a header timeout, a connection limit far above the admission limit, every
     # refusal in the error envelope (ferroute.serve.connections); requests: the Guard (ferroute.serve.limits)
-    http = protocol(header_timeout_s=lim.header_timeout_s, max_connections=lim.max_connections)
+    http = protocol(header_timeout_s=lim.header_timeout_s, max_connections=lim.max_connections,
+                    max_per_client=lim.max_connections_per_client)
     extra = {"limit_concurrency": None, "timeout_keep_alive": keep_alive_s, "http": http}
     if workers > 1:
         os.environ["FERROUTE_MODEL_DIR"] = str(model_dir or "")

@@ -7,8 +7,11 @@ Before the app reads a byte of a request body, :class:`Guard`:
 * refuses a declared ``Content-Length`` over ``max_body_bytes`` with 413, and counts the
   bytes as they arrive (a chunked or lying client is cut off at the limit plus one chunk);
 * reads the whole body *before* the request may take a routing slot, giving the client
-  ``body_timeout_s`` to send it (408 for slow clients), with its bytes reserved from a budget
-  for bodies held in memory (``max_pending_body_bytes``);
+  ``body_timeout_s`` to send it and, after ``body_grace_s``, at least ``min_body_rate`` bytes
+  a second on average (408 for slow and trickling clients); each byte counts against a budget
+  for bodies held in memory (``max_pending_body_bytes``) as it *arrives*, so a trickle holds
+  only what it has sent and never crowds out a normal request; one address may be reading at
+  most ``max_bodies_per_client`` bodies at once (503 past it);
 * refuses a request whose images hold more than ``max_request_pixels`` in all (413, read
   from the image headers, nothing decoded);
 * admits it by predicted wait (:mod:`ferroute.serve.admission`): while the work ahead of it, learned
@@ -61,12 +64,24 @@ class Limits:
     max_open_requests: int = 2000  # requests the app holds at once, waiting included (503 in the envelope)
     header_timeout_s: float = 10.0  # uvicorn's protocol (ferroute.serve.connections): headers must arrive in time
     max_connections: int = 1000  # connections held at once; past it a 503 in the envelope
+    max_connections_per_client: int = 200  # from one address (ferroute.serve.connections)
+    min_body_rate: float = 8192.0  # bytes/s a body must average once body_grace_s has passed (408 below it)
+    body_grace_s: float = 5.0
+    max_bodies_per_client: int = 32  # bodies one address may be sending at once (503 past it)
     token: str | None = None
     guarded_paths: tuple[str, ...] = ("/v1/route",)
     protected_prefix: str = "/v1/"  # the token is asked on these; the page, docs and /healthz are public
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyTooSlow(Exception):
+    pass
+
+
+class _BudgetFull(Exception):
     pass
 
 
@@ -81,6 +96,7 @@ class Guard:
         self._waiting = 0
         self._open = 0
         self._body_bytes = 0
+        self._bodies: dict[str, int] = {}  # bodies being read, by client address
         self._slots: asyncio.Semaphore | None = None
         self.admission = Admission(limits.max_active, limits.queue_timeout_s)
         self.telemetry = Telemetry()
@@ -134,26 +150,41 @@ class Guard:
         if path not in lim.guarded_paths or scope.get("method") != "POST":
             await self.app(scope, receive, send_with_id)
             return
-        # the body first, with its bytes reserved: a slow client holds no routing slot
-        reserve = int(declared) if declared is not None and declared.isdigit() else lim.max_body_bytes
-        if self._body_bytes + reserve > lim.max_pending_body_bytes:
+        # the body first, its bytes counted as they arrive: a slow client holds no routing slot
+        # and a trickle holds only what it sent
+        if self._body_bytes >= lim.max_pending_body_bytes:
             await _respond(send_with_id, 503, error_body("busy", "the server holds as many request bodies as its memory budget allows; try again shortly", rid),
                            [(b"retry-after", retry_after(max(1.0, self.admission.predicted_wait())).encode())])
             return
-        self._body_bytes += reserve
+        client = str((scope.get("client") or ("?",))[0])
+        if self._bodies.get(client, 0) >= lim.max_bodies_per_client:
+            await _respond(send_with_id, 503, error_body("busy", f"this address is already sending {lim.max_bodies_per_client} request bodies, "
+                                                         "the most one client may; wait for them", rid), [(b"retry-after", b"2")])
+            return
+        held = [0]
         try:
-            await self._admit(scope, receive, send_with_id, headers, rid)
+            await self._admit(scope, receive, send_with_id, headers, rid, client, held)
         finally:
-            self._body_bytes -= reserve
+            self._body_bytes -= held[0]
 
-    async def _admit(self, scope: Scope, receive: Receive, send_with_id: Send, headers: dict[str, str], rid: str) -> None:
+    async def _admit(self, scope: Scope, receive: Receive, send_with_id: Send, headers: dict[str, str], rid: str, client: str,
+                     held: list[int]) -> None:
         import time
 
         from .admission import peek_pixels
 
         lim, tel = self.limits, self.telemetry
+        self._bodies[client] = self._bodies.get(client, 0) + 1
         try:
-            body = await asyncio.wait_for(self._read_body(receive), timeout=lim.body_timeout_s)
+            body = await asyncio.wait_for(self._read_body(receive, held), timeout=lim.body_timeout_s)
+        except _BodyTooSlow:
+            await _respond(send_with_id, 408, error_body("body_too_slow", f"the request body arrived at under {lim.min_body_rate:,.0f} bytes a second; "
+                                                         "send it faster", rid), [(b"connection", b"close")])
+            return
+        except _BudgetFull:
+            await _respond(send_with_id, 503, error_body("busy", "the server holds as many request bodies as its memory budget allows; try again shortly", rid),
+                           [(b"retry-after", retry_after(max(1.0, self.admission.predicted_wait())).encode()), (b"connection", b"close")])
+            return
         except _BodyTooLarge:
             await _respond(send_with_id, 413, error_body("body_too_large", f"request body is over the limit of {lim.max_body_bytes:,} bytes", rid), [(b"connection", b"close")])
             await _drain(receive)
@@ -161,6 +192,12 @@ class Guard:
         except asyncio.TimeoutError:
             await _respond(send_with_id, 408, error_body("body_timeout", f"the request body did not arrive within {lim.body_timeout_s:.0f} s", rid), [(b"connection", b"close")])
             return
+        finally:
+            left = self._bodies.get(client, 1) - 1
+            if left > 0:
+                self._bodies[client] = left
+            else:
+                self._bodies.pop(client, None)
         pixels, images = peek_pixels(body, headers.get("content-type", ""))
         if pixels > lim.max_request_pixels:
             await _respond(send_with_id, 413, error_body("too_many_pixels", f"the images of this request hold {pixels:,} pixels in all; the limit is "
@@ -199,18 +236,32 @@ class Guard:
             self.admission.done(ticket, faces, time.monotonic() - t1)
             tel.work(faces, state.get("decode_s"), state.get("ensemble_s"))
 
-    async def _read_body(self, receive: Receive) -> bytes:
-        """The whole body, refusing it once it exceeds the limit (counted as it arrives)."""
+    async def _read_body(self, receive: Receive, held: list[int]) -> bytes:
+        """The whole body, counted as it arrives: refused once it exceeds the limit, once the
+        bodies held in memory would exceed their budget, or once it falls behind
+        ``min_body_rate`` after ``body_grace_s`` (each chunk has until then to arrive).
+        ``held[0]`` is what this body holds of the budget (the caller gives it back)."""
+        import time
+
+        lim = self.limits
         chunks: list[bytes] = []
-        size = 0
+        size, t0 = 0, time.monotonic()
         while True:
-            message = await receive()
+            deadline = t0 + max(lim.body_grace_s, (size + 1) / lim.min_body_rate) if lim.min_body_rate > 0 else None
+            try:
+                message = await (asyncio.wait_for(receive(), timeout=max(0.0, deadline - time.monotonic())) if deadline else receive())
+            except asyncio.TimeoutError:
+                raise _BodyTooSlow() from None
             if message["type"] == "http.disconnect":
                 break
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.limits.max_body_bytes:
+            if size > lim.max_body_bytes:
                 raise _BodyTooLarge()
+            if self._body_bytes + len(chunk) > lim.max_pending_body_bytes:
+                raise _BudgetFull()
+            self._body_bytes += len(chunk)
+            held[0] += len(chunk)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

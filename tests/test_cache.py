@@ -36,6 +36,20 @@ def test_store_then_find_and_a_damaged_entry_is_removed(tmp_path):
     assert not path.exists()
 
 
+def test_a_folder_in_an_entrys_place_is_removed_and_the_entry_cached_again(tmp_path):
+    stem = tmp_path / "x"
+    path = cache.store(stem, ".npy", lambda tmp: np.save(tmp, np.arange(10)))
+    path.unlink()
+    path.mkdir()
+    (path / "inside.txt").write_text("x")
+    with pytest.warns(UserWarning, match="not a regular file; removed"):
+        assert cache.find(stem, ".npy") is None
+    assert not path.exists()
+    path.mkdir()  # a folder where the new entry goes: store replaces it
+    again = cache.store(stem, ".npy", lambda tmp: np.save(tmp, np.arange(10)))
+    assert again == path and again.is_file() and cache.find(stem, ".npy") == again
+
+
 @pytest.mark.parametrize("damage", ["zero", "truncate"])
 def test_a_damaged_split_cache_is_detected_and_rebuilt(fake_ferplus, damage):
     first = load_split("valid", fake_ferplus)

@@ -94,3 +94,30 @@ def test_batches_are_padded_to_few_shapes():
     sizes = {batch_shape(n) for n in range(1, 257)}
     assert sizes == {1, 2, 4, 8, 16, 32, 64, 96, 128, 160, 192, 224, 256}
     assert all(batch_shape(n) >= n for n in range(300)) and batch_shape(0) == 0
+
+
+def test_route_many_holds_one_group_of_a_long_iterable_not_all_of_it(tiny_model_dir):
+    """A generator of 200 images: route_many never holds more than a few groups of them alive
+    at once (each input is dropped once its faces are found), and the rows come in order."""
+    import weakref
+
+    import numpy as np
+
+    from ferroute.router import DECODE_GROUP, FERRouter
+
+    router = FERRouter.load(tiny_model_dir)
+    alive: list[weakref.ref] = []
+    most = 0
+
+    def images():
+        nonlocal most
+        rng = np.random.default_rng(0)
+        for _ in range(200):
+            most = max(most, sum(r() is not None for r in alive))
+            img = rng.integers(0, 256, (48, 48), dtype=np.uint8)
+            alive.append(weakref.ref(img))
+            yield img
+
+    out = router.route_many(images(), names=[f"i{k}" for k in range(200)])
+    assert [o["source"] for o in out] == [f"i{k}" for k in range(200)]
+    assert most <= DECODE_GROUP + 1

@@ -43,12 +43,9 @@ def find(stem: Path, suffix: str) -> Path | None:
         digest = p.name[len(stem.name) + 1 : len(p.name) - len(suffix)]
         if len(digest) != DIGEST_CHARS or not all(c in "0123456789abcdef" for c in digest):
             continue  # another entry's name, or a temporary file
-        if p.is_symlink() or not p.is_file():  # a FIFO, a device, a link (to /dev/zero, say): never opened
-            warnings.warn(f"{p}: cache entry is not a regular file; removed, rebuilding it", stacklevel=2)
-            try:
-                p.unlink()
-            except OSError:
-                pass
+        if p.is_symlink() or not p.is_file():  # a FIFO, a device, a folder, a link (to /dev/zero, say): never opened
+            done = "removed, rebuilding it" if _remove(p) else "it could not be removed (remove it by hand); not cached"
+            warnings.warn(f"{p}: cache entry is not a regular file; {done}", stacklevel=2)
             continue
         try:
             ok = file_digest(p) == digest
@@ -56,12 +53,23 @@ def find(stem: Path, suffix: str) -> Path | None:
             ok = False
         if ok:
             return p
-        warnings.warn(f"{p}: damaged cache entry (its content does not match its checksum); removed, rebuilding it", stacklevel=2)
-        try:
-            p.unlink()
-        except OSError:
-            pass
+        done = "removed, rebuilding it" if _remove(p) else "it could not be removed (remove it by hand)"
+        warnings.warn(f"{p}: damaged cache entry (its content does not match its checksum); {done}", stacklevel=2)
     return None
+
+
+def _remove(p: Path) -> bool:
+    """Remove a cache entry of any kind (a folder with what is in it); whether it is gone."""
+    import shutil
+
+    try:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    except OSError:
+        pass
+    return not (p.exists() or p.is_symlink())
 
 
 def store(stem: Path, suffix: str, write: Callable[[Path], None]) -> Path | None:
@@ -72,6 +80,8 @@ def store(stem: Path, suffix: str, write: Callable[[Path], None]) -> Path | None
         stem.parent.mkdir(parents=True, exist_ok=True)
         write(tmp)
         final = stem.parent / f"{stem.name}.{file_digest(tmp)}{suffix}"
+        if final.is_dir() and not final.is_symlink():  # a folder in the entry's place would block it forever
+            _remove(final)
         os.replace(tmp, final)
         return final
     except OSError:

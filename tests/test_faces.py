@@ -273,3 +273,37 @@ def test_exif_orientation_survives_downscaling_a_large_image(fmt):
     assert dec.size == (1000, 3000)  # the original's size, upright
     assert dec.rgb.shape[0] > dec.rgb.shape[1]  # the decoded copy is upright too
     assert abs(dec.scale - 1000 / dec.rgb.shape[1]) < 1e-9
+
+
+_PEAK = """
+import io, resource, sys
+from PIL import Image
+from ferroute.vision.images import decode_cost, decode_image
+data = open(sys.argv[1], "rb").read()
+min_side = int(sys.argv[2]) or None
+hdr = Image.open(io.BytesIO(data))
+est = decode_cost(hdr, 2 * min_side if min_side and max(hdr.size) > 2 * min_side else None)
+del hdr
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+decode_image(data, name="x", min_side=min_side)
+print(est, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base)
+"""
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16", "RGB"])
+@pytest.mark.parametrize("min_side", [0, 640])
+def test_the_decode_estimate_covers_the_real_peak(tmp_path, mode, min_side):
+    """The decoding budget reserves decode_cost before a pixel is decoded: it must cover the
+    process's real peak (ru_maxrss of a fresh process), for alpha and 16-bit images too (an
+    RGBA PNG once took twice its estimate)."""
+    import subprocess
+    import sys
+
+    rng = np.random.default_rng(0)
+    shape = (3000, 3000) if mode == "I;16" else (3000, 3000, len(mode))
+    dtype = np.uint16 if mode == "I;16" else np.uint8
+    path = tmp_path / "big.png"
+    Image.fromarray(rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)).save(path, compress_level=1)
+    res = subprocess.run([sys.executable, "-c", _PEAK, str(path), str(min_side)], capture_output=True, text=True, timeout=120)
+    est, peak = map(int, res.stdout.split())
+    assert peak <= est, f"{mode}: decoding took {peak / 2**20:.0f} MB, estimated {est / 2**20:.0f} MB"

@@ -172,11 +172,18 @@ def _decode_pil(im: Image.Image, label: str, max_pixels: int, min_side: int | No
 
 def decode_cost(im: Image.Image, target: int | None = None) -> int:
     """Estimated peak bytes of decoding ``im`` (its header read, no pixel decoded yet): Pillow's
-    own copy, plus the RGB array and a conversion's copy at the output size (``target`` long
-    side where the image is box-filtered down, else its own)."""
+    own copy (and, where the image is box-filtered down to a ``target`` long side, the filter's
+    working copy: a premultiplied one for images with alpha, a 32-bit one for 16-bit images),
+    plus the copies made at the output size on the way to an RGB array (compositing alpha onto
+    white takes four), with 15 % to spare. Measured against the real peak (``ru_maxrss`` of a
+    fresh process) on 4 and 25 MP RGB, RGBA and 16-bit PNGs: ``tests/test_faces.py``."""
     pixels = im.width * im.height
     out = pixels if target is None else pixels * (target / max(im.size)) ** 2
-    return int(pixels * _PIL_BYTES.get(im.mode, 4) + out * 11) + (1 << 20)
+    alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info)
+    sixteen = im.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")
+    per_in = _PIL_BYTES.get(im.mode, 4) + (1 + 4 * alpha + 1.5 * sixteen if target is not None else 0)
+    per_out = 26 if alpha else 14 if sixteen else 12
+    return int(1.15 * (pixels * per_in + out * per_out)) + (4 << 20)
 
 
 def _pil_to_rgb(im: Image.Image) -> np.ndarray:

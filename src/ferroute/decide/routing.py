@@ -49,41 +49,19 @@ from typing import Any
 import numpy as np
 
 from . import agreement as agr
-from .uncertainty import Decomposition, decompose
+from .conformal import (  # noqa: F401  (SingleScoreRouter, beta_ppf: re-exported for older imports)
+    NotCalibratedError,
+    SingleScoreRouter,
+    _as_decomposition,
+    beta_ppf,
+    conformal_guarantee,
+    conformal_rank,
+    percentile_in,
+)
+from .reasons import face_reports, keep_reason, reject_reason  # noqa: F401  (the reasons: re-exported)
+from .uncertainty import Decomposition, decompose  # noqa: F401  (decompose: re-exported)
 
 _LOG_EPS = 1e-6
-
-
-def conformal_rank(n: int, alpha: float) -> int:
-    """Rank ``k`` (1-based) of the split-conformal threshold among ``n`` calibration scores:
-    ``ceil((n + 1)(1 - alpha))``, so a new exchangeable score exceeds it with probability
-    ``(n + 1 - k) / (n + 1) <= alpha``. ``n + 1`` when too few scores (nothing rejected)."""
-    return min(int(np.ceil((n + 1) * (1 - alpha) - 1e-9)), n + 1)
-
-
-def percentile_in(sorted_reference: Any, values: np.ndarray) -> np.ndarray:
-    """Share (0-1) of a sorted reference at or below each of ``values``: the scale on which
-    a union compares its parts, and the percentiles a report shows."""
-    ref = np.asarray(sorted_reference, float)
-    return np.searchsorted(ref, np.asarray(values, float), side="right") / len(ref)
-
-
-def beta_ppf(q: float, a: int, b: int) -> float:
-    """Quantile of Beta(a, b) for integer a, b >= 1, by bisection on its binomial form
-    ``P(Beta(a, b) <= t) = P(Binomial(a + b - 1, t) >= a)``. ``scipy.stats.beta.ppf`` gives
-    the same (tested); scipy is not a core dependency and routing is."""
-    n = a + b - 1
-    j = np.arange(a, n + 1)
-    log_choose = np.array([math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1) for k in j])
-
-    def cdf(t: float) -> float:
-        return float(np.exp(log_choose + j * math.log(t) + (n - j) * math.log1p(-t)).sum())
-
-    lo, hi = 0.0, 1.0
-    for _ in range(60):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if cdf(mid) < q else (lo, mid)
-    return (lo + hi) / 2
 
 
 def _fit_bins(d: dict[str, np.ndarray], n_bins: int) -> dict[str, list[float]]:
@@ -99,72 +77,6 @@ def _fit_bins(d: dict[str, np.ndarray], n_bins: int) -> dict[str, list[float]]:
         mus.append(float(np.mean(le[sel])))
         sds.append(float(max(np.std(le[sel]), 1e-3)))
     return {"centers": centers, "mu": mus, "sd": sds}
-
-
-def reject_reason(part: str, percentile: float) -> str:
-    """Why an input is rejected, in words: the shift score's ``part`` that fired, at its
-    ``percentile`` (0-100) among validation faces."""
-    than = "any validation face" if percentile >= 99.95 else f"{min(percentile, 99.0):.0f}% of validation faces"
-    if part == "pixels":
-        return (f"Rejected: the image itself is unlike the faces the model was trained on (its blur, noise, contrast or "
-                f"exposure is more unusual than on {than}), so no emotion is reported.")
-    if part == "face":
-        return (f"Rejected: the face detector hardly sees a face in this crop (it looks less like a face than "
-                f"{than}), so no emotion is reported.")
-    similar = " of similar ambiguity" if part == "conditional" else ""
-    return (f"Rejected: the input looks unlike the faces the model was trained on (the ensemble members disagree more "
-            f"than on {than}{similar}), so no emotion is reported.")
-
-
-def keep_reason(decision: str, top2: list[tuple[str, float]], level: float | None = None) -> str:
-    """Why a face is ``ambiguous`` or accepted, from its two likeliest emotions ``[(label, p), ...]``
-    (vote-calibrated shares of people) and the ambiguity ``level`` it was compared with."""
-    (top, p1), (second, p2) = top2
-    if level is None:  # a router calibrated before agreement: shares are the members' mean
-        if decision == "ambiguous":
-            return f"Ambiguous: people would likely disagree about this face; it reads as {top} ({p1:.0%}) or {second} ({p2:.0%})."
-        return f"Clear {top} expression ({p1:.0%}); the members agree and the face looks familiar."
-    if decision == "ambiguous":
-        share = f"{p1:.1%}" if round(p1, 2) >= level else f"{p1:.0%}"  # 0.596 at level 0.6 reads 59.6 %, not 60 %
-        return (f"Ambiguous: about {share} of people would call this {top}, {p2:.0%} {second}; "
-                f"{_no_majority(level)}.")
-    other = f", {p2:.0%} {second}" if p2 >= 0.05 else ""
-    return f"{top.capitalize()}: about {p1:.0%} of people would call it that{other}; the face looks familiar to the model."
-
-
-def _no_majority(level: float) -> str:
-    """Why a face is ambiguous at ``level``, in words: "no clear majority (fewer than 3 in 5
-    people would pick the top emotion)" at the default."""
-    words = agr.level_words(level)
-    return f"no clear majority ({words})" if abs(level - agr.DEFAULT_LEVEL) < 1e-9 else words
-
-
-def conformal_guarantee(n: int, k: int, reject_rate: float) -> dict[str, Any]:
-    """The promise of a split-conformal threshold at rank ``k`` of ``n`` calibration scores
-    (JSON-able): expected false-reject rate, and its 95 % upper bound (a Beta quantile)."""
-    expected = (n + 1 - k) / (n + 1)
-    upper = beta_ppf(0.95, n + 1 - k, k) if k <= n else 0.0
-    return {
-        "kind": "split-conformal",
-        "reject_rate": reject_rate,
-        "n_calibration": n,
-        "reject_rate_expected": expected,
-        "reject_rate_upper_95": upper,
-        "statement": (f"A face drawn like the {n} clean FERPlus validation faces is rejected with probability at most "
-                      f"{reject_rate:.0%} (exactly {expected:.2%} on average over calibration sets); with 95 % "
-                      f"confidence this calibration rejects at most {upper:.2%} of such faces. "
-                      "Faces unlike FERPlus's (other cameras, framing, populations) carry no such promise."),
-    }
-
-
-class NotCalibratedError(RuntimeError):
-    """A router was used before ``fit``."""
-
-
-def _as_decomposition(x: np.ndarray | Decomposition) -> Decomposition:
-    if isinstance(x, dict):
-        return x
-    return decompose(x)
 
 
 class UncertaintyRouter:
@@ -392,46 +304,9 @@ class UncertaintyRouter:
 
     def route(self, probs: np.ndarray, labels: tuple[str, ...] | list[str], signals: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
         """Full JSON-able reports for member probabilities ``(B, M, C)``, one dict per input;
-        ``signals``: what the shift score needs beside them (``{'pixels': (B,)}``)."""
-        self._require()
-        p = np.asarray(probs, float)
-        d: dict[str, np.ndarray] = {**decompose(p), **(signals or {})}
-        mean = self.calibrated(p)  # vote-calibrated shares of people (the members' mean on an older router)
-        agree = agr.agreement(mean)
-        level = self.ambiguous_below if self.has_agreement else None
-        z = self.shift_score(d)  # type: ignore[arg-type]
-        decisions = self.decide(d, score=z, agree=agree)  # type: ignore[arg-type]
-        pct = {k: self.percentile(k, d[k]) for k in ("aleatoric", "epistemic", "total")}
-        part_pct = self._part_percentiles(d) if np.any(decisions == "reject") else {}
-        reports = []
-        for i in range(len(p)):
-            order = np.argsort(-mean[i])
-            top = labels[order[0]]
-            dist = {lab: round(float(mean[i, j]), 4) for j, lab in enumerate(labels)}
-            dec = str(decisions[i])
-            if dec == "reject":
-                part = max(part_pct, key=lambda q: part_pct[q][i])
-                pct_i = 100 * float(part_pct[part][i])
-                if part == "learned":  # name the signal that raised the learned score most
-                    part = str(self.learned.top_group({k: v[i : i + 1] for k, v in d.items()})[0])
-                reason = reject_reason(part, pct_i)
-            else:
-                reason = keep_reason(dec, [(labels[j], float(mean[i, j])) for j in order[:2]], level)
-            reports.append(
-                {
-                    "decision": dec,
-                    "reason": reason,
-                    "emotion": None if dec == "reject" else top,
-                    "distribution": dist,
-                    "agreement": None if dec == "reject" else round(float(agree[i]), 4),
-                    "aleatoric": round(float(d["aleatoric"][i]), 5),
-                    "epistemic": round(float(d["epistemic"][i]), 6),
-                    "total": round(float(d["total"][i]), 5),
-                    "shift_score": round(float(z[i]), 4),
-                    "percentiles": {k: round(float(v[i]), 1) for k, v in pct.items()},
-                }
-            )
-        return reports
+        ``signals``: what the shift score needs beside them (``{'pixels': (B,)}``)
+        (:func:`ferroute.decide.reasons.face_reports`)."""
+        return face_reports(self, probs, labels, signals)
 
     def to_dict(self) -> dict[str, Any]:
         st = self._require()
@@ -448,18 +323,7 @@ class UncertaintyRouter:
             raise ValueError(f"a router is an object with a 'state' object, got {type(d).__name__}"
                              + ("" if not isinstance(d, dict) else f" with state {type(d.get('state')).__name__}"))
         r = cls(reject_rate=_number(d, "reject_rate"), n_bins=int(_number(d, "n_bins")), shift=str(d.get("shift", "conditional")))
-        st = dict(d["state"])
-        for key in ("z_threshold", "aleatoric_threshold"):
-            _number(st, key, allow_inf=key == "z_threshold")
-        if st.get("vote_temperature") is not None or st.get("ambiguous_below") is not None:
-            if _number(st, "vote_temperature") <= 0:
-                raise ValueError(f"vote_temperature must be positive, got {st['vote_temperature']!r}")
-            if not 0 < _number(st, "ambiguous_below") < 1:
-                raise ValueError(f"ambiguous_below must be between 0 and 1, got {st['ambiguous_below']!r}")
-            bias = st.get("vote_bias")
-            if bias is not None and (not isinstance(bias, list) or not all(
-                    isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in bias)):
-                raise ValueError(f"vote_bias must be a list of finite numbers, one per emotion, got {bias!r}")
+        st = _checked_state(d["state"])
         if "learned" in st:
             from .shift import LearnedScore
 
@@ -479,25 +343,19 @@ def _number(d: dict[str, Any], key: str, allow_inf: bool = False) -> float:
     return float(v)
 
 
-class SingleScoreRouter:
-    """Baseline: one score (total entropy) decides; reject above its threshold, else accept."""
-
-    kind = "single"
-
-    def __init__(self, reject_rate: float = 0.05):
-        self.reject_rate = reject_rate
-        self.threshold: float | None = None
-
-    def fit(self, probs: np.ndarray | Decomposition) -> "SingleScoreRouter":
-        total = np.sort(np.asarray(_as_decomposition(probs)["total"], float))
-        k = conformal_rank(len(total), self.reject_rate)  # the same rule as UAR's
-        self.threshold = float(total[k - 1]) if k <= len(total) else float("inf")
-        return self
-
-    def score(self, probs: np.ndarray | Decomposition) -> np.ndarray:
-        return np.asarray(_as_decomposition(probs)["total"], float)
-
-    def decide(self, probs: np.ndarray | Decomposition) -> np.ndarray:
-        if self.threshold is None:
-            raise NotCalibratedError("single-score router is not calibrated: call fit(valid_probs) first")
-        return np.where(self.score(probs) > self.threshold, "reject", "accept").astype(object)
+def _checked_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a stored router state whose thresholds are finite numbers and whose vote
+    calibration makes sense (``ValueError`` naming the key and the value otherwise)."""
+    st = dict(state)
+    for key in ("z_threshold", "aleatoric_threshold"):
+        _number(st, key, allow_inf=key == "z_threshold")
+    if st.get("vote_temperature") is not None or st.get("ambiguous_below") is not None:
+        if _number(st, "vote_temperature") <= 0:
+            raise ValueError(f"vote_temperature must be positive, got {st['vote_temperature']!r}")
+        if not 0 < _number(st, "ambiguous_below") < 1:
+            raise ValueError(f"ambiguous_below must be between 0 and 1, got {st['ambiguous_below']!r}")
+        bias = st.get("vote_bias")
+        if bias is not None and (not isinstance(bias, list) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in bias)):
+            raise ValueError(f"vote_bias must be a list of finite numbers, one per emotion, got {bias!r}")
+    return st

@@ -101,8 +101,11 @@ def results(r: dict, fast: dict | None, core: dict[str, str], link: str) -> str:
                     if "ldl" in cal else
                     f"| the distribution against the votes: JS / top-share calibration error | {cal['after']['js']:.3f} / {cal['after']['top_share_ece']:.3f} | | | {rep} |")
     if flag:
-        rows.append(f"| `ambiguous` at the default level {flag['level']:.2f}: flagged / actually split | **{pct(flag['flagged_share'])}** / "
-                    f"{pct(flag['actual_share'])} | | precision {f3(flag['precision'])}, recall {f3(flag['recall'])} (10 votes a face are noisy) | {rep} |")
+        ceiling = (f" against {f3(flag['ceiling_precision'])} / {f3(flag['ceiling_recall'])} for a predictor that knew each face's vote "
+                   f"shares (ten votes a face are noisy); AUROC {f3(flag.get('auroc'))}") if "ceiling_precision" in flag else " (10 votes a face are noisy)"
+        ck = f"; flagged on CK+ (posed) {pct(flag['ckplus_flagged'])}" if flag.get("ckplus_flagged") is not None else ""
+        rows.append(f"| `ambiguous` at the default level {flag['level']:.2f} (no clear majority): flagged / actually split | **{pct(flag['flagged_share'])}** / "
+                    f"{pct(flag['actual_share'])} | | precision / recall {f3(flag['precision'])} / {f3(flag['recall'])}{ceiling}{ck} | {rep} |")
     if "nonface_rejected" in g:
         rows.append(f"| beyond FERPlus: non-face 48x48 crops rejected (n={g['n_nonface']}) | **{pct(g['nonface_rejected'])}** | | | {rep} |")
     if "ckplus_accuracy" in g:

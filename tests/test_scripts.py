@@ -46,6 +46,7 @@ RUN = {
     "scripts/make_model_card.py": (lambda t: [str(_model_copy(t)), str(ROOT / "docs" / "fast"), "--machine", "test"], "MODEL_CARD.md"),
     "scripts/render_docs.py": (lambda t: ["--check"], ""),
     "scripts/make_probe_face.py": (lambda t: ["--out", str(t / "smile.png")], "smile.png"),
+    "scripts/site_example.py": (lambda t: ["--half", "130", "--no-corruptions", "--out", str(t)], "rejected with the site folder"),
 }
 #: script -> why it is imported (or parsed) rather than run here
 IMPORT_ONLY = {

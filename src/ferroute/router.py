@@ -17,6 +17,7 @@ from .vision.images import MAX_PIXELS, ImageInput, MemoryBudget
 from .decide.labelshift import PriorAdapter
 from .engine.backends import TRAIN_EXTRA, backend_loader  # noqa: F401  (TRAIN_EXTRA: re-exported for older imports)
 from .engine.onnxrun import GRAPH_FILE, OnnxEnsemble, load_graph
+from .engine.site import check_base, is_site, read_site
 from .decide.routing import NotCalibratedError, UncertaintyRouter
 from .decide.shift import SIGNALS_FILE, Signal, load_signals
 from .stream import route_stream
@@ -111,6 +112,8 @@ class FERRouter:
         self.priors = priors
         #: the emotion mix ``(C,)`` outputs are moved to (:meth:`adapt_to`); None: the model's own
         self.mix: np.ndarray | None = None
+        #: the site overlay this router was loaded through (``ferroute calibrate-site``), else None
+        self.site: dict[str, Any] | None = None
         missing = [k for k in router.needs if k not in self.signals]
         if missing:
             where = model_dir / SIGNALS_FILE if model_dir else "signals="
@@ -131,6 +134,14 @@ class FERRouter:
         """
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        if model_dir is not None and is_site(model_dir):  # a site overlay: the base model, the site's threshold
+            site = read_site(model_dir)
+            base = resolve_model_dir(site["base_model"])
+            check_base(model_dir, site, base)
+            out = cls.load(base, backend=backend, device=device, threads=threads, ambiguous_below=ambiguous_below)
+            out.router.use_site_threshold(site)
+            out.site = {"dir": str(Path(model_dir).resolve()), **{k: site[k] for k in ("base_model", "base_digest", "promise") if k in site}}
+            return out
         d = resolve_model_dir(model_dir)
         if not d.is_dir():
             raise ModelError(f"{d}: model directory not found (embedded models: {', '.join(EMBEDDED_MODELS)})")

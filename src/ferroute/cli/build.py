@@ -332,3 +332,44 @@ def export(
     ens, d = _load_model(model_dir)
     path = export_onnx(ens, out or d / GRAPH_FILE, weights_digest=weights_digest(d))
     typer.echo(f"wrote {path} ({ens.num_members} members, input {ens.config.in_chans}x{ens.config.input_size}x{ens.config.input_size})")
+
+
+@app.command("calibrate-site")
+def calibrate_site(
+    paths: list[str] = typer.Argument(..., help="Ordinary photos of the site, unlabelled: files, folders (recursive), globs or .txt lists."),
+    out: Path = typer.Option(..., help="The site folder to write: site.json, site_report.md and .json, two contact sheets."),
+    model: Optional[Path] = typer.Option(None, help=MODEL_HELP),
+    reject_rate: float = typer.Option(0.05, "--reject-rate", min=0.001, max=0.49, help="Share of the site's ordinary faces the threshold may reject."),
+    corruptions: bool = typer.Option(True, "--corruptions/--no-corruptions", help="Also measure what the site threshold lets through of FERPlus test faces under the 15 corruptions (needs FERPLUS_DIR)."),
+) -> None:
+    """Re-make the model's reject promise on a site's own photos (no labels needed).
+
+    Every face in PATHS is scored; the reject threshold is set split-conformally on them at
+    --reject-rate, with its finite-sample bound stated. The site folder names its base model by
+    digest (nothing is copied) and works wherever a model folder does: route --model SITE_DIR,
+    serve --model SITE_DIR, ferroute.load(SITE_DIR). Refused (exit 2) with too few faces, or
+    when the site threshold would let through more than 5 points more of the non-face probe
+    than the base model's. Manual: "Calibrate to your site".
+    """
+    _need("train", "scipy", "skimage")
+    from ..engine.config import ModelError
+    from ..evaluate.site import calibrate_site as run
+    from .run import expand_inputs
+
+    entries, missing = expand_inputs(paths)
+    for m in sorted(missing):
+        typer.echo(f"warning: {m}: cannot be read; not used", err=True)
+    photos = [e for e in entries if e not in missing]
+    if not photos:
+        _fail("no photos found in the given paths")
+    typer.echo(f"finding and scoring the faces of {len(photos)} photos ...", err=True)
+    try:
+        r = run(photos, out, model=model, reject_rate=reject_rate, corruptions=corruptions)
+    except (ModelError, ValueError) as exc:
+        _fail(str(exc))
+    nf = r["nonface_rejected"]
+    typer.echo(f"{r['faces']} faces from {r['photos']} photos ({len(r['no_face'])} without a face, {len(r['failed'])} failed): "
+               f"site threshold {r['z_threshold']:.4f} ({r['direction']} than the base model's {r['base_z_threshold']:.4f}); "
+               f"non-face probe rejected {nf['site']:.1%} (base {nf['base']:.1%})")
+    typer.echo(r["promise"]["statement"])
+    typer.echo(f"wrote {out}/site.json and {out}/site_report.md")

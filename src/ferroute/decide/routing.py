@@ -271,6 +271,8 @@ class UncertaintyRouter:
     def guarantee(self) -> dict[str, Any]:
         """What the reject threshold promises for in-distribution faces (JSON-able)."""
         st = self._require()
+        if st.get("site_promise"):  # re-made on a site's own photos (ferroute calibrate-site)
+            return dict(st["site_promise"])
         c = st.get("conformal")
         if c is None:  # calibrated before conformal thresholds (a plain quantile)
             return {"reject_rate": self.reject_rate, "kind": "empirical quantile", "n": len(st["z_reference"])}
@@ -307,6 +309,15 @@ class UncertaintyRouter:
         ``signals``: what the shift score needs beside them (``{'pixels': (B,)}``)
         (:func:`ferroute.decide.reasons.face_reports`)."""
         return face_reports(self, probs, labels, signals)
+
+    def use_site_threshold(self, site: dict[str, Any]) -> None:
+        """Reject on a site's own conformal threshold (``ferroute calibrate-site``) instead of the
+        one set on FERPlus validation faces; the promise is then the site's."""
+        st = self._require()
+        st["z_threshold"] = float(site["z_threshold"])
+        st["conformal"] = {"n": int(site["n_faces"]), "rank": int(site["rank"])}
+        st["site_promise"] = site.get("promise")
+        self.reject_rate = float(site["reject_rate"])
 
     def to_dict(self) -> dict[str, Any]:
         st = self._require()

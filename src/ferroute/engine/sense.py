@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image

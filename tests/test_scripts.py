@@ -56,6 +56,7 @@ IMPORT_ONLY = {
     "benchmarks/bench_soak.py": "a soak is minutes by definition (bench_server's crowd code runs above)",
     "benchmarks/gpu_check.sh": "needs a CUDA GPU",
     "scripts/build_lite0.sh": "trains five members (hours)",
+    "scripts/build_mobilefacenet.sh": "trains members (an hour or more each)",
     "scripts/export_embedded.py": "rewrites the embedded graphs; tests/test_embedded_graphs.py checks they are what it writes",
     "scripts/make_examples.py": "rewrites examples/; tests/test_default_model.py checks its rules",
     "scripts/make_frost_textures.py": "needs the imagecorruptions package's photos",

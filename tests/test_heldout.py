@@ -50,3 +50,23 @@ def test_every_new_shift_changes_a_gray_face_more_with_severity(name):
     faces = np.repeat(face[None], 32, axis=0)
     change = [np.abs(corrupt(faces, name, s, seed=0).astype(float) - faces).mean() for s in (1, 3, 5)]
     assert change[0] > 0.5 and change[2] > change[0], (name, change)
+
+
+def _faces() -> np.ndarray:
+    faces = np.asarray(Image.open(FIX / "corruption_inputs.png").convert("L"))
+    return np.repeat(np.stack(np.split(faces, faces.shape[1] // 48, axis=1)), 8, axis=0)
+
+
+def test_haze_and_blocking_do_not_reproduce_fog_and_jpeg():
+    """Written apart from the test's fog and JPEG: on the same faces, block-DCT compression's
+    pixel changes correlate below 0.5 with JPEG's, and haze's images are far from fog's (haze
+    shares fog's main effect, contrast lost toward a bright level, so its changes correlate
+    with fog's about 0.75: the held-out family now has that kind of shift, not fog itself)."""
+    faces = _faces()
+    x = faces.astype(float)
+    for s in (1, 3, 5):
+        b, j = corrupt(faces, "block_quantize", s).astype(float) - x, corrupt(faces, "jpeg_compression", s).astype(float) - x
+        cors = [np.corrcoef(p.ravel(), q.ravel())[0, 1] for p, q in zip(b, j) if p.std() > 0 and q.std() > 0]
+        assert np.mean(cors) < 0.5, (s, np.mean(cors))
+        h, f = corrupt(faces, "haze", s).astype(float), corrupt(faces, "fog", s).astype(float)
+        assert np.abs(h - f).mean() > 8, (s, np.abs(h - f).mean())

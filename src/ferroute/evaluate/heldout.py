@@ -15,7 +15,14 @@ change a gray face, each at severities 1-5, seeded per (shift, severity, seed) l
   (``scripts/make_reference_cbar.py``, run once beside facebookresearch/augmentation-corruption);
 * three photographic ones: ``resolution_loss`` (bicubic down- and up-scaling, from 1.5x to
   6x), ``exposure_noise`` (under- or over-exposure with sensor read and shot noise) and
-  ``occlusion`` (a flat or textured patch over 10-45 % of the face).
+  ``occlusion`` (a flat or textured patch over 10-45 % of the face);
+* haze and blocking, written apart from the test's fog and JPEG (2026-12-07): ``haze``
+  (atmospheric scattering, ``I = J t + A (1 - t)`` with transmission ``t = exp(-beta d)`` over a
+  depth ramp in a random direction, airlight ``A`` gray or bright) and ``block_quantize``
+  (16x16 block-DCT coefficients quantised with a step that grows with frequency, where JPEG uses
+  8x8 blocks and its own tables). ``tests/test_heldout.py`` checks that neither reproduces its
+  test cousin: the pixel changes they make to the same faces correlate below 0.5 with fog's and
+  JPEG's.
 
 The other four of ImageNet-C-bar (blue-noise sample, caustic refraction, Perlin noise,
 sparkles) are not ported: their per-pixel reference code is the slowest to vectorise, and the
@@ -232,10 +239,49 @@ def occlusion(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def haze(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    """Atmospheric scattering over a depth ramp: ``x t + A (1 - t)``, ``t = exp(-beta d)``, the
+    depth ``d`` rising 0 -> 1 across the face in a random direction (a face further into haze on
+    one side), airlight ``A`` from mid gray to white."""
+    beta = (0.5, 0.9, 1.4, 2.0, 2.8)[s - 1]
+    n, h, w = x.shape
+    yy, xx = np.mgrid[0:h, 0:w] / max(h - 1, 1)
+    out = np.empty_like(x)
+    for k in range(n):
+        a = rng.uniform(0, 2 * np.pi)
+        d = np.cos(a) * xx + np.sin(a) * yy
+        d = (d - d.min()) / (np.ptp(d) + 1e-9)
+        t = np.exp(-beta * (0.3 + 0.7 * d))
+        out[k] = x[k] * t + rng.uniform(0.55, 1.0) * (1 - t)
+    return np.clip(out, 0, 1)
+
+
+def block_quantize(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    """16x16 block-DCT compression: each block's coefficients quantised with a step rising with
+    frequency (``q (1 + (u + v) / 4)``, ``q`` by severity), the DC term kept finer."""
+    from scipy.fft import dctn, idctn
+
+    q = (0.03, 0.06, 0.10, 0.16, 0.24)[s - 1]
+    b = 16
+    n, h, w = x.shape
+    uu, vv = np.mgrid[0:b, 0:b]
+    step = q * (1 + (uu + vv) / 4.0)
+    step[0, 0] = q / 2
+    out = x.copy()
+    for r in range(0, h - h % b, b):
+        for c in range(0, w - w % b, b):
+            blk = dctn(x[:, r : r + b, c : c + b] - 0.5, axes=(1, 2), norm="ortho")
+            blk = np.round(blk / (step * b / 8)) * (step * b / 8)
+            out[:, r : r + b, c : c + b] = idctn(blk, axes=(1, 2), norm="ortho") + 0.5
+    return np.clip(out, 0, 1)
+
+
 #: The shifts this module adds to the held-out family.
 SHIFTS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
     **{name: _cbar(name) for name in CBAR_SEVERITY},
     "resolution_loss": resolution_loss,
     "exposure_noise": exposure_noise,
     "occlusion": occlusion,
+    "haze": haze,
+    "block_quantize": block_quantize,
 }

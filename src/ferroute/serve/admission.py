@@ -128,7 +128,9 @@ class Admission:
 
 
 def retry_after(wait_s: float) -> str:
-    """An honest ``Retry-After``: the predicted wait, in whole seconds, at least 1."""
+    """An honest ``Retry-After`` in whole seconds, at least 1. A request refused for its predicted
+    wait ``w`` over the queue timeout ``T`` is told ``w - T``: when the work ahead will have drained
+    to what is admitted, not the whole wait (which told clients 3-5x too long)."""
     return str(max(1, math.ceil(wait_s)))
 
 

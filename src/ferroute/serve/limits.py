@@ -211,7 +211,9 @@ class Guard:
             if ticket is not None:
                 self.admission.done(ticket, None, 0.0)
             await _respond(send_with_id, 503, error_body("busy", f"the work ahead would take about {wait:.0f} s, over the {lim.queue_timeout_s:.0f} s a request may wait; "
-                                                         "try again after Retry-After seconds", rid), [(b"retry-after", retry_after(wait).encode())])
+                                                         "try again after Retry-After seconds", rid),
+                           # when the work ahead will have drained to what is admitted, not the whole wait
+                           [(b"retry-after", retry_after(wait - lim.queue_timeout_s).encode())])
             return
         t0 = time.monotonic()
         self._waiting += 1

@@ -130,6 +130,17 @@ def slow_bodies(url: str, face: bytes, n: int) -> float:
     return took
 
 
+def read_head(s: socket.socket) -> bytes:
+    """What the server sent on ``s`` up to the end of a response head (or of the stream)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = s.recv(65536)
+        if not more:
+            break
+        data += more
+    return data
+
+
 def byte_after_response(url: str, n: int = 1000, keep_alive_s: float = 5.0) -> dict[str, float]:
     """``n`` connections, each ``GET /healthz`` declaring a 1000-byte body, the answer read, then
     one body byte (the attack that once held every connection forever): how many the server has
@@ -140,12 +151,7 @@ def byte_after_response(url: str, n: int = 1000, keep_alive_s: float = 5.0) -> d
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
         try:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                more = s.recv(65536)
-                if not more:
-                    break
-                data += more
+            read_head(s)
             s.sendall(b"x")
         except OSError:
             pass

@@ -318,7 +318,7 @@ def main() -> None:
             pv = {**decompose(ens.predict_proba(va.images)), **{k: fitted[k].score(va.images) for k in router.needs}}
             router.fit(pv, va.disagreement)
         old = json.loads((model_dir / "router.json").read_text())["state"] if (model_dir / "router.json").is_file() else {}
-        for k in ("vote_temperature", "ambiguous_below"):  # the agreement is the model's, whatever rejects
+        for k in ("vote_temperature", "vote_bias", "ambiguous_below"):  # the agreement is the model's, whatever rejects
             if k in old:
                 router._state[k] = old[k]
         router.selection = {k: v for k, v in summary.items() if k != "rows"} | {"chosen_row": rows[chosen]}

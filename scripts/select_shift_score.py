@@ -305,7 +305,7 @@ def main() -> None:
                           f"(mean AUROC {rows[chosen]['validation_auroc']:.3f}; held-out corruptions at severity 5: "
                           f"{rows[chosen]['held_out_auroc_5']:.3f}; the 15 test corruptions on the "
                           f"same validation faces, for the record: {rows[chosen]['test15_auroc_5']:.3f}; ranking transfer Spearman {transfer:.2f}). "
-                          "See docs/records/shift_score_selection.txt."}
+                          f"See docs/records/{args.record}.txt."}
     (DOCS / f"{args.record}.json").write_text(json.dumps(summary, indent=1) + "\n")
     if args.write:  # what `ferroute calibrate --shift <chosen>` does, plus the record of the choice
         router = UncertaintyRouter(shift=chosen.replace("learned6", "learned"))

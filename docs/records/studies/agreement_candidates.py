@@ -23,12 +23,6 @@ from ferroute.router import FERRouter, resolve_model_dir
 LEVEL = 0.6
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)
-
-
 def _log(p: np.ndarray) -> np.ndarray:
     return np.log(np.clip(p, 1e-8, None))
 
@@ -41,9 +35,9 @@ def fit(name: str, probs: np.ndarray, votes: np.ndarray):  # noqa: ANN201 (a fun
         return lambda p: agr.calibrate(p.mean(1), t)
     if name == "temperature+bias":
         def nll(x: np.ndarray) -> float:
-            return agr.vote_nll(_softmax(_log(mean) / np.exp(x[0]) + np.r_[0.0, x[1:]]), votes)
+            return agr.vote_nll(agr.softmax(_log(mean) / np.exp(x[0]) + np.r_[0.0, x[1:]]), votes)
         x = minimize(nll, np.zeros(mean.shape[1]), method="L-BFGS-B").x
-        return lambda p: _softmax(_log(p.mean(1)) / np.exp(x[0]) + np.r_[0.0, x[1:]])
+        return lambda p: agr.softmax(_log(p.mean(1)) / np.exp(x[0]) + np.r_[0.0, x[1:]])
     if name == "temperature+bias+top":
         base = fit("temperature+bias", probs, votes)
         d = base(probs)
@@ -51,9 +45,9 @@ def fit(name: str, probs: np.ndarray, votes: np.ndarray):  # noqa: ANN201 (a fun
         return lambda p: recalibrate_top(base(p), knots)
     if name == "member_temperature":
         def nll1(x: np.ndarray) -> float:
-            return agr.vote_nll(_softmax(_log(probs) / np.exp(x[0])).mean(1), votes)
+            return agr.vote_nll(agr.softmax(_log(probs) / np.exp(x[0])).mean(1), votes)
         x = minimize(nll1, np.zeros(1), method="L-BFGS-B").x
-        return lambda p: _softmax(_log(p) / np.exp(x[0])).mean(1)
+        return lambda p: agr.softmax(_log(p) / np.exp(x[0])).mean(1)
     raise ValueError(name)
 
 
@@ -116,7 +110,7 @@ def main() -> None:
         tp = (flag & t).sum()
         return float(2 * tp / (flag.sum() + t.sum())) if flag.sum() + t.sum() else 0.0
 
-    ceiling = flag_ceiling(va.votes, LEVEL)
+    ceiling = flag_ceiling(va.votes, [LEVEL])[LEVEL]
     rows = {}
     for c in CANDIDATES:
         flag = agree[c] < LEVEL

@@ -37,14 +37,17 @@ def level_words(level: float) -> str:
     return f"fewer than {level:.0%} of people would pick the top emotion"
 
 
-def calibrate(mean: np.ndarray, temperature: float, bias: np.ndarray | None = None) -> np.ndarray:
-    """Calibrated distributions ``(N, C)``: ``softmax(log(mean) / T + b)`` (``b`` = 0 when ``None``)."""
-    z = np.log(np.clip(np.asarray(mean, np.float64), 1e-8, None)) / float(temperature)
-    if bias is not None:
-        z = z + np.asarray(bias, np.float64)
-    z -= z.max(-1, keepdims=True)
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, shifted for stability."""
+    z = z - z.max(-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(-1, keepdims=True)
+
+
+def calibrate(mean: np.ndarray, temperature: float, bias: np.ndarray | None = None) -> np.ndarray:
+    """Calibrated distributions ``(..., C)``: ``softmax(log(mean) / T + b)`` (``b`` = 0 when ``None``)."""
+    z = np.log(np.clip(np.asarray(mean, np.float64), 1e-8, None)) / float(temperature)
+    return softmax(z if bias is None else z + np.asarray(bias, np.float64))
 
 
 def vote_nll(pred: np.ndarray, votes: np.ndarray) -> float:

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .agreement import calibrate, softmax
 from .shift import NotFittedError
 
 PRIORS_FILE = "priors.json"
@@ -62,7 +63,7 @@ class PriorAdapter:
 
         def nll(x: np.ndarray) -> tuple[float, np.ndarray]:
             """The votes' cross-entropy and its gradient in ``x``: log T, then the biases of classes 1..C-1."""
-            q = _softmax(logp * np.exp(-x[0]) + np.r_[0.0, x[1:]])  # (N, M, C)
+            q = softmax(logp * np.exp(-x[0]) + np.r_[0.0, x[1:]])  # (N, M, C)
             mean = np.clip(q.mean(1), 1e-12, None)
             g = -(target / mean)[:, None, :] / (n * m)  # d loss / d q
             dz = q * (g - (q * g).sum(-1, keepdims=True))  # through the softmax
@@ -71,7 +72,7 @@ class PriorAdapter:
 
         x = minimize(nll, np.zeros(logp.shape[2]), jac=True, method="L-BFGS-B", options={"maxiter": 500}).x
         self.temperature, self.bias = float(np.exp(x[0])), np.r_[0.0, x[1:]]
-        self.source_mix = _softmax(logp / self.temperature + self.bias).mean((0, 1))
+        self.source_mix = softmax(logp / self.temperature + self.bias).mean((0, 1))
         return self
 
     def _require(self) -> None:
@@ -82,7 +83,7 @@ class PriorAdapter:
     def calibrate(self, member_probs: np.ndarray) -> np.ndarray:
         """Calibrated member probabilities ``(N, M, C)``."""
         self._require()
-        return _softmax(np.log(np.clip(np.asarray(member_probs, np.float64), 1e-8, None)) / self.temperature + self.bias)
+        return calibrate(member_probs, self.temperature, self.bias)
 
     def estimate(self, member_probs: np.ndarray, max_iter: int = 1000, tol: float = 1e-8) -> np.ndarray:
         """The batch's emotion mix ``(C,)``: MAP-EM on its calibrated ensemble means."""
@@ -137,9 +138,3 @@ class PriorAdapter:
             return cls.from_dict(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: unreadable ({exc}); run `ferroute calibrate` again for this model") from None
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(-1, keepdims=True)

@@ -16,7 +16,7 @@ import os
 import uuid
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 DIGEST_CHARS = 16
 
@@ -33,6 +33,16 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()[:DIGEST_CHARS]
+
+
+def named_files_digest(files: Iterable[Path]) -> str:
+    """SHA-256 (hex) of each existing file's name and bytes, in the order given: what identifies a
+    model folder's contents (its graph's weights, its results' version, a site's base model)."""
+    h = hashlib.sha256()
+    for f in files:
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def find(stem: Path, suffix: str) -> Path | None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from .cache import named_files_digest
 from .config import BackboneConfig, ModelError
 from .sense import INPUT_SIZE, check_model, probe_inputs
 
@@ -44,14 +45,8 @@ def usable_cpus() -> int:
 def weights_digest(model_dir: str | Path) -> str:
     """SHA-256 (first 16 hex) of a model folder's member weights and config, in name order: what
     a shipped graph must have been exported from."""
-    import hashlib
-
     d = Path(model_dir)
-    h = hashlib.sha256()
-    for f in [d / "config.json", *sorted(d.glob("member_*.safetensors"))]:
-        if f.is_file():
-            h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:16]
+    return named_files_digest([d / "config.json", *sorted(d.glob("member_*.safetensors"))])[:16]
 
 
 def load_graph(model_dir: str | Path, threads: int | None = None) -> OnnxEnsemble:

@@ -10,12 +10,12 @@ threshold. A changed base model is refused: the site's promise was made for the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from pathlib import Path
 from typing import Any
 
+from .cache import named_files_digest
 from .config import ModelError
 
 SITE_FILE = "site.json"
@@ -26,10 +26,7 @@ def model_digest(model_dir: str | Path) -> str:
     """SHA-256 (first 16 hex) of everything a model folder decides with: its JSON files,
     member weights and graph, in name order (the model card aside)."""
     d = Path(model_dir)
-    h = hashlib.sha256()
-    for f in sorted([*d.glob("*.json"), *d.glob("*.safetensors"), *d.glob("*.onnx")]):
-        h.update(f.name.encode() + f.read_bytes())
-    return h.hexdigest()[:16]
+    return named_files_digest(sorted([*d.glob("*.json"), *d.glob("*.safetensors"), *d.glob("*.onnx")]))[:16]
 
 
 def is_site(path: str | Path) -> bool:

@@ -8,7 +8,7 @@ Shapes: scores are ``(N,)`` per face; higher means more uncertain or less famili
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from scipy.stats import rankdata, spearmanr
@@ -156,14 +156,11 @@ def vote_noise_ceiling(votes: np.ndarray, draws: int = 20, seed: int = 0) -> dic
     vote entropies (the ceiling for aleatoric against disagreement). Averaged over ``draws``."""
     from ..decide.uncertainty import entropy
 
-    counts = np.asarray(votes, np.int64)
-    n = counts.sum(-1)
-    share = counts / n[:, None]
+    n, share = _vote_shares(votes)
     rng = np.random.default_rng(seed)
     out: dict[str, list[float]] = {"kl": [], "js": [], "ece": [], "spearman": []}
     for _ in range(draws):
-        a = np.stack([rng.multinomial(k, s) for k, s in zip(n, share)]) / n[:, None]
-        b = np.stack([rng.multinomial(k, s) for k, s in zip(n, share)]) / n[:, None]
+        a, b = _redraw(n, share, rng), _redraw(n, share, rng)
         out["kl"].append(float(kl_divergence(b, a).mean()))
         out["js"].append(float(js_divergence(a, b).mean()))
         out["ece"].append(top_share_calibration(a, b)["ece"])
@@ -186,25 +183,39 @@ def average_precision(score: np.ndarray, positive: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
 
 
-def flag_ceiling(votes: np.ndarray, level: float, draws: int = 20, seed: int = 0) -> dict[str, float]:
-    """What ten votes allow a flag "fewer than ``level`` of people pick the top emotion": a
-    predictor that knew each face's vote shares (the observed shares taken as the truth) flags
-    ``share < level`` and is scored, as the model is, against a fresh draw of the face's votes
-    (multinomial, its own vote count): precision and recall, averaged over ``draws``. Faces whose
-    true share sits near the level land on either side of it by vote noise alone, so neither
-    reaches 1."""
+def _vote_shares(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each face's vote count ``(N,)`` and observed vote shares ``(N, C)``."""
     counts = np.asarray(votes, np.int64)
     n = counts.sum(-1)
-    share = counts / n[:, None]
-    flag = share.max(-1) < level
+    return n, counts / n[:, None]
+
+
+def _redraw(n: np.ndarray, share: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One fresh draw of every face's votes from its shares (multinomial, its own count), as shares."""
+    return np.stack([rng.multinomial(k, s) for k, s in zip(n, share)]) / n[:, None]
+
+
+def flag_ceiling(votes: np.ndarray, levels: Iterable[float], draws: int = 20, seed: int = 0) -> dict[float, dict[str, float]]:
+    """What ten votes allow a flag "fewer than ``level`` of people pick the top emotion", at each
+    of ``levels``: a predictor that knew each face's vote shares (the observed shares taken as
+    the truth) flags ``share < level`` and is scored, as the model is, against a fresh draw of
+    the face's votes (multinomial, its own vote count): precision and recall, averaged over
+    ``draws`` (the same draws for every level). Faces whose true share sits near the level land
+    on either side of it by vote noise alone, so neither reaches 1."""
+    n, share = _vote_shares(votes)
+    levels = list(dict.fromkeys(float(lv) for lv in levels))
     rng = np.random.default_rng(seed)
-    prec, rec = [], []
-    for _ in range(draws):
-        drawn = np.stack([rng.multinomial(k, s) for k, s in zip(n, share)]) / n[:, None]
-        actual = drawn.max(-1) < level
-        prec.append(actual[flag].mean() if flag.any() else np.nan)
-        rec.append(flag[actual].mean() if actual.any() else np.nan)
-    return {"ceiling_precision": float(np.nanmean(prec)), "ceiling_recall": float(np.nanmean(rec)), "draws": draws}
+    tops = [_redraw(n, share, rng).max(-1) for _ in range(draws)]
+    out = {}
+    for level in levels:
+        flag = share.max(-1) < level
+        prec, rec = [], []
+        for top in tops:
+            actual = top < level
+            prec.append(actual[flag].mean() if flag.any() else np.nan)
+            rec.append(flag[actual].mean() if actual.any() else np.nan)
+        out[level] = {"ceiling_precision": float(np.nanmean(prec)), "ceiling_recall": float(np.nanmean(rec)), "draws": draws}
+    return out
 
 
 # --------------------------------------------------------------------------- selective prediction

@@ -439,10 +439,11 @@ def _flag_report(agree: np.ndarray, top_votes: np.ndarray, raw_votes: np.ndarray
     precision of ``1 - agreement`` for the faces whose votes split below the level, and the share
     flagged under the most severe corruptions (CK+'s is added with CK+)."""
     agree = np.asarray(agree, float)
+    ceilings = flag_ceiling(raw_votes, [level, *REPORTED_LEVELS])  # one set of redrawn votes for every level
 
     def at(lv: float) -> dict[str, Any]:
         split = np.asarray(top_votes) < lv
-        q: dict[str, Any] = {**flag_quality(agree, top_votes, lv), **flag_ceiling(raw_votes, lv)}
+        q: dict[str, Any] = {**flag_quality(agree, top_votes, lv), **ceilings[float(lv)]}
         q["auroc"] = auroc(1 - agree[~split], 1 - agree[split]) if split.any() and (~split).any() else None
         q["average_precision"] = average_precision(1 - agree, split) if split.any() else None
         q["corrupted_flagged"] = float(np.mean(np.asarray(agree_ood) < lv)) if agree_ood is not None else None

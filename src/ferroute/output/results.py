@@ -98,17 +98,14 @@ def text_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
 def model_identity(router: Any) -> tuple[str, str]:
     """(model name, version): the model folder's name, and ferroute's version with the first
     12 hex characters of the SHA-256 of the folder's config and weights."""
-    import hashlib
-
     from .. import __version__
+    from ..engine.cache import named_files_digest
 
     d = Path(router.model_dir) if router.model_dir else None
     if d is None:
         return "unknown", __version__
-    h = hashlib.sha256()
-    for f in sorted(d.glob("*.json")) + sorted(d.glob("*.safetensors")):
-        h.update(f.name.encode() + f.read_bytes())
-    return d.name, f"ferroute {__version__}; {h.hexdigest()[:12]}"
+    digest = named_files_digest(sorted(d.glob("*.json")) + sorted(d.glob("*.safetensors")))
+    return d.name, f"ferroute {__version__}; {digest[:12]}"
 
 
 def done_sources(folder: Path) -> set[str]:

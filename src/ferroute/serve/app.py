@@ -86,25 +86,19 @@ class MicroBatcher:
                 k += len(f)
 
 
+#: The :class:`Limits` fields ``ferroute serve`` passes on as ``$FERROUTE_<FIELD>`` (upper case).
+ENV_LIMITS = ("max_body_bytes", "body_timeout_s", "max_active", "max_queued", "queue_timeout_s", "max_request_pixels",
+              "max_request_faces", "header_timeout_s", "max_connections", "max_connections_per_client", "min_body_rate",
+              "max_bodies_per_client")
+
+
 def limits_from_env(token: str | None = None) -> Limits:
     """The service's bounds from ``$FERROUTE_*`` variables (``ferroute serve`` sets them from
-    its options, so worker processes see the same), with safe defaults."""
+    its options, so worker processes see the same), with safe defaults: each of
+    :data:`ENV_LIMITS` read as ``$FERROUTE_<FIELD>``, of its default's type."""
     env = os.environ.get
-    return Limits(
-        max_body_bytes=int(env("FERROUTE_MAX_BODY_BYTES", Limits.max_body_bytes)),
-        body_timeout_s=float(env("FERROUTE_BODY_TIMEOUT_S", Limits.body_timeout_s)),
-        max_active=int(env("FERROUTE_MAX_ACTIVE", Limits.max_active)),
-        max_queued=int(env("FERROUTE_MAX_QUEUED", Limits.max_queued)),
-        queue_timeout_s=float(env("FERROUTE_QUEUE_TIMEOUT_S", Limits.queue_timeout_s)),
-        max_request_pixels=int(env("FERROUTE_MAX_REQUEST_PIXELS", Limits.max_request_pixels)),
-        max_request_faces=int(env("FERROUTE_MAX_REQUEST_FACES", Limits.max_request_faces)),
-        header_timeout_s=float(env("FERROUTE_HEADER_TIMEOUT_S", Limits.header_timeout_s)),
-        max_connections=int(env("FERROUTE_MAX_CONNECTIONS", Limits.max_connections)),
-        max_connections_per_client=int(env("FERROUTE_MAX_CONNECTIONS_PER_CLIENT", Limits.max_connections_per_client)),
-        min_body_rate=float(env("FERROUTE_MIN_BODY_RATE", Limits.min_body_rate)),
-        max_bodies_per_client=int(env("FERROUTE_MAX_BODIES_PER_CLIENT", Limits.max_bodies_per_client)),
-        token=(token if token is not None else env("FERROUTE_API_TOKEN")) or None,
-    )
+    values = {f: type(getattr(Limits, f))(env(f"FERROUTE_{f.upper()}", getattr(Limits, f))) for f in ENV_LIMITS}
+    return Limits(**values, token=(token if token is not None else env("FERROUTE_API_TOKEN")) or None)
 
 
 def create_app(

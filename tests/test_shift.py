@@ -136,3 +136,41 @@ def test_tiled_faces_keep_the_pixels_and_lose_the_layout():
     np.testing.assert_array_equal(tiled_faces(faces, seed=1), t)  # seeded
     with pytest.raises(ValueError, match="divisible"):
         tiled_faces(faces[:, :47, :47])
+
+
+def test_blockiness_finds_a_block_grid_at_any_period_and_placement():
+    from ferroute.decide.shift import blockiness
+
+    faces = _faces(60, 3)
+    base = blockiness(faces)
+    for b, off in ((8, 0), (8, 3), (16, 5), (6, 1)):
+        x = faces.astype(float)
+        blocked = x.copy()
+        for r in range(-off, 48, b):
+            for c in range(-off, 48, b):
+                rs, cs = slice(max(r, 0), max(r + b, 0)), slice(max(c, 0), max(c + b, 0))
+                blocked[:, rs, cs] = x[:, rs, cs].mean((1, 2), keepdims=True)  # each block flat: steps on the grid only
+        assert np.mean(blockiness(blocked.astype(np.uint8)) > np.quantile(base, 0.95)) > 0.9, (b, off)
+    assert np.all(np.isfinite(blockiness(np.zeros((2, 48, 48), np.uint8))))
+
+
+def test_image_statistics_keep_six_columns_for_a_model_fitted_before_blockiness(tmp_path):
+    from ferroute.decide.shift import ImageStatistics, LearnedScore
+
+    faces = _faces(20)
+    assert ImageStatistics().score(faces).shape == (20, 7)
+    save_signals(tmp_path, {"stats": ImageStatistics(6)})
+    old = load_signals(tmp_path)["stats"]
+    assert old.score(faces).shape == (20, 6)
+    (tmp_path / "shift.json").write_text('{"stats": {}}')  # written before the column count was stored
+    assert load_signals(tmp_path)["stats"].columns == 6
+    with pytest.raises(ValueError, match="6 or 7"):
+        ImageStatistics(5)
+    rng = np.random.default_rng(0)
+    sig = {"epistemic": rng.uniform(0.01, 0.1, 200), "face": rng.uniform(0, 0.3, 200), "stats": rng.normal(0, 1, (200, 6))}
+    shifted = {**sig, "stats": rng.normal(2, 1, (200, 6))}
+    six = LearnedScore().fit(sig, shifted)
+    again = LearnedScore.from_dict(six.to_dict())
+    assert again.names == LearnedScore.FEATURES
+    with pytest.raises(ValueError, match="disagree"):
+        again.score({**sig, "stats": rng.normal(0, 1, (200, 7))})

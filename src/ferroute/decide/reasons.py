@@ -20,8 +20,8 @@ def reject_reason(part: str, percentile: float) -> str:
     ``percentile`` (0-100) among validation faces."""
     than = "any validation face" if percentile >= 99.95 else f"{min(percentile, 99.0):.0f}% of validation faces"
     if part == "pixels":
-        return (f"Rejected: the image itself is unlike the faces the model was trained on (its blur, noise, contrast or "
-                f"exposure is more unusual than on {than}), so no emotion is reported.")
+        return (f"Rejected: the image itself is unlike the faces the model was trained on (its blur, noise, contrast, "
+                f"exposure or compression is more unusual than on {than}), so no emotion is reported.")
     if part == "face":
         return (f"Rejected: the face detector hardly sees a face in this crop (it looks less like a face than "
                 f"{than}), so no emotion is reported.")

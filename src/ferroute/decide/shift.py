@@ -190,23 +190,50 @@ class FaceLikeness:
         return cls(int(np.asarray(a["size"])), float(np.asarray(a["pad"])))
 
 
+def blockiness(faces: np.ndarray, periods: range = range(4, 17)) -> np.ndarray:
+    """How strongly a gray crop ``(N, H, W)`` uint8 shows a block grid, ``(N,)``: for each
+    period from 4 to 16 pixels, the mean gradient on the grid's best-placed lines against the
+    mean gradient everywhere (log ratio, columns and rows averaged), the largest over periods.
+
+    Block compression (JPEG's 8x8 DCT, video codecs' 4x4 to 16x16 blocks) leaves steps on a
+    regular grid and smooth blocks between them; a face's own edges fall on no grid. Built
+    generic over periods and placements (a crop cut from a compressed photo has any phase)."""
+    x = np.asarray(faces, np.float64) / 255.0
+    gx = np.abs(np.diff(x, axis=2)).mean(1)  # (N, W-1): mean step between columns c and c+1
+    gy = np.abs(np.diff(x, axis=1)).mean(2)  # (N, H-1)
+    out = np.full(len(x), -np.inf)
+    for p in periods:
+        both = np.zeros(len(x))
+        for g in (gx, gy):
+            pos = np.arange(g.shape[1]) % p
+            base = g.mean(1) + 1e-4
+            both += np.log(np.max([g[:, pos == ph].mean(1) for ph in range(min(p, g.shape[1]))], axis=0) / base + 1e-9)
+        out = np.maximum(out, both / 2)
+    return out
+
+
 class ImageStatistics:
-    """The crop's :func:`pixel_stats` themselves ``(N, 6)``: the inputs of a learned reject
-    score (:class:`LearnedScore`), which weighs each; nothing to fit."""
+    """The crop's :func:`pixel_stats` ``(N, 6)``, and since 0.3.1 its :func:`blockiness` as a
+    seventh column ``(N, 7)``: the inputs of a learned reject score (:class:`LearnedScore`),
+    which weighs each; nothing to fit. ``columns`` (6 or 7) is stored, so a model calibrated
+    before blockiness existed reads the six it was fitted on."""
+
+    def __init__(self, columns: int = 7) -> None:
+        if columns not in (6, 7):
+            raise ValueError(f"image statistics have 6 or 7 columns, not {columns}")
+        self.columns = columns
 
     def score(self, faces: np.ndarray) -> np.ndarray:
-        return pixel_stats(faces)
+        s = pixel_stats(faces)
+        return s if self.columns == 6 else np.column_stack([s, blockiness(faces)])
 
     def to_arrays(self) -> dict[str, np.ndarray]:
-        return {"columns": np.asarray(len(STAT_NAMES))}
+        return {"columns": np.asarray(self.columns)}
 
     @classmethod
     def from_arrays(cls, a: dict[str, Any]) -> "ImageStatistics":
-        return cls()
+        return cls(int(np.asarray(a.get("columns", 6))))
 
-
-#: the columns of :func:`pixel_stats`, in words a reason can use
-STAT_NAMES = ("brightness", "contrast", "edge strength", "fine detail (noise)", "noise against edges", "clipped pixels")
 
 #: the input signals by name, and how each is built from its stored arrays
 SIGNAL_TYPES: dict[str, Any] = {"pixels": PixelStats, "face": FaceLikeness, "stats": ImageStatistics}
@@ -215,7 +242,7 @@ SIGNAL_TYPES: dict[str, Any] = {"pixels": PixelStats, "face": FaceLikeness, "sta
 class LearnedScore:
     """A reject score learned from the signals the pipeline already has: logistic regression
     over the log epistemic uncertainty, face-likeness (:class:`FaceLikeness`) and the crop's
-    six image statistics with their squares (exposure and blur shift both ways), each
+    image statistics (:class:`ImageStatistics`: six, or seven with blockiness) with their squares (exposure and blur shift both ways), each
     standardised on clean faces. Higher = less like a clean FERPlus face (its logit).
 
     Fitted on clean validation faces (0) against the same faces under the held-out shift
@@ -228,8 +255,18 @@ class LearnedScore:
                  bias: float = 0.0, l2: float = 1e-2):
         self.mean, self.std, self.weights, self.bias, self.l2 = mean, std, weights, float(bias), float(l2)
 
-    #: the features, in order; the signal group each belongs to
+    #: the features of a score over six statistics, in order (:meth:`feature_names` for any count)
     FEATURES = ("log_epistemic", "face", *(f"stat{i}" for i in range(6)), *(f"stat{i}_sq" for i in range(6)))
+
+    @staticmethod
+    def feature_names(n_stats: int) -> tuple[str, ...]:
+        """The features over ``n_stats`` image statistics, in order."""
+        return ("log_epistemic", "face", *(f"stat{i}" for i in range(n_stats)), *(f"stat{i}_sq" for i in range(n_stats)))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """This fitted score's features, in order."""
+        return self.feature_names(len(self.mean) - 2 if self.mean is not None else 6)
 
     @staticmethod
     def group(feature: str) -> str:
@@ -237,15 +274,18 @@ class LearnedScore:
 
     @staticmethod
     def raw(d: dict[str, np.ndarray]) -> np.ndarray:
-        """The unstandardised inputs ``(N, 8)``: log epistemic, face, the six statistics."""
+        """The unstandardised inputs ``(N, 2 + S)``: log epistemic, face, the ``S`` image statistics."""
         stats = np.asarray(d["stats"], np.float64)
         return np.column_stack([np.log(np.asarray(d["epistemic"], np.float64) + 1e-6), np.asarray(d["face"], np.float64), stats])
 
     def features(self, d: dict[str, np.ndarray], clean_raw: np.ndarray | None = None) -> np.ndarray:
-        """Standardised features ``(N, 14)`` (fitting: pass the clean faces' raw inputs to set the scale)."""
+        """Standardised features ``(N, 2 + 2 S)`` (fitting: pass the clean faces' raw inputs to set the scale)."""
         x = self.raw(d)
         if clean_raw is not None:
             self.mean, self.std = clean_raw.mean(0), clean_raw.std(0) + 1e-9
+        if x.shape[1] != len(self.mean):
+            raise ValueError(f"the learned score was fitted on {len(self.mean) - 2} image statistics but got {x.shape[1] - 2}: "
+                             "the model's shift.json and router.json disagree; recalibrate with scripts/select_shift_score.py --write")
         z = (x - self.mean) / self.std
         return np.column_stack([z, z[:, 2:] ** 2])
 
@@ -283,21 +323,22 @@ class LearnedScore:
 
     def top_group(self, d: dict[str, np.ndarray]) -> np.ndarray:
         """Per input, the signal group (``epistemic``, ``face``, ``pixels``) that raised its score most."""
-        contrib = self.features(d) * self.weights  # (N, 14): relative to a clean face at the mean (features 0)
-        groups = np.array([self.group(f) for f in self.FEATURES])
+        contrib = self.features(d) * self.weights  # (N, 2 + 2 S): relative to a clean face at the mean (features 0)
+        groups = np.array([self.group(f) for f in self.names])
         totals = np.stack([contrib[:, groups == g].sum(1) for g in ("epistemic", "face", "pixels")], axis=1)
         return np.array(["epistemic", "face", "pixels"])[totals.argmax(1)]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"features": list(self.FEATURES), "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
+        return {"features": list(self.names), "mean": [float(v) for v in self.mean], "std": [float(v) for v in self.std],
                 "weights": [float(v) for v in self.weights], "bias": self.bias, "l2": self.l2}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "LearnedScore":
         out = cls(np.asarray(d["mean"], np.float64), np.asarray(d["std"], np.float64), np.asarray(d["weights"], np.float64),
                   float(d["bias"]), float(d.get("l2", 1e-2)))
-        if out.mean.shape != (8,) or out.std.shape != (8,) or out.weights.shape != (14,) or not np.all(np.isfinite(out.weights)):
-            raise ValueError("the learned score needs 8 means, 8 scales and 14 finite weights")
+        n = len(out.mean)
+        if n not in (8, 9) or out.std.shape != (n,) or out.weights.shape != (2 * n - 2,) or not np.all(np.isfinite(out.weights)):
+            raise ValueError("the learned score needs 8 (or 9) means, as many scales and 14 (or 16) finite weights")
         return out
 
 

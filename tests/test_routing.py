@@ -260,3 +260,32 @@ def test_learned_with_a_face_floor_rejects_what_either_part_finds_unusual():
     assert np.mean(r.decide({**decompose(synthetic(n=800, seed=13)[0]), **ordinary}) == "reject") < 0.1
     r2 = UncertaintyRouter.from_dict(json.loads(json.dumps(r.to_dict())))
     np.testing.assert_allclose(r2.shift_score({**decompose(q), **odd}), r.shift_score({**decompose(q), **odd}))
+
+
+def test_a_reference_set_lets_every_calibration_face_set_the_threshold():
+    """With ``reference`` (other clean faces), a union learns its percentiles there and the
+    conformal threshold uses all the faces passed, not half; the rejection rate on fresh faces
+    stays near the promise."""
+    from ferroute.decide.shift import LearnedScore
+
+    rng = np.random.default_rng(8)
+
+    def signals(k):
+        return {"face": rng.uniform(0, 0.3, k), "stats": rng.normal(0, 1, (k, 7))}
+
+    p, amb = synthetic(n=1200)
+    ref_p = synthetic(n=1200, seed=21)[0]
+    learned = LearnedScore().fit({**decompose(p), **signals(len(p))},
+                                 {**decompose(synthetic(n=800, seed=9)[0]), **{**signals(800), "stats": rng.normal(3, 1, (800, 7))}})
+    assert len(learned.names) == 16 and learned.to_dict()["features"][-1] == "stat6_sq"
+    halves = UncertaintyRouter(shift="learned+face")
+    halves.learned = learned
+    halves.fit({**decompose(p), **signals(len(p))}, amb)
+    full = UncertaintyRouter(shift="learned+face")
+    full.learned = learned
+    full.fit({**decompose(p), **signals(len(p))}, amb, reference={**decompose(ref_p), **signals(len(ref_p))})
+    assert halves.to_dict()["state"]["conformal"]["n"] == len(p) // 2
+    assert full.to_dict()["state"]["conformal"]["n"] == len(p)
+    fresh = synthetic(n=4000, seed=22)[0]
+    rate = np.mean(full.decide({**decompose(fresh), **signals(len(fresh))}) == "reject")
+    assert 0.03 < rate < 0.07

@@ -17,6 +17,9 @@ Shapes: mean distributions ``(N, C)``, votes ``(N, C)`` (shares summing to 1).
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 #: The default level: ambiguous when fewer than 3 in 5 people would pick the top emotion.
@@ -109,3 +112,57 @@ def flag_quality(agree: np.ndarray, top_vote_share: np.ndarray, level: float) ->
     return {"level": float(level), "flagged_share": float(flag.mean()), "actual_share": float(truth.mean()),
             "precision": float(truth[flag].mean()) if flag.any() else None,
             "recall": float(flag[truth].mean()) if truth.any() else None}
+
+
+class AgreementReading:
+    """How a router reads ambiguity from agreement: its vote calibration (fitted on validation
+    votes) and the level below which a face is ``ambiguous`` (the user's, else 0.6). A mixin of
+    :class:`ferroute.decide.routing.UncertaintyRouter`, which holds the state (``self._state``)."""
+
+    _state: dict[str, Any] | None
+    _level: float | None
+
+    def _require(self) -> dict[str, Any]:  # the router's: its state, or NotCalibratedError
+        raise NotImplementedError
+
+    def fit_agreement(self, probs: np.ndarray, votes: np.ndarray) -> "AgreementReading":
+        """Fit the vote temperature and the default ambiguity level (:mod:`ferroute.decide.agreement`)
+        on validation member probabilities ``(N, M, C)`` and vote distributions ``(N, C)``."""
+        st = self._require()
+        mean, votes = np.asarray(probs, float).mean(1), np.asarray(votes, float)
+        if mean.shape != votes.shape:
+            raise ValueError(f"fit_agreement needs member probabilities (N, M, C) and votes (N, C), got {np.shape(probs)} and {votes.shape}")
+        t, b = fit_calibration(mean, votes)
+        st["vote_temperature"], st["vote_bias"] = t, [float(x) for x in b]
+        st["ambiguous_below"] = DEFAULT_LEVEL
+        return self
+
+    @property
+    def has_agreement(self) -> bool:
+        """Whether ambiguity is read from agreement (a router calibrated with votes)."""
+        return self._require().get("vote_temperature") is not None
+
+    @property
+    def ambiguous_below(self) -> float | None:
+        """The agreement level below which a face is ``ambiguous``: the user's, else the fitted default."""
+        if self._level is not None:
+            return self._level
+        return self._require().get("ambiguous_below")
+
+    @ambiguous_below.setter
+    def ambiguous_below(self, level: float | None) -> None:
+        if level is not None:
+            if not isinstance(level, (int, float)) or not 0 < float(level) < 1 or math.isnan(float(level)):
+                raise ValueError(f"ambiguous_below must be a share between 0 and 1 (e.g. 0.6), got {level!r}")
+            if self._state is not None and not self.has_agreement:
+                raise ValueError("this router was calibrated before agreement existed: run `ferroute calibrate` again to set an ambiguity level")
+            level = float(level)
+        self._level = level
+
+    def calibrated(self, probs: np.ndarray) -> np.ndarray:
+        """The vote-calibrated distributions ``(B, C)`` of member probabilities ``(B, M, C)``
+        (the members' mean where the router has no vote temperature)."""
+        mean = np.asarray(probs, float).mean(1)
+        st = self._require()
+        t = st.get("vote_temperature")
+        return mean if t is None else calibrate(mean, t, st.get("vote_bias"))

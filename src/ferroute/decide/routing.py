@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from . import agreement as agr
+from .agreement import AgreementReading
 from .conformal import (  # noqa: F401  (SingleScoreRouter, beta_ppf: re-exported for older imports)
     NotCalibratedError,
     SingleScoreRouter,
@@ -58,38 +59,14 @@ from .conformal import (  # noqa: F401  (SingleScoreRouter, beta_ppf: re-exporte
     conformal_rank,
     percentile_in,
 )
+from .shiftscore import ShiftScoring
 from .reasons import face_reports, keep_reason, reject_reason  # noqa: F401  (the reasons: re-exported)
 from .uncertainty import Decomposition, decompose  # noqa: F401  (decompose: re-exported)
 
-_LOG_EPS = 1e-6
-
-
-def _fit_bins(d: dict[str, np.ndarray], n_bins: int) -> dict[str, list[float]]:
-    """The conditional z's reference: mean and spread of log epistemic per aleatoric bin."""
-    a = d["aleatoric"]
-    le = np.log(d["epistemic"] + _LOG_EPS)
-    edges = np.quantile(a, np.linspace(0, 1, n_bins + 1))
-    which = np.clip(np.searchsorted(edges, a, side="right") - 1, 0, n_bins - 1)
-    centers, mus, sds = [], [], []
-    for b in range(n_bins):
-        sel = which == b
-        centers.append(float(np.median(a[sel])))
-        mus.append(float(np.mean(le[sel])))
-        sds.append(float(max(np.std(le[sel]), 1e-3)))
-    return {"centers": centers, "mu": mus, "sd": sds}
-
-
-class UncertaintyRouter:
+class UncertaintyRouter(ShiftScoring, AgreementReading):
     """UAR: reject on a shift score, then flag ambiguity, else accept."""
 
     kind = "uar"
-
-    SHIFT_SCORES = ("epistemic", "conditional", "pixels", "face", "epistemic+pixels", "conditional+pixels", "epistemic+face",
-                    "epistemic+pixels+face", "conditional+pixels+face", "learned", "learned+face")
-    #: signals a shift score needs besides the decomposition, computed upstream from the crop
-    SIGNALS = ("pixels", "face", "stats")
-    #: the signals each part needs (a part not named here needs only the decomposition)
-    PART_NEEDS = {"pixels": ("pixels",), "face": ("face",), "learned": ("face", "stats")}
 
     def __init__(self, reject_rate: float = 0.05, n_bins: int = 10, shift: str = "conditional"):
         if not 0 < reject_rate < 1:
@@ -107,16 +84,6 @@ class UncertaintyRouter:
         self.selection: dict[str, Any] | None = None
 
     @property
-    def parts(self) -> tuple[str, ...]:
-        """The shift score's parts: ``('epistemic', 'pixels')`` for ``epistemic+pixels``."""
-        return tuple(self.shift.split("+"))
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        """Signals this router needs in its input besides the decomposition (e.g. ``('pixels',)``)."""
-        return tuple(dict.fromkeys(n for p in self.parts for n in self.PART_NEEDS.get(p, ())))
-
-    @property
     def is_fitted(self) -> bool:
         return self._state is not None
 
@@ -128,16 +95,8 @@ class UncertaintyRouter:
             )
         return self._state
 
-    def _signals(self, probs: np.ndarray | Decomposition) -> dict[str, np.ndarray]:
-        d = _as_decomposition(probs)
-        missing = [k for k in self.needs if k not in d]
-        if missing:
-            raise ValueError(f"shift score {self.shift!r} needs the signal(s) {missing} beside the decomposition: pass "
-                             "decompose(probs) | {'pixels': PixelStats.score(faces), ...} (ferroute.decide.shift), as FERRouter does")
-        return d  # type: ignore[return-value]
-
     def fit(self, probs: np.ndarray | Decomposition, disagreement: np.ndarray, votes: np.ndarray | None = None,
-            ) -> "UncertaintyRouter":
+            reference: Decomposition | None = None) -> "UncertaintyRouter":
         """Calibrate on clean validation faces: member probabilities ``(N, M, C)`` (or their
         decomposition, with any signal the shift score needs, e.g. ``pixels``) and the
         annotators' disagreement ``(N,)`` (vote entropy); with ``votes``, their vote
@@ -146,7 +105,10 @@ class UncertaintyRouter:
 
         A shift score learned from data (the conditional z's bins, a union's percentiles)
         learns on one half of the faces (a seeded split) and the conformal threshold is set on
-        the other, so the threshold's promise holds exactly; plain epistemic or pixels use all."""
+        the other, so the threshold's promise holds exactly; plain epistemic or pixels use all.
+        With ``reference`` (the same signals of *other* clean validation faces, none of them
+        among these), the learned parts learn on it and every face here sets the threshold:
+        twice the calibration faces, so a tighter promise."""
         d = self._signals(probs)
         a = np.asarray(d["aleatoric"], float)
         dis = np.asarray(disagreement, float)
@@ -159,17 +121,15 @@ class UncertaintyRouter:
                                      "it is fitted on shifted faces, which fit does not see (scripts/select_shift_score.py does both)")
         learned = "conditional" in self.parts or len(self.parts) > 1
         order = np.random.default_rng(0).permutation(len(a))
-        learn, held = (order[: len(a) // 2], order[len(a) // 2 :]) if learned else (order, order)
+        learn, held = (order[: len(a) // 2], order[len(a) // 2 :]) if learned and reference is None else (order, order)
 
         def pick(idx: np.ndarray) -> dict[str, np.ndarray]:
             return {k: np.asarray(v, float)[idx] for k, v in d.items()}
 
+        learn_on = pick(learn) if reference is None else {k: np.asarray(v, float) for k, v in self._signals(reference).items()}
+
         self._state = {}
-        if "conditional" in self.parts:
-            self._state.update(_fit_bins(pick(learn), self.n_bins))
-        if len(self.parts) > 1:
-            part = pick(learn)
-            self._state["union_reference"] = {p: np.sort(self._part(p, part)).tolist() for p in self.parts}
+        self._fit_shift_parts(learn_on)
         z = self.shift_score(pick(held))
         k = conformal_rank(len(z), self.reject_rate)
         self._state["z_threshold"] = float(np.sort(z)[k - 1]) if k <= len(z) else float("inf")
@@ -189,76 +149,6 @@ class UncertaintyRouter:
         if votes is not None:
             self.fit_agreement(probs, votes)  # type: ignore[arg-type]
         return self
-
-    def fit_agreement(self, probs: np.ndarray, votes: np.ndarray) -> "UncertaintyRouter":
-        """Fit the vote temperature and the default ambiguity level (:mod:`ferroute.decide.agreement`)
-        on validation member probabilities ``(N, M, C)`` and vote distributions ``(N, C)``."""
-        st = self._require()
-        mean, votes = np.asarray(probs, float).mean(1), np.asarray(votes, float)
-        if mean.shape != votes.shape:
-            raise ValueError(f"fit_agreement needs member probabilities (N, M, C) and votes (N, C), got {np.shape(probs)} and {votes.shape}")
-        t, b = agr.fit_calibration(mean, votes)
-        st["vote_temperature"], st["vote_bias"] = t, [float(x) for x in b]
-        st["ambiguous_below"] = agr.DEFAULT_LEVEL
-        return self
-
-    @property
-    def has_agreement(self) -> bool:
-        """Whether ambiguity is read from agreement (a router calibrated with votes)."""
-        return self._require().get("vote_temperature") is not None
-
-    @property
-    def ambiguous_below(self) -> float | None:
-        """The agreement level below which a face is ``ambiguous``: the user's, else the fitted default."""
-        if self._level is not None:
-            return self._level
-        return self._require().get("ambiguous_below")
-
-    @ambiguous_below.setter
-    def ambiguous_below(self, level: float | None) -> None:
-        if level is not None:
-            if not isinstance(level, (int, float)) or not 0 < float(level) < 1 or math.isnan(float(level)):
-                raise ValueError(f"ambiguous_below must be a share between 0 and 1 (e.g. 0.6), got {level!r}")
-            if self._state is not None and not self.has_agreement:
-                raise ValueError("this router was calibrated before agreement existed: run `ferroute calibrate` again to set an ambiguity level")
-            level = float(level)
-        self._level = level
-
-    def calibrated(self, probs: np.ndarray) -> np.ndarray:
-        """The vote-calibrated distributions ``(B, C)`` of member probabilities ``(B, M, C)``
-        (the members' mean where the router has no vote temperature)."""
-        mean = np.asarray(probs, float).mean(1)
-        st = self._require()
-        t = st.get("vote_temperature")
-        return mean if t is None else agr.calibrate(mean, t, st.get("vote_bias"))
-
-    def _part(self, name: str, d: Any) -> np.ndarray:
-        """One part of the shift score, higher = less like the validation faces."""
-        if name == "learned":
-            return self.learned.score(d)
-        if name == "conditional":
-            st = self._require()
-            a = np.asarray(d["aleatoric"], float)
-            le = np.log(np.asarray(d["epistemic"], float) + _LOG_EPS)
-            return (le - np.interp(a, st["centers"], st["mu"])) / np.interp(a, st["centers"], st["sd"])
-        return np.asarray(d[name], float)
-
-    def _part_percentiles(self, d: Any) -> dict[str, np.ndarray]:
-        """Each part's percentile (0-1) among the validation faces it was learned on, ``(B,)``
-        each: what a union compares. ``{part: percentile of the score}`` for a single part."""
-        st = self._require()
-        if len(self.parts) == 1:
-            return {self.parts[0]: self.percentile("z", self._part(self.parts[0], d)) / 100}
-        return {p: percentile_in(st["union_reference"][p], self._part(p, d)) for p in self.parts}
-
-    def shift_score(self, probs: np.ndarray | Decomposition) -> np.ndarray:
-        """Shift score ``(B,)``, higher = less like training faces: one part's value, or for a
-        union the largest of its parts' percentiles (0-1) among validation faces."""
-        self._require()
-        d = self._signals(probs)
-        if len(self.parts) == 1:
-            return self._part(self.parts[0], d)
-        return np.max(list(self._part_percentiles(d).values()), axis=0)
 
     @property
     def thresholds(self) -> dict[str, float]:

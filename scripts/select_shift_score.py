@@ -69,7 +69,6 @@ from ferroute.decide.shift import (
     PixelStats,
     energy,
     fit_signals,
-    pixel_stats,
     save_signals,
     training_subset,
 )
@@ -87,7 +86,7 @@ def signals(ens: Ensemble, faces: np.ndarray, router: UncertaintyRouter, density
     d = decompose(em.probs)
     return {"total": d["total"], "epistemic": d["epistemic"], "conditional": router.shift_score(d), "energy": energy(em.logits),
             "density": density.score(em.features), "pixels": pixels.score(faces), "face": face.score(faces), "aleatoric": d["aleatoric"],
-            "stats": pixel_stats(faces)}
+            "stats": ImageStatistics().score(faces)}
 
 
 def background_crops(photos: Path, n_photos: int = 150, side: int = 64, start: int = 0) -> np.ndarray:
@@ -313,7 +312,8 @@ def main() -> None:
         if "learned" in router.parts:  # thresholded on the measuring half, which the learned score never saw
             router.learned = learned_models["learned6" if "learned6" in chosen else "learned"]
             pv = {**decompose(ens.predict_proba(ev.images)), **{k: fitted[k].score(ev.images) for k in router.needs}}
-            router.fit(pv, ev.disagreement)
+            ref = {**decompose(ens.predict_proba(cal.images)), **{k: fitted[k].score(cal.images) for k in router.needs}}
+            router.fit(pv, ev.disagreement, reference=ref)  # a union's percentiles on the calibration half: all of ev sets the threshold
         else:
             pv = {**decompose(ens.predict_proba(va.images)), **{k: fitted[k].score(va.images) for k in router.needs}}
             router.fit(pv, va.disagreement)

@@ -2,7 +2,8 @@
 
     FERPLUS_DIR=... python docs/records/studies/one_member.py RUN_DIR [RUN_DIR ...]
 
-Each RUN_DIR is a one-member model from ``ferroute train --members 1`` (any backbone). Every
+Each RUN_DIR is a ``ferroute train`` folder (any backbone); its finished members are used,
+so a run still training is measured on the members it has (member 0 alone for a one-member study). Every
 model is judged on FERPlus validation faces only: clean accuracy (majority-labelled faces),
 Spearman of its entropy with the annotators' vote entropy (what the aleatoric part must
 track), and accuracy under the held-out shift family (``ferroute.evaluate.corruptions.HELD_OUT``; before
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -51,7 +53,9 @@ def main() -> None:
     ck = load_ckplus(resolve_data_dir(None).parent / "ckplus48")
     default = Ensemble.load(default_model_dir())
     models = {"default member 0": Ensemble([default.members[0]], default.config)}
-    models.update({d: Ensemble.load(d) for d in sys.argv[1:]})
+    from ensemble_decide import members_on_disk  # beside this file: a run's finished members, config.json or not
+
+    models.update({d: members_on_disk(Path(d)) for d in sys.argv[1:]})
     held = corrupted_set(va.images, list(HELD_OUT), (3, 5), seed=1)
     print("# one member each; FERPlus valid (majority-labelled faces for accuracy, all faces for Spearman) and CK+ (981 crops)")
     print(f"{'model':40s} {'backbone':>22s} {'params':>7s} {'valid':>6s} {'rho':>6s} {'held-out sev3':>13s} "

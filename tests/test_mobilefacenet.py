@@ -75,3 +75,31 @@ def test_any_input_size_gives_logits_and_frozen_blocks_do_not_learn(size, monkey
     logits.sum().backward()
     assert model.stem[0].weight.grad is None and model.blocks[1][0][0].weight.grad is None
     assert model.blocks[2][0][0].weight.grad is not None and not model.stem[1].training
+
+
+def test_members_sharing_a_frozen_trunk_run_it_once_with_the_same_outputs(tmp_path):
+    """Members fine-tuned from the same frozen SFace blocks: the inference graph (and so the
+    exported ONNX graph) runs the trunk once and gives each member's own probabilities."""
+    from ferroute.engine.onnxrun import OnnxEnsemble
+    from ferroute.train.ensemble import Ensemble
+    from ferroute.train.export import export_onnx
+    from ferroute.train.graphs import InferenceGraph, SharedTrunk
+
+    torch.manual_seed(0)
+    members = [MobileFaceNet(frozen=3).eval() for _ in range(3)]
+    for m in members[1:]:
+        m.frozen_trunk().load_state_dict(members[0].frozen_trunk().state_dict())
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        loop = torch.stack([m(x) for m in members], 1).softmax(-1)
+        graph = InferenceGraph(members, ((False, 0, 0),), torch.float32, stacked="never")
+        assert graph.shared is not None
+        torch.testing.assert_close(graph(x), loop, rtol=1e-4, atol=1e-5)
+    assert not SharedTrunk.fits([MobileFaceNet(frozen=3), MobileFaceNet(frozen=3)])  # different trunks
+    assert not SharedTrunk.fits([MobileFaceNet(frozen=0), MobileFaceNet(frozen=0)])
+    assert not SharedTrunk.fits([members[0], MobileFaceNet(frozen=2)])
+    _, cfg = create_backbone("mobilefacenet", pretrained=False, input_size=64, frozen=3)
+    ens = Ensemble(members, cfg)
+    faces = np.random.default_rng(0).integers(0, 255, (5, 48, 48), dtype=np.uint8)
+    onnx_probs = OnnxEnsemble(export_onnx(ens, tmp_path / "g.onnx")).predict_proba(faces)
+    np.testing.assert_allclose(onnx_probs, ens.predict_proba(faces), atol=1e-4)

@@ -181,6 +181,33 @@ def inference_copy(model: nn.Module) -> nn.Module:
     return model
 
 
+class SharedTrunk(nn.Module):
+    """Members whose frozen trunk is the same (MobileFaceNet members fine-tuned from SFace with
+    the same ``frozen``: identical stem and first blocks, BatchNorm statistics included) as one
+    network: the trunk runs once, then each member's own tail. Exactly the members' logits,
+    ``(B, 3, S, S) -> (B, M, C)``; at 64 px with five blocks frozen the trunk is about 70 % of a
+    member's time, so five members cost about 2.2 members instead of 5."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        self.trunk = members[0].frozen_trunk()
+        self.tails = nn.ModuleList(m.tail() for m in members)
+
+    @staticmethod
+    def fits(members: list[nn.Module]) -> bool:
+        """Whether every member has a frozen trunk and all of them hold the same tensors."""
+        if len(members) < 2 or not all(hasattr(m, "frozen_trunk") and getattr(m, "frozen", 0) >= 1 for m in members):
+            return False
+        if len({m.frozen for m in members}) != 1:
+            return False
+        first = members[0].frozen_trunk().state_dict()
+        return all(all(torch.equal(first[k], v) for k, v in m.frozen_trunk().state_dict().items()) for m in members[1:])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.trunk(x)
+        return torch.stack([t(y) for t in self.tails], dim=1)
+
+
 class InferenceGraph(nn.Module):
     """An ensemble's whole evaluation pass as one module, the thing ``torch.compile`` sees.
 
@@ -188,6 +215,7 @@ class InferenceGraph(nn.Module):
     convolutions, ViT patch embeddings as one GEMM) with weights already in the compute dtype
     (bf16 or float32: no per-call casts, no autocast); CNN members as one grouped-convolution
     network for small batches (or always, with ``stacked='always'``) and a member loop above;
+    members sharing a frozen trunk as :class:`SharedTrunk` (the trunk once);
     softmax in float32, mean over views. ``(B, C, S, S)`` float32 -> ``(B, M, C)`` float32.
     """
 
@@ -199,6 +227,7 @@ class InferenceGraph(nn.Module):
             stacked = "never"
         self.stacked = StackedCNN(list(self.members)).to(memory_format=torch.channels_last) if stacked != "never" else None
         self.always_stacked = stacked == "always"
+        self.shared = SharedTrunk(list(self.members)) if self.stacked is None and SharedTrunk.fits(members) else None
         self.views, self.dtype, self.stacked_max_batch = views, dtype, stacked_max_batch
         self.eval().requires_grad_(False)
 
@@ -209,6 +238,8 @@ class InferenceGraph(nn.Module):
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         if self.stacked is not None and (self.always_stacked or x.is_cuda or x.shape[0] <= self.stacked_max_batch):
             logits = self.stacked(x)
+        elif self.shared is not None:
+            logits = self.shared(x)
         else:
             logits = torch.stack([m(x) for m in self.members], dim=1)
         return logits.float().softmax(-1)

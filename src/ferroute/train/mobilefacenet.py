@@ -68,6 +68,16 @@ class MobileFaceNet(nn.Module):
             m.eval()
         return self
 
+    def frozen_trunk(self) -> nn.Sequential:
+        """The frozen stem and blocks as one module ``(B, 3, S, S) -> (B, D, s, s)``: SFace's
+        weights, the same in every member trained with this ``frozen``, so an ensemble can run
+        it once (:class:`ferroute.train.graphs.SharedTrunk`)."""
+        return nn.Sequential(*self._frozen_modules())
+
+    def tail(self) -> nn.Module:
+        """What follows :meth:`frozen_trunk`: this member's own blocks and head, ``-> (B, C)`` logits."""
+        return _Tail(list(self.blocks[max(0, self.frozen - 1) :]), self.bn1, self.head)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for b in self.blocks:
@@ -83,6 +93,17 @@ class MobileFaceNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+class _Tail(nn.Module):
+    """A member's trainable blocks, final BatchNorm, global pooling and head (inference: no dropout)."""
+
+    def __init__(self, blocks: list[nn.Module], bn: nn.Module, head: nn.Module):
+        super().__init__()
+        self.blocks, self.bn, self.head = nn.Sequential(*blocks), bn, head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.bn(self.blocks(x)).mean((2, 3)))
 
 
 def sface_path() -> Path:

@@ -239,6 +239,11 @@ class ImageStatistics:
 SIGNAL_TYPES: dict[str, Any] = {"pixels": PixelStats, "face": FaceLikeness, "stats": ImageStatistics}
 
 
+def _feature_names(n_stats: int) -> tuple[str, ...]:
+    """A learned score's features over ``n_stats`` image statistics, in order."""
+    return ("log_epistemic", "face", *(f"stat{i}" for i in range(n_stats)), *(f"stat{i}_sq" for i in range(n_stats)))
+
+
 class LearnedScore:
     """A reject score learned from the signals the pipeline already has: logistic regression
     over the log epistemic uncertainty, face-likeness (:class:`FaceLikeness`) and the crop's
@@ -255,13 +260,9 @@ class LearnedScore:
                  bias: float = 0.0, l2: float = 1e-2):
         self.mean, self.std, self.weights, self.bias, self.l2 = mean, std, weights, float(bias), float(l2)
 
+    feature_names = staticmethod(_feature_names)
     #: the features of a score over six statistics, in order (:meth:`feature_names` for any count)
-    FEATURES = ("log_epistemic", "face", *(f"stat{i}" for i in range(6)), *(f"stat{i}_sq" for i in range(6)))
-
-    @staticmethod
-    def feature_names(n_stats: int) -> tuple[str, ...]:
-        """The features over ``n_stats`` image statistics, in order."""
-        return ("log_epistemic", "face", *(f"stat{i}" for i in range(n_stats)), *(f"stat{i}_sq" for i in range(n_stats)))
+    FEATURES = _feature_names(6)
 
     @property
     def names(self) -> tuple[str, ...]:

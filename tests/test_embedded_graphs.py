@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ferroute.train.ensemble import Ensemble
-from ferroute.train.export import export_onnx, resize_matrix
+from ferroute.train.export import export_onnx, resize_matrix, stored_half
 from ferroute.engine.onnxrun import GRAPH_FILE, OnnxEnsemble, load_graph, weights_digest
 from ferroute.router import EMBEDDED_MODELS, FERRouter, resolve_model_dir
 
@@ -16,7 +16,8 @@ pytest.importorskip("onnx")
 def test_shipped_graph_matches_a_fresh_export(name, tmp_path):
     d = resolve_model_dir(name)
     shipped = load_graph(d, threads=1)
-    fresh = OnnxEnsemble(export_onnx(Ensemble.load(d), tmp_path / GRAPH_FILE, weights_digest=weights_digest(d)), threads=1)
+    fresh = OnnxEnsemble(export_onnx(Ensemble.load(d), tmp_path / GRAPH_FILE, weights_digest=weights_digest(d), half=stored_half(d)),
+                         threads=1)
     faces = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
     assert shipped.tta == fresh.tta == Ensemble.load(d).tta
     assert np.abs(shipped.predict_proba(faces) - fresh.predict_proba(faces)).max() <= 1e-4, \
@@ -54,3 +55,4 @@ def test_core_and_torch_path_decide_alike_on_real_faces(name, ferplus_dir):
     a = [r["decision"] for r in FERRouter.load(name, backend="onnx").route_faces(faces)]
     b = [r["decision"] for r in FERRouter.load(name, backend="torch").route_faces(faces)]
     assert np.mean([x == y for x, y in zip(a, b)]) >= 0.99
+

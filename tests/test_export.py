@@ -83,3 +83,30 @@ def test_vit_ensembles_export_their_inference_graph_with_parity(tmp_path):
     got, ref = onnx_ens.predict_proba(faces, batch_size=4), ens.predict_proba(faces)  # batches of 4 and 3
     assert got.shape == ref.shape == (11, 2, 8)
     assert np.abs(got - ref).max() <= 1e-4
+
+
+def test_half_stored_weights_halve_the_files_and_keep_the_answers(tmp_path):
+    from ferroute.engine.onnxrun import GRAPH_FILE, load_graph
+    from ferroute.train.backbones import create_backbone
+    from ferroute.train.export import halve_weights, stored_half, write_graph
+
+    members = [create_backbone("cnn", width=16, depth=2)[0] for _ in range(2)]
+    ens = Ensemble(members, create_backbone("cnn", width=16, depth=2)[1]).configure(precision="fp32")
+    faces = np.random.default_rng(3).integers(0, 256, (16, 48, 48), dtype=np.uint8)
+    full = ens.predict_proba(faces)
+    d = ens.save(tmp_path / "m")
+    write_graph(d)
+    sizes = [(d / f).stat().st_size for f in ("member_0.safetensors", GRAPH_FILE)]
+    assert not stored_half(d)
+    res = CliRunner().invoke(app, ["export", str(d), "--half"])
+    assert res.exit_code == 0 and "float16" in res.output, res.output
+    assert stored_half(d)
+    assert halve_weights(d) == 0  # already half: nothing more to save
+    write_graph(d)  # a half model's graph stores half weights too
+    assert (d / "member_0.safetensors").stat().st_size < 0.6 * sizes[0]
+    assert (d / GRAPH_FILE).stat().st_size < 0.6 * sizes[1]
+    back = Ensemble.load(d).configure(precision="fp32")
+    assert all(p.dtype == __import__("torch").float32 for p in back.parameters())  # loading casts back
+    graph = load_graph(d, threads=1).predict_proba(faces)
+    assert np.abs(back.predict_proba(faces) - full).max() < 5e-3  # float16 rounding of the weights only
+    assert np.abs(graph - back.predict_proba(faces)).max() < 1e-3

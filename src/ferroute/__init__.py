@@ -25,7 +25,7 @@ import sys
 import warnings
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.3.1"
+__version__ = "0.3.2"
 
 #: public name -> module that defines it
 _EXPORTS = {

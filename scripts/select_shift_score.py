@@ -53,7 +53,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from ferroute.evaluate.corruptions import CORRUPTIONS, HELD_OUT, corrupted_set
+from ferroute.evaluate.corrupted_sets import corrupted_set
+from ferroute.evaluate.corruptions import CORRUPTIONS, HELD_OUT
 from ferroute.evaluate.ferplus import load_split, resolve_data_dir
 from ferroute.train.ensemble import Ensemble
 from ferroute.evaluate.metrics import auroc, kept_at_rate

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from ferroute.engine import cache
-from ferroute.evaluate.corruptions import corrupted_set
+from ferroute.evaluate.corrupted_sets import corrupted_set
 from ferroute.evaluate.ferplus import load_split
 
 
@@ -83,7 +83,7 @@ def test_damaged_corruption_sets_are_recomputed_to_the_same_values(tmp_path):
 CONCURRENT = """
 import json, sys
 import numpy as np
-from ferroute.evaluate.corruptions import corrupted_set
+from ferroute.evaluate.corrupted_sets import corrupted_set
 from ferroute.evaluate.ferplus import load_split
 s = load_split("valid", sys.argv[1])
 sets = corrupted_set(s.images, ["gaussian_noise", "glass_blur", "contrast"], [1, 3, 5], workers=1, progress=False)

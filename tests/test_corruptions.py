@@ -8,7 +8,6 @@ from ferroute.evaluate.corruptions import (
     HELD_OUT,
     IMAGENET_C_HELD_OUT,
     corrupt,
-    corrupted_set,
 )
 
 # scripts/make_reference_corruptions.py: the imagecorruptions package's outputs on four 48x48
@@ -95,15 +94,3 @@ def test_bad_arguments():
         corrupt(np.zeros((1, 48, 48), np.uint8), "rain", 1)
     with pytest.raises(ValueError, match="severity"):
         corrupt(np.zeros((1, 48, 48), np.uint8), "fog", 6)
-
-
-def test_parallel_cached_set(faces, tmp_path, monkeypatch):
-    monkeypatch.setenv("FERROUTE_CACHE", str(tmp_path))
-    sets = corrupted_set(faces, ["fog", "gaussian_noise"], (1, 2), workers=2, progress=False)
-    assert len(sets) == 4
-    np.testing.assert_array_equal(sets[("fog", 2)], corrupt(faces, "fog", 2))
-    files = sorted(p.name for p in tmp_path.rglob("*.npy"))
-    assert len(files) == 4
-    mtimes = [p.stat().st_mtime_ns for p in sorted(tmp_path.rglob("*.npy"))]
-    corrupted_set(faces, ["fog", "gaussian_noise"], (1, 2), workers=1, progress=False)
-    assert mtimes == [p.stat().st_mtime_ns for p in sorted(tmp_path.rglob("*.npy"))]  # served from cache

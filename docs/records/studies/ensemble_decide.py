@@ -44,7 +44,8 @@ from ferroute.decide.agreement import agreement  # noqa: E402
 from ferroute.decide.routing import UncertaintyRouter  # noqa: E402
 from ferroute.decide.shift import FaceLikeness  # noqa: E402
 from ferroute.decide.uncertainty import decompose  # noqa: E402
-from ferroute.evaluate.corruptions import HELD_OUT, corrupted_set  # noqa: E402
+from ferroute.evaluate.corrupted_sets import corrupted_set  # noqa: E402
+from ferroute.evaluate.corruptions import HELD_OUT  # noqa: E402
 from ferroute.evaluate.ferplus import load_ckplus, load_split, resolve_data_dir  # noqa: E402
 from ferroute.evaluate.metrics import auroc  # noqa: E402
 from ferroute.evaluate.nonface import tiled_faces  # noqa: E402

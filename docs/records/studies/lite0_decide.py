@@ -38,7 +38,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ferroute.decide.agreement import agreement
-from ferroute.evaluate.corruptions import IMAGENET_C_HELD_OUT, corrupted_set
+from ferroute.evaluate.corrupted_sets import corrupted_set
+from ferroute.evaluate.corruptions import IMAGENET_C_HELD_OUT
 from ferroute.evaluate.ferplus import load_split, resolve_data_dir
 from ferroute.train.ensemble import Ensemble
 from ferroute.router import default_model_dir

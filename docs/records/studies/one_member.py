@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import spearmanr
 
-from ferroute.evaluate.corruptions import HELD_OUT, corrupted_set
+from ferroute.evaluate.corrupted_sets import corrupted_set
+from ferroute.evaluate.corruptions import HELD_OUT
 from ferroute.evaluate.ferplus import load_ckplus, load_split, resolve_data_dir
 from ferroute.train.ensemble import Ensemble
 from ferroute.router import default_model_dir

@@ -359,7 +359,7 @@ def calibrate_site(
     _need("train", "scipy", "skimage")
     from ..engine.config import ModelError
     from ..evaluate.site import calibrate_site as run
-    from .run import expand_inputs
+    from .inputs import expand_inputs
 
     entries, missing = expand_inputs(paths)
     for m in sorted(missing):

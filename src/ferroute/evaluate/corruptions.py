@@ -19,29 +19,25 @@ and is otherwise the identity. Outputs are truncated to uint8 as the reference's
 outputs (``scripts/make_reference_corruptions.py``).
 
 Each (corruption, severity) draws from its own seeded generator, so results are
-deterministic and independent of the order or the process that computes them.
+deterministic and independent of the order or the process that computes them
+(:func:`ferroute.evaluate.corrupted_sets.corrupted_set` computes many in parallel and caches them).
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from ..engine import cache
 from .heldout import SHIFTS as HELDOUT_SHIFTS
 
 Corruption = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 SEVERITIES = (1, 2, 3, 4, 5)
-CACHE_VERSION = 2  # per-name cache entries: adding shifts does not change the others
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
@@ -405,49 +401,3 @@ def corrupt(faces: np.ndarray, name: str, severity: int, seed: int = 0) -> np.nd
     rng = np.random.default_rng(_seed(name, severity, seed))
     x = faces.astype(np.float64) / 255.0
     return _to_uint8(np.clip(_ALL[name](x, severity, rng), 0, 1))
-
-
-def _job(args: tuple[np.ndarray, str, int, int, str]) -> tuple[str, int, Path | None]:
-    """Compute one set and store it; returns where it went (None: the cache cannot be written)."""
-    faces, name, severity, seed, stem = args
-    out = corrupt(faces, name, severity, seed)
-    return name, severity, cache.store(Path(stem), ".npy", lambda tmp: np.save(tmp, out))
-
-
-def corrupted_set(
-    faces: np.ndarray,
-    names: tuple[str, ...] | list[str] | None = None,
-    severities: tuple[int, ...] | list[int] = SEVERITIES,
-    seed: int = 0,
-    workers: int | None = None,
-    progress: bool = True,
-) -> dict[tuple[str, int], np.ndarray]:
-    """All (corruption, severity) versions of ``faces``, computed in parallel and cached on disk.
-
-    The cache key covers the faces' bytes, the seed and the algorithm version, so a change
-    in any of them recomputes. Returns ``{(name, severity): (N, H, W) uint8}`` (memory-mapped).
-    """
-    names = list(names or CORRUPTIONS)
-    key = hashlib.sha1(np.ascontiguousarray(faces).tobytes() + f"{seed}/{CACHE_VERSION}".encode()).hexdigest()[:16]
-    root = cache.cache_dir("corruptions", key)
-    # each entry is verified (hashed) once: here, or when it is stored below
-    hits = {(n, s): cache.find(root / f"{n}-{s}", ".npy") for n in names for s in severities}
-    todo = [(faces, n, s, seed, str(root / f"{n}-{s}")) for (n, s), hit in hits.items() if hit is None]  # missing or damaged
-    if todo:
-        from tqdm.auto import tqdm
-
-        workers = workers or min(len(todo), os.cpu_count() or 1)
-        bar = tqdm(total=len(todo), desc="corruptions", unit="set", disable=not progress)
-        if workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                for n, s, path in pool.map(_job, todo):
-                    hits[(n, s)] = path
-                    bar.update()
-        else:
-            for job in todo:
-                n, s, path = _job(job)
-                hits[(n, s)] = path
-                bar.update()
-        bar.close()
-    # an unwritable cache: compute in memory instead
-    return {(n, s): np.load(hit, mmap_mode="r") if hit is not None else corrupt(faces, n, s, seed) for (n, s), hit in hits.items()}

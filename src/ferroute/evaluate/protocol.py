@@ -35,7 +35,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..decide.agreement import DEFAULT_LEVEL, REPORTED_LEVELS, agreement, flag_quality, level_words
-from .corruptions import CORRUPTIONS, SEVERITIES, corrupted_set
+from .corrupted_sets import corrupted_set
+from .corruptions import CORRUPTIONS, SEVERITIES
 from .ferplus import FERPlusSplit, LabelledFaces
 from ..train.ensemble import Ensemble, how_it_runs
 from ..train.export import OnnxEnsemble
@@ -43,7 +44,6 @@ from ..decide.labelshift import PriorAdapter
 from .metrics import (
     N_BOOT,
     RATES,
-    aurc,
     auroc,
     average_precision,
     flag_ceiling,
@@ -51,13 +51,14 @@ from .metrics import (
     kept_ratio_ci,
     kl_divergence,
     ratio,
-    risk_coverage,
     routing_table,
     spearman_ci,
     top_share_calibration,
     vote_noise_ceiling,
 )
+from .generalization import generalization, shares
 from .report import plots, render_markdown, selective_plots
+from .selective import selective as selective_report, selective_inputs
 from ..decide.routing import UncertaintyRouter
 from ..decide.shift import Signal
 from ..decide.uncertainty import decompose, entropy
@@ -167,7 +168,7 @@ def evaluate(
         if ldl is not None:
             s["ldl"] = entropy(pl_k)
         if key[1] == max(severities):
-            sel_ood.append(_selective_inputs(p, d["agreement"], dec, test.labels, pl_k))
+            sel_ood.append(selective_inputs(p, d["agreement"], dec, test.labels, pl_k))
             agree_ood.append(d["agreement"])
         scores[key] = s
     timings["shift_inference_s"] = time.time() - t1
@@ -219,7 +220,7 @@ def evaluate(
         "guarantee": guarantee,
         "clean_rejected": clean_rejected,
         "clean_rejected_within_promise": clean_rejected <= guarantee.get("reject_rate_upper_95", router.reject_rate),
-        "clean_shares": _shares(decisions),
+        "clean_shares": shares(decisions),
         "ood_rejected": float(np.mean([rejected[(nm, sev_max)] for nm in names])),
         "ood_rejected_per_corruption": {nm: rejected[(nm, sev_max)] for nm in names},
         "ood_rejected_by_severity": {str(sv): float(np.mean([rejected[(nm, sv)] for nm in names])) for sv in severities},
@@ -246,10 +247,10 @@ def evaluate(
     level = router.ambiguous_below
     ambiguity["flag"] = _flag_report(dt["agreement"], top_votes, test.votes, level,
                                      np.concatenate(agree_ood) if agree_ood else None) if router.has_agreement else None
-    selective: dict[str, Any] = {"clean": _selective(_selective_inputs(pt, dt["agreement"], decisions, test.labels, pl if ldl is not None else None))}
+    selective: dict[str, Any] = {"clean": selective_report(selective_inputs(pt, dt["agreement"], decisions, test.labels, pl if ldl is not None else None))}
     if sel_ood:
         pooled = {k: np.concatenate([x[k] for x in sel_ood]) for k in sel_ood[0]}
-        selective["corrupted"] = {**_selective(pooled), "severity": max(severities), "corruptions": names}
+        selective["corrupted"] = {**selective_report(pooled), "severity": max(severities), "corruptions": names}
     report: dict[str, Any] = {
         "machine": machine(),
         "accuracy": accuracy,
@@ -273,11 +274,11 @@ def evaluate(
         dc = decomposed(pc, ckplus.images)
         ck = (pc, router.decide(dc))
         plc = infer(ldl, ckplus.images)[:, 0] if ldl is not None else None
-        selective["ckplus"] = _selective(_selective_inputs(pc, dc["agreement"], ck[1], ckplus.labels, plc))
+        selective["ckplus"] = selective_report(selective_inputs(pc, dc["agreement"], ck[1], ckplus.labels, plc))
         if ambiguity.get("flag"):  # posed faces with one validated label each: few should read as split
             for q in [ambiguity["flag"]["default"], *ambiguity["flag"]["at"].values()]:
                 q["ckplus_flagged"] = float(np.mean(np.asarray(dc["agreement"]) < q["level"]))
-    report["generalization"] = _generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors, ck)
+    report["generalization"] = generalization(lambda f: infer(ensemble, f), lambda p, f: router.decide(decomposed(p, f)), ckplus, priors, ck)
     if priors is not None and len(pt) >= priors.min_faces:
         adapted = priors.reweight(pt, priors.estimate(pt)).mean(1)
         report["generalization"]["ferplus_test_accuracy_adapted"] = _accuracy(adapted, test.labels)
@@ -325,110 +326,6 @@ def _accuracy(mean_probs: np.ndarray, labels: np.ndarray) -> float:
     """Top-1 accuracy of mean probabilities ``(N, C)`` on the faces with a majority label (``labels >= 0``)."""
     keep = labels >= 0
     return float(np.mean(mean_probs[keep].argmax(-1) == labels[keep]))
-
-
-def _per_subject(right: np.ndarray, groups: np.ndarray) -> float:
-    """Accuracy per subject, averaged over subjects (each subject counts once, however many faces)."""
-    return float(np.mean([right[groups == g].mean() for g in np.unique(groups)]))
-
-
-def _shares(decisions: np.ndarray) -> dict[str, float]:
-    return {k: float(np.mean(decisions == k)) for k in ("accept", "ambiguous", "reject")}
-
-
-def _generalization(probs_of: Any, decide: Any, ckplus: LabelledFaces | None, priors: PriorAdapter | None = None,
-                    ck: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
-    """Beyond FERPlus: what the router does with 48x48 non-face crops, and, with CK+, accuracy
-    (per image and per subject, averaged over subjects) and decision shares. ``probs_of(faces)``
-    runs the ensemble ``(N, M, C)``; ``decide(probs, faces)`` the router; ``ck``: CK+'s
-    probabilities and decisions when the caller has them already."""
-    from .nonface import nonface_crops
-
-    crops, kinds = nonface_crops()
-    dec = decide(probs_of(crops), crops)
-    kinds_arr = np.asarray(kinds)
-    out: dict[str, Any] = {
-        "nonface_rejected": float(np.mean(dec == "reject")),
-        "nonface_shares": _shares(dec),
-        "nonface_rejected_by_kind": {k: float(np.mean(dec[kinds_arr == k] == "reject")) for k in dict.fromkeys(kinds)},
-        "n_nonface": len(crops),
-    }
-    if ckplus is not None:
-        probs, dec = ck if ck is not None else (probs_of(ckplus.images), None)  # once: for the accuracy and the decisions
-        right = probs.mean(1).argmax(-1) == ckplus.labels
-        dec = decide(probs, ckplus.images) if dec is None else dec
-        kept = dec != "reject"
-        own = np.unique(ckplus.labels)  # the emotions this set has (CK+: seven, no neutral)
-        mean = probs.mean(1)
-        right_own = own[mean[:, own].argmax(-1)] == ckplus.labels
-        out.update({
-            "ckplus_accuracy": float(right.mean()),
-            "ckplus_accuracy_own_labels": float(right_own.mean()),
-            "ckplus_own_labels": [int(k) for k in own],
-            "ckplus_accuracy_per_subject": _per_subject(right, ckplus.groups),
-            "ckplus_accuracy_not_rejected": float(right[kept].mean()) if kept.any() else None,
-            "ckplus_shares": _shares(dec),
-            "n_ckplus": int(len(right)),
-            "n_ckplus_subjects": int(len(np.unique(ckplus.groups))),
-        })
-        if priors is not None and len(probs) >= priors.min_faces:  # moved to CK+'s own emotion mix, estimated from its unlabelled faces
-            mix = priors.estimate(probs)
-            adapted = priors.reweight(probs, mix)
-            right = adapted.mean(1).argmax(-1) == ckplus.labels
-            out.update({
-                "ckplus_accuracy_adapted": float(right.mean()),
-                "ckplus_accuracy_adapted_per_subject": _per_subject(right, ckplus.groups),
-                "ckplus_shares_adapted": _shares(decide(adapted, ckplus.images)),
-                "ckplus_mix_estimated": [round(float(q), 4) for q in mix],
-            })
-    return out
-
-
-#: Scorers of the selective-prediction section: higher = more confident, kept first.
-SCORERS = ("uar", "max_prob", "neg_total_entropy", "ldl_max_prob")
-_TIER = {"accept": 2.0, "ambiguous": 1.0, "reject": 0.0}
-
-
-def _selective_inputs(probs: np.ndarray, agree: np.ndarray, decisions: np.ndarray, labels: np.ndarray,
-                      ldl_probs: np.ndarray | None) -> dict[str, np.ndarray]:
-    """Per labelled face: correct top emotion, decision and each scorer's confidence. UAR's
-    confidence keeps accepted faces first, then ambiguous, then rejected, each by agreement."""
-    keep = np.asarray(labels) >= 0
-    mean = probs.mean(1)
-    out = {"correct": (mean.argmax(-1) == labels)[keep], "decision": np.asarray(decisions, object)[keep],
-           "uar": (np.array([_TIER[str(d)] for d in decisions]) + np.asarray(agree))[keep],
-           "max_prob": mean.max(-1)[keep], "neg_total_entropy": -entropy(mean)[keep]}
-    if ldl_probs is not None:
-        out["ldl_max_prob"] = ldl_probs.max(-1)[keep]
-        out["ldl_correct"] = (ldl_probs.argmax(-1) == labels)[keep]
-    return out
-
-
-def _selective(x: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Accuracy and share of each decision, AURC of each scorer, and what a plain max-probability
-    threshold reaches at the coverage of ``accept``."""
-    correct, dec = x["correct"], x["decision"]
-    per = {k: {"share": float(np.mean(dec == k)), "accuracy": float(correct[dec == k].mean()) if np.any(dec == k) else None}
-           for k in ("accept", "ambiguous", "reject")}
-    curves = {k: x[k] for k in SCORERS if k in x}
-    out: dict[str, Any] = {
-        "n": int(len(correct)),
-        "accuracy_all": float(correct.mean()),
-        "decisions": per,
-        "aurc": {k: aurc(v, x["ldl_correct"] if k == "ldl_max_prob" else correct) for k, v in curves.items()},
-    }
-    cov = per["accept"]["share"]
-    if cov > 0:
-        k = max(1, int(round(cov * len(correct))))
-        order = np.argsort(-x["max_prob"], kind="stable")[:k]
-        out["max_prob_at_accept_coverage"] = {"coverage": k / len(correct), "accuracy": float(correct[order].mean())}
-    grid = np.linspace(0.05, 1.0, 20)
-    out["risk_coverage"] = {}
-    for name, conf in curves.items():
-        c, r = risk_coverage(conf, x["ldl_correct"] if name == "ldl_max_prob" else correct)
-        out["risk_coverage"][name] = [round(float(np.interp(g, c, r)), 4) for g in grid]
-    out["risk_coverage"]["coverage"] = [round(float(g), 2) for g in grid]
-    return out
 
 
 def _flag_report(agree: np.ndarray, top_votes: np.ndarray, raw_votes: np.ndarray, level: float,

@@ -55,4 +55,3 @@ def test_core_and_torch_path_decide_alike_on_real_faces(name, ferplus_dir):
     a = [r["decision"] for r in FERRouter.load(name, backend="onnx").route_faces(faces)]
     b = [r["decision"] for r in FERRouter.load(name, backend="torch").route_faces(faces)]
     assert np.mean([x == y for x, y in zip(a, b)]) >= 0.99
-

@@ -86,6 +86,8 @@ def test_vit_ensembles_export_their_inference_graph_with_parity(tmp_path):
 
 
 def test_half_stored_weights_halve_the_files_and_keep_the_answers(tmp_path):
+    import torch
+
     from ferroute.engine.onnxrun import GRAPH_FILE, load_graph
     from ferroute.train.backbones import create_backbone
     from ferroute.train.export import halve_weights, stored_half, write_graph
@@ -106,7 +108,7 @@ def test_half_stored_weights_halve_the_files_and_keep_the_answers(tmp_path):
     assert (d / "member_0.safetensors").stat().st_size < 0.6 * sizes[0]
     assert (d / GRAPH_FILE).stat().st_size < 0.6 * sizes[1]
     back = Ensemble.load(d).configure(precision="fp32")
-    assert all(p.dtype == __import__("torch").float32 for p in back.parameters())  # loading casts back
+    assert all(p.dtype == torch.float32 for p in back.parameters())  # loading casts back
     graph = load_graph(d, threads=1).predict_proba(faces)
     assert np.abs(back.predict_proba(faces) - full).max() < 5e-3  # float16 rounding of the weights only
     assert np.abs(graph - back.predict_proba(faces)).max() < 1e-3

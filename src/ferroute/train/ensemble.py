@@ -170,8 +170,8 @@ class Ensemble(nn.Module):
         d = Path(directory)
         cfg_path = d / "config.json"
         if partial and not cfg_path.is_file() and (d / "train_log.json").is_file():
-            cfg, ks, meta = _in_progress(d)
-            return cls._load_members(d, cfg, ks, meta, options)
+            cfg, ks = _in_progress(d)
+            return cls._load_members(d, cfg, ks, {}, options)  # no meta before config.json is written
         if not cfg_path.is_file():
             raise ModelError(f"{d}: not a ferroute model directory (no config.json)")
         try:
@@ -221,7 +221,7 @@ class Ensemble(nn.Module):
         return ens
 
 
-def _in_progress(d: Path) -> tuple[BackboneConfig, list[int], dict[str, Any]]:
+def _in_progress(d: Path) -> tuple[BackboneConfig, list[int]]:
     """The config and finished members of a training folder without ``config.json``."""
     from .backbones import check_config_kwargs, create_backbone
 
@@ -235,7 +235,7 @@ def _in_progress(d: Path) -> tuple[BackboneConfig, list[int], dict[str, Any]]:
         raise ModelError(f"{path}: not a readable training log ({type(exc).__name__}: {exc})") from None
     if not ks:
         raise ModelError(f"{d}: no finished member yet ({path} lists none); let `ferroute train` finish one")
-    return cfg, ks, {}
+    return cfg, ks
 
 
 def check_outputs(ens: "Ensemble", where: Path) -> None:

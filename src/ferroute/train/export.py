@@ -17,7 +17,7 @@ from ..engine.config import BackboneConfig
 from .ensemble import Ensemble
 from ..engine.onnxrun import GRAPH_FILE, INPUT_SIZE, WEIGHTS_KEY, OnnxEnsemble, weights_digest
 
-__all__ = ["export_onnx", "resize_matrix", "write_graph", "halve_weights", "to_onnx_backend", "with_backend", "OnnxEnsemble"]
+__all__ = ["export_onnx", "resize_matrix", "write_graph", "halve_weights", "stored_half", "to_onnx_backend", "with_backend", "OnnxEnsemble"]
 
 #: Float tensors at least this large are stored in float16 by :func:`halve_weights` and
 #: :func:`export_onnx` ``(half=True)``; biases, norms and the resize matrix stay float32.
@@ -112,17 +112,14 @@ def _half_initializers(model: Any) -> None:
             graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(value), node.output[0]))
         else:
             kept.append(node)
-    del graph.node[:]
-    graph.node.extend(kept)
     for init in graph.initializer:
         if init.data_type != onnx.TensorProto.FLOAT or np.prod(init.dims) < HALF_MIN_SIZE:
             continue
         name = init.name
         init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float16), f"{name}__fp16"))
         casts.append(onnx.helper.make_node("Cast", [f"{name}__fp16"], [name], to=onnx.TensorProto.FLOAT, name=f"{name}__cast"))
-    nodes = casts + list(graph.node)
     del graph.node[:]
-    graph.node.extend(nodes)
+    graph.node.extend(casts + kept)
 
 
 def stored_half(model_dir: str | Path) -> bool:
